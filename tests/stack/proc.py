@@ -1,0 +1,97 @@
+"""Start and stop the test stack's servers by handle, never by name."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+class Server:
+    """One server process of the stack, its output kept in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str | os.PathLike[str]],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log = log
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        # Append: a restarted server keeps its earlier output for the post-mortem.
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after the timeout: only this process."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+        """Poll `ready` until it holds; fail with the server's log if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running():
+                raise RuntimeError(f"{self.name} exited before {what or 'ready'}:\n{self.log_tail()}")
+            try:
+                if ready():
+                    return
+            except Exception:  # noqa: S110 - not ready yet, whatever the probe raised
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.name} not {what or 'ready'} after {timeout}s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+
+def run(argv: Sequence[str | os.PathLike[str]], timeout: float = 60.0, **kw: object) -> str:
+    """Run a set-up command; fail with its output."""
+    res = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout, check=False, **kw  # type: ignore[call-overload]
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return str(res.stdout)
