@@ -1,0 +1,3 @@
+from rgwtls.cli import main
+
+main()

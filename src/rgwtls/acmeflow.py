@@ -1,0 +1,314 @@
+"""The ACME protocol, through certbot's `acme` library, made to survive real CAs.
+
+The library retries a badNonce once; Let's Encrypt asks clients to retry it
+as often as it comes, and at a 50% rejection rate certbot and dehydrated fail
+every run. `Network` retries badNonce, 5xx and connection errors itself, and
+keeps the last response so that a rate limit can be reported with its
+Retry-After. `Acme` is the protocol steps `issue` needs, each turning the
+library's exceptions into one `AcmeError` line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.b64 import b64encode
+from josepy.json_util import field
+from josepy.jwa import ES256
+from josepy.jwk import JWK, JWKEC
+
+from rgwtls import __version__
+from rgwtls.config import AcmeConfig
+from rgwtls.dns import Challenge
+from rgwtls.errors import AcmeError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+USER_AGENT = f"rgwtls/{__version__}"
+
+
+def new_account_key() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _retry_after(resp: requests.Response | None) -> float | None:
+    """Seconds from a Retry-After header (delta or HTTP date), if any."""
+    value = resp.headers.get("Retry-After") if resp is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+class Network(client.ClientNetwork):
+    def __init__(self, key: JWK, cfg: AcmeConfig) -> None:
+        super().__init__(
+            key,
+            alg=ES256,
+            # A CA bundle path is passed on to requests as it is.
+            verify_ssl=cfg.ca_bundle or True,  # type: ignore[arg-type]
+            user_agent=USER_AGENT,
+            timeout=int(cfg.timeout),
+        )
+        self.cfg = cfg
+        self.last_response: requests.Response | None = None
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        self.last_response = None
+        response: requests.Response = super()._send_request(method, url, *args, **kwargs)
+        self.last_response = response
+        return response
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        nonces = tries = 0
+        while True:
+            try:
+                return call()
+            except messages.Error as e:
+                if e.code == "badNonce" and nonces < self.cfg.nonce_retries:
+                    nonces += 1
+                    log.debug("badNonce from the CA, retry %d", nonces)
+                    continue
+                status = self.last_response.status_code if self.last_response is not None else 0
+                if status < 500 or tries >= self.cfg.retries:
+                    raise
+                problem = f"{e.typ}: {e.detail}"
+            except errors.ClientError as e:
+                status = self.last_response.status_code if self.last_response is not None else 0
+                if status < 500 or tries >= self.cfg.retries:
+                    raise
+                problem = f"HTTP {status}: {e}"
+            except (requests.ConnectionError, requests.Timeout) as e:
+                if tries >= self.cfg.retries:
+                    raise
+                problem = type(e).__name__
+            tries += 1
+            wait = _retry_after(self.last_response) or self.cfg.retry_backoff * 2 ** (tries - 1)
+            log.info(
+                "ACME %s failed (%s); retry %d of %d in %.1fs", what, problem, tries, self.cfg.retries, wait
+            )
+            time.sleep(min(wait, 60.0))
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        # _post_once takes a fresh nonce on every call: each retry is a new JWS.
+        return self._retrying("POST", lambda: self._post_once(*args, **kwargs))
+
+    def get(self, *args: Any, **kwargs: Any) -> requests.Response:
+        return self._retrying("GET", lambda: super(Network, self).get(*args, **kwargs))
+
+    def head(self, *args: Any, **kwargs: Any) -> requests.Response:
+        return self._retrying("HEAD", lambda: super(Network, self).head(*args, **kwargs))
+
+
+class _NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773's `replaces`, which acme 5.9 does not send."""
+
+    replaces: str | None = field("replaces", omitempty=True)
+
+
+@dataclass
+class PendingChallenge:
+    authzr: messages.AuthorizationResource
+    challb: messages.ChallengeBody
+    challenge: Challenge
+
+    @property
+    def identifier(self) -> str:
+        ident = self.authzr.body.identifier.value
+        return f"*.{ident}" if self.authzr.body.wildcard else str(ident)
+
+
+class Acme:
+    """One session with one CA directory, as one account."""
+
+    def __init__(self, cfg: AcmeConfig, directory_url: str, account_key_pem: str) -> None:
+        self.cfg = cfg
+        self.directory_url = directory_url
+        key = serialization.load_pem_private_key(account_key_pem.encode(), password=None)
+        self.key = JWKEC(key=key)
+        self.net = Network(self.key, cfg)
+        self.client: client.ClientV2 = self._guard(
+            f"fetch the directory {directory_url}",
+            lambda: client.ClientV2(client.ClientV2.get_directory(directory_url, self.net), self.net),
+        )
+
+    def _guard(self, what: str, call: Callable[[], T]) -> T:
+        """Run one protocol step; any failure becomes one AcmeError line."""
+        try:
+            return call()
+        except messages.Error as e:
+            if e.code == "rateLimited":
+                after = _retry_after(self.net.last_response)
+                when = f"; retry after {after:.0f}s" if after is not None else ""
+                raise AcmeError(f"ACME: rate limited while trying to {what}: {e.detail}{when}") from None
+            raise AcmeError(f"ACME: could not {what}: {e.detail or e.description} ({e.typ})") from None
+        except errors.ClientError as e:
+            resp = self.net.last_response
+            status = f"HTTP {resp.status_code}" if resp is not None else str(e)
+            raise AcmeError(f"ACME: could not {what}: {status} from {self.directory_url}") from None
+        except requests.RequestException as e:
+            raise AcmeError(
+                f"ACME: could not {what}: cannot reach {self.directory_url}: {type(e).__name__}"
+            ) from None
+        except errors.Error as e:
+            raise AcmeError(f"ACME: could not {what}: {e}") from None
+
+    def _nonce_url(self) -> str:
+        return str(self.client.directory["newNonce"])
+
+    def _post(self, url: str, obj: Any, **kw: Any) -> requests.Response:
+        return self.net.post(url, obj, new_nonce_url=self._nonce_url(), **kw)
+
+    # -- steps -------------------------------------------------------------------
+
+    def register(self, email: str) -> None:
+        """Log in as the account of our key, registering it the first time.
+
+        newAccount with a known key answers with the existing account's URL,
+        so this also recovers an account the CA forgot nothing about.
+        """
+        reg = messages.NewRegistration.from_data(email=email or None, terms_of_service_agreed=True)
+
+        def call() -> None:
+            try:
+                self.client.new_account(reg)
+            except errors.ConflictError as e:
+                self.net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+
+        self._guard("register the ACME account", call)
+
+    def renewal_time(self, cert_pem: str) -> dt.datetime | None:
+        """When ARI says to renew, or None if the CA has no ARI; ARI failures fall back to None."""
+        if "renewalInfo" not in self.client.directory:
+            return None
+        try:
+            when, _ = self.client.renewal_time(cert_pem.encode())
+        except (errors.Error, requests.RequestException, messages.Error, ValueError) as e:
+            log.warning("ACME renewal info (ARI) unavailable (%s); using the lifetime rule", e)
+            return None
+        return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+    def new_order(
+        self, domains: Sequence[str], csr_pem: bytes, replaces: str | None
+    ) -> messages.OrderResource:
+        def call() -> messages.OrderResource:
+            idents = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d) for d in domains]
+            order = _NewOrder(identifiers=idents, replaces=replaces)
+            resp = self._post(self.client.directory["newOrder"], order)
+            body = messages.Order.from_json(resp.json())
+            authzrs = []
+            for url in body.authorizations:
+                a = self._post(url, None)
+                authzrs.append(
+                    messages.AuthorizationResource(body=messages.Authorization.from_json(a.json()), uri=url)
+                )
+            return messages.OrderResource(
+                body=body, uri=resp.headers.get("Location"), authorizations=authzrs, csr_pem=csr_pem
+            )
+
+        return self._guard(f"create an order for {', '.join(domains)}", call)
+
+    def dns_challenges(self, orderr: messages.OrderResource) -> list[PendingChallenge]:
+        """The DNS-01 challenges still to solve; authorizations the CA reuses need none."""
+        pending = []
+        for authzr in orderr.authorizations:
+            if authzr.body.status == messages.STATUS_VALID:
+                continue
+            ident = str(authzr.body.identifier.value)
+            for challb in authzr.body.challenges:
+                if isinstance(challb.chall, challenges.DNS01):
+                    value = challb.chall.validation(self.key)
+                    token = b64encode(challb.chall.token).decode()
+                    pending.append(PendingChallenge(authzr, challb, Challenge(ident, token, value)))
+                    break
+            else:
+                raise AcmeError(f"ACME: the CA offers no dns-01 challenge for {ident}")
+        return pending
+
+    def answer_and_wait(self, pending: list[PendingChallenge], deadline: float) -> None:
+        """Answer every challenge, then poll each authorization until it is decided."""
+        for p in pending:
+            response = p.challb.response(self.key)
+            self._guard(
+                f"answer the challenge for {p.identifier}",
+                lambda: self.client.answer_challenge(p.challb, response),  # noqa: B023 - called at once
+            )
+        failures = []
+        for p in pending:
+            authz = self._poll_authz(p, deadline)
+            if authz.status != messages.STATUS_VALID:
+                failures.append(f"{p.identifier}: {_challenge_error(authz)}")
+        if failures:
+            raise AcmeError("ACME: the CA rejected the DNS challenge: " + "; ".join(failures))
+
+    def _poll_authz(self, p: PendingChallenge, deadline: float) -> messages.Authorization:
+        while True:
+            authzr, resp = self._guard(
+                f"poll the authorization of {p.identifier}", lambda: self.client.poll(p.authzr)
+            )
+            if authzr.body.status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
+                return authzr.body
+            self._sleep_until_next_poll(resp, deadline, f"validation of {p.identifier}")
+
+    def _sleep_until_next_poll(self, resp: requests.Response, deadline: float, what: str) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AcmeError(
+                f"ACME: {what} not done within {self.cfg.order_timeout:g}s; "
+                "the CA may be slow, try again later or raise acme.order_timeout"
+            )
+        after = _retry_after(resp)
+        time.sleep(min(after if after is not None else self.cfg.poll_interval, remaining, 10.0))
+
+    def finalize(self, orderr: messages.OrderResource, deadline: float) -> str:
+        """Send the CSR, poll the order until valid, download the full chain."""
+        orderr = self._guard("finalize the order", lambda: self.client.begin_finalization(orderr))
+        body = orderr.body
+        while body.status in (messages.STATUS_PENDING, messages.STATUS_PROCESSING, messages.STATUS_READY):
+            resp = self._guard("poll the order", lambda: self._post(orderr.uri, None))
+            body = messages.Order.from_json(resp.json())
+            if body.status == messages.STATUS_VALID:
+                break
+            if body.status not in (messages.STATUS_PROCESSING, messages.STATUS_READY):
+                break
+            self._sleep_until_next_poll(resp, deadline, "finalization")
+        if body.status != messages.STATUS_VALID or not body.certificate:
+            why = f": {body.error.detail}" if body.error else ""
+            raise AcmeError(f"ACME: the order ended {body.status}{why}")
+        url = body.certificate
+        resp = self._guard(
+            "download the certificate",
+            lambda: self._post(url, None, content_type="application/pem-certificate-chain"),
+        )
+        return str(resp.text)
+
+
+def _challenge_error(authz: messages.Authorization) -> str:
+    for challb in authz.challenges:
+        if challb.error is not None:
+            err: messages.Error = challb.error
+            return f"{err.detail or err.description} ({err.typ})"
+    return f"authorization {authz.status}"
+
+
+def make_csr(key_pem: str, domains: Sequence[str]) -> bytes:
+    return bytes(crypto_util.make_csr(key_pem.encode(), list(domains)))

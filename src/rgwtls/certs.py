@@ -1,0 +1,104 @@
+"""Keys and certificates: generation, parsing, and the facts renewal and deploy decide on."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from rgwtls.errors import RgwtlsError
+
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
+
+
+def new_private_key(key_type: str) -> str:
+    """A fresh key for each certificate: a renewal never reuses the old key."""
+    key: PrivateKeyTypes
+    if key_type.startswith("rsa"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
+    else:
+        curve = {"ec256": ec.SECP256R1(), "ec384": ec.SECP384R1()}[key_type]
+        key = ec.generate_private_key(curve)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def split_pem_chain(fullchain: str) -> tuple[str, str]:
+    """The leaf and the rest, as the CA sent them."""
+    blocks = _PEM_CERT.findall(fullchain)
+    if not blocks:
+        raise RgwtlsError("the CA sent no certificate in PEM form")
+    return blocks[0] + "\n", "".join(b + "\n" for b in blocks[1:])
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    names: frozenset[str]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    serial: int
+    fingerprint: str
+    ari_id: str | None
+
+    @property
+    def lifetime(self) -> dt.timedelta:
+        return self.not_after - self.not_before
+
+    def remaining(self, now: dt.datetime) -> dt.timedelta:
+        return self.not_after - now
+
+
+def cert_info(cert_pem: str) -> CertInfo:
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = frozenset()
+    return CertInfo(
+        names=names,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        serial=cert.serial_number,
+        fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        ari_id=ari_cert_id(cert),
+    )
+
+
+def ari_cert_id(cert: x509.Certificate) -> str | None:
+    """The RFC 9773 certificate identifier: base64url(AKI keyIdentifier) '.' base64url(serial DER)."""
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    if aki.key_identifier is None:
+        return None
+    serial = cert.serial_number
+    serial_bytes = serial.to_bytes(math.ceil((serial.bit_length() + 1) / 8), "big", signed=True)
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).decode().rstrip("=")
+
+    return f"{b64(aki.key_identifier)}.{b64(serial_bytes)}"
+
+
+def key_matches_cert(key_pem: str, cert_pem: str) -> bool:
+    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    return bool(key.public_key().public_bytes(enc, fmt) == cert.public_key().public_bytes(enc, fmt))
+
+
+def fingerprint(cert_pem: str) -> str:
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    return cert.fingerprint(hashes.SHA256()).hex()

@@ -1,0 +1,94 @@
+"""The command line: a small click group; every RgwtlsError becomes one line and exit 1.
+
+Commands import their modules lazily: `deploy` runs from cron on every
+gateway every few minutes and must not pay for the ACME stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from rgwtls import __version__
+from rgwtls.errors import RgwtlsError
+
+log = logging.getLogger("rgwtls")
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname}: {record.getMessage()}"
+
+
+def _setup_logging(verbose: int, debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_Format())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        # The libraries' own INFO lines (acme's request dumps, urllib3) are noise in cron mail.
+        for noisy in ("acme", "urllib3", "requests"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    del verbose
+
+
+def _fail(message: str) -> NoReturn:
+    log.error("%s", message)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rgwtls")
+@click.option(
+    "--config",
+    "config_file",
+    metavar="PATH",
+    envvar="RGWTLS_CONFIG",
+    help="Configuration file [default: $RGWTLS_CONFIG, else /etc/rgwtls/rgwtls.toml].",
+)
+@click.option("-v", "--verbose", count=True, help="Say more.")
+@click.option("--debug", is_flag=True, help="Log everything, and show tracebacks on errors.")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, verbose: int, debug: bool) -> None:
+    """Let's Encrypt certificates for a Ceph RADOS Gateway fleet."""
+    _setup_logging(verbose, debug)
+    ctx.obj = {"config_file": config_file, "debug": debug}
+
+
+def _run(ctx: click.Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from rgwtls import config
+
+    try:
+        cfg = config.load(config.config_path(ctx.obj["config_file"]))
+        return fn(cfg, *args, **kwargs)
+    except RgwtlsError as e:
+        if ctx.obj["debug"]:
+            log.exception("%s", e)
+            sys.exit(1)
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+
+
+@main.command()
+@click.option(
+    "--staging",
+    is_flag=True,
+    help="Use the staging CA and a separate account; the result is stored apart "
+    "from production and never deployed without deploy --staging.",
+)
+@click.option("--force", is_flag=True, help="Renew even if the stored certificate is still good.")
+@click.option("--cert", "cert_name", metavar="NAME", help="Only this configured certificate.")
+@click.pass_context
+def issue(ctx: click.Context, staging: bool, force: bool, cert_name: str | None) -> None:
+    """Obtain or renew the certificates through ACME DNS-01 and store them in the pool."""
+    from rgwtls.issue import issue as run_issue
+
+    _run(ctx, run_issue, staging=staging, force=force, only=cert_name)

@@ -1,0 +1,282 @@
+"""The TOML configuration, validated on load.
+
+Every section is a frozen dataclass; the loader walks the dataclass fields, so
+an unknown key, a wrong type or a missing value is reported with the key's
+full name and the file, as one line. Secrets are never values in this file:
+only paths to files readable by their owner (see `read_secret`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import stat
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rgwtls.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = Path("/etc/rgwtls/rgwtls.toml")
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec256", "ec384")
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    directory: str = LETSENCRYPT
+    staging_directory: str = LETSENCRYPT_STAGING
+    email: str = ""
+    # A CA bundle for the ACME server's own HTTPS; empty means the system's.
+    ca_bundle: str = ""
+    key_type: str = "rsa2048"
+    timeout: float = 30.0
+    # Validation and finalization together may take this long before we give up.
+    order_timeout: float = 300.0
+    poll_interval: float = 1.0
+    # badNonce is the CA's way of saying "try again"; Let's Encrypt asks clients to.
+    nonce_retries: int = 10
+    # 5xx and connection errors: retried with exponential backoff, this many times.
+    retries: int = 4
+    retry_backoff: float = 1.0
+
+
+@dataclass(frozen=True)
+class CephConfig:
+    conf: str = "/etc/ceph/ceph.conf"
+    user: str = "client.rgwtls"
+    keyring: str = ""
+    pool: str = "rgwtls"
+    # Bounds every librados wait (connect, mon and OSD operations): a dead
+    # cluster otherwise hangs a cron job for 300 s or forever.
+    timeout: float = 10.0
+    # The issuer lock expires by itself after this long, should an issuer die.
+    lock_duration: float = 1800.0
+
+
+@dataclass(frozen=True)
+class InfobloxConfig:
+    server: str = ""
+    wapi_version: str = "2.11"
+    username: str = ""
+    password_file: str = ""
+    view: str = "default"
+    ttl: int = 60
+    verify_tls: bool = True
+    ca_bundle: str = ""
+    timeout: float = 30.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class Rfc2136Config:
+    server: str = ""
+    port: int = 53
+    zone: str = ""
+    tsig_key_name: str = ""
+    tsig_algorithm: str = "hmac-sha256"
+    tsig_secret_file: str = ""
+    ttl: int = 60
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    command: str = ""
+    timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    provider: str = "infoblox"
+    # Authoritative servers to check ("host" or "host:port"). Empty: discover
+    # them from the zone's NS records. Set it for split-horizon views, where
+    # the servers the CA asks are not the ones the NS records name.
+    nameservers: tuple[str, ...] = ()
+    # Resolvers used to discover zones and nameservers; empty: the system's.
+    resolvers: tuple[str, ...] = ()
+    # The port discovered nameservers are asked on.
+    nameserver_port: int = 53
+    propagation_timeout: float = 300.0
+    propagation_interval: float = 5.0
+    query_timeout: float = 3.0
+    infoblox: InfobloxConfig = field(default_factory=InfobloxConfig)
+    rfc2136: Rfc2136Config = field(default_factory=Rfc2136Config)
+    hook: HookConfig = field(default_factory=HookConfig)
+
+
+@dataclass(frozen=True)
+class CertificateConfig:
+    name: str
+    domains: tuple[str, ...]
+    key_type: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    acme: AcmeConfig
+    ceph: CephConfig
+    dns: DnsConfig
+    certificates: tuple[CertificateConfig, ...]
+
+    def certificate(self, name: str | None) -> tuple[CertificateConfig, ...]:
+        if name is None:
+            return self.certificates
+        for cert in self.certificates:
+            if cert.name == name:
+                return (cert,)
+        known = ", ".join(c.name for c in self.certificates)
+        raise ConfigError(f"no certificate named {name!r} in {self.path} (configured: {known})")
+
+
+def config_path(cli_value: str | None) -> Path:
+    """--config, else $RGWTLS_CONFIG, else the system file."""
+    return Path(cli_value or os.environ.get("RGWTLS_CONFIG") or DEFAULT_PATH)
+
+
+def load(path: Path) -> Config:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; pass --config or set RGWTLS_CONFIG") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    return parse(raw, path)
+
+
+def parse(raw: Mapping[str, Any], path: Path) -> Config:
+    where = _Where(path)
+    known = {"acme", "ceph", "dns", "certificate"}
+    for key in raw:
+        if key not in known:
+            raise where.error(key, "unknown section or key")
+    certs_raw = raw.get("certificate", [])
+    if not isinstance(certs_raw, list) or not certs_raw:
+        raise where.error("certificate", "at least one [[certificate]] table is required")
+    cfg = Config(
+        path=path,
+        acme=_build(AcmeConfig, raw.get("acme", {}), where, "acme"),
+        ceph=_build(CephConfig, raw.get("ceph", {}), where, "ceph"),
+        dns=_build(DnsConfig, raw.get("dns", {}), where, "dns"),
+        certificates=tuple(
+            _build(CertificateConfig, c, where, f"certificate[{i}]") for i, c in enumerate(certs_raw)
+        ),
+    )
+    _check(cfg, where)
+    return cfg
+
+
+class _Where:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"config {self.path}: {key}: {problem}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise where.error(key, f"must be {_type_name(tp)}, got {type(value).__name__}")
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(v, item, key, where) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (str, int, bool, float) and type(value) is tp:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise where.error(key, "must be a table")
+        return _build(tp, value, where, key)
+    raise where.error(key, f"must be {_type_name(tp)}, got {type(value).__name__}")
+
+
+T = typing.TypeVar("T")
+
+
+def _build(cls: type[T], raw: Any, where: _Where, prefix: str) -> T:
+    if not isinstance(raw, dict):
+        raise where.error(prefix, "must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in fields:
+            raise where.error(f"{prefix}.{key}", "unknown key")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}"
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], key, where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise where.error(key, "required")
+    return cls(**values)
+
+
+def _check(cfg: Config, where: _Where) -> None:
+    """Cross-field checks the types cannot express."""
+    if cfg.acme.key_type not in KEY_TYPES:
+        raise where.error("acme.key_type", f"must be one of {', '.join(KEY_TYPES)}")
+    if cfg.dns.provider not in ("infoblox", "rfc2136", "hook"):
+        raise where.error("dns.provider", "must be infoblox, rfc2136 or hook")
+    names: set[str] = set()
+    for i, cert in enumerate(cfg.certificates):
+        key = f"certificate[{i}]"
+        if not cert.name or "/" in cert.name:
+            raise where.error(f"{key}.name", "must be a non-empty name without '/'")
+        if cert.name in names:
+            raise where.error(f"{key}.name", f"{cert.name!r} is configured twice")
+        names.add(cert.name)
+        if not cert.domains:
+            raise where.error(f"{key}.domains", "must list at least one domain")
+        if cert.key_type and cert.key_type not in KEY_TYPES:
+            raise where.error(f"{key}.key_type", f"must be one of {', '.join(KEY_TYPES)}")
+        for d in cert.domains:
+            if d != d.lower().rstrip(".") or " " in d or "*" in d[1:]:
+                raise where.error(f"{key}.domains", f"{d!r} is not a lower-case domain name")
+
+
+def read_secret(path_value: str, key: str, cfg_path: Path) -> str:
+    """Read a secret from a file, warning (as certbot does) if others can read it.
+
+    Secrets live in files, never in the config or argv, so that neither `ps`
+    nor a world-readable config nor a log line can show them.
+    """
+    where = _Where(cfg_path)
+    if not path_value:
+        raise where.error(key, "required: the path of a file holding the secret")
+    p = Path(path_value)
+    try:
+        st = p.stat()
+        text = p.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise where.error(key, f"secret file {p} does not exist") from None
+    except OSError as e:
+        raise where.error(key, f"cannot read secret file {p}: {e.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "secret file %s is accessible by group or others (mode %04o); run: chmod 600 %s",
+            p,
+            stat.S_IMODE(st.st_mode),
+            p,
+        )
+    if not text:
+        raise where.error(key, f"secret file {p} is empty")
+    return text

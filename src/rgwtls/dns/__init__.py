@@ -1,0 +1,56 @@
+"""DNS back ends: one interface, one module each.
+
+A back end publishes and removes exactly the TXT values it is given. It never
+matches by name alone: a wildcard and its apex share `_acme-challenge.<zone>`
+with two values at once, and the name may hold records of other tools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from rgwtls.config import Config
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One DNS-01 value to publish.
+
+    `domain` is the identifier without its `*.`: the form dehydrated hooks
+    receive. `token` is the ACME challenge token, the hooks' TOKEN_FILENAME.
+    """
+
+    domain: str
+    token: str
+    value: str
+
+    @property
+    def record_name(self) -> str:
+        return f"_acme-challenge.{self.domain}"
+
+
+class DnsProvider(Protocol):
+    name: str
+
+    def present(self, ch: Challenge) -> None:
+        """Publish the value; raise DnsError (prefixed with the back end's name) if not."""
+
+    def cleanup(self, ch: Challenge) -> None:
+        """Remove exactly this value, published by this run or by a crashed earlier one."""
+
+
+def make_provider(cfg: Config) -> DnsProvider:
+    """The configured back end; its secrets are read here, so only `issue` needs them."""
+    kind = cfg.dns.provider
+    if kind == "infoblox":
+        from rgwtls.dns.infoblox import Infoblox
+
+        return Infoblox(cfg.dns.infoblox, cfg.path)
+    if kind == "rfc2136":
+        from rgwtls.dns.rfc2136 import Rfc2136
+
+        return Rfc2136(cfg.dns.rfc2136, cfg.path)
+    from rgwtls.dns.hook import Hook
+
+    return Hook(cfg.dns.hook, cfg.path)

@@ -1,0 +1,161 @@
+"""Infoblox WAPI back end: TXT records created and deleted by their `_ref`.
+
+Each record carries a comment marking it as ours, so that records left by a
+crashed run can be told from records a person or another tool made at the
+same name. Lookups always match name, text and view together: the
+`infoblox-client` package matched by name and view only, and so handed back
+the apex's record for the wildcard's value.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from rgwtls.config import InfobloxConfig, read_secret
+from rgwtls.dns import Challenge
+from rgwtls.errors import DnsError
+
+log = logging.getLogger(__name__)
+
+MARKER = "rgwtls acme-challenge"
+_RETRY_STATUS = {502, 503, 504}
+
+
+class Infoblox:
+    name = "infoblox"
+
+    def __init__(self, cfg: InfobloxConfig, cfg_path: Path) -> None:
+        if not cfg.server:
+            raise DnsError(f"config {cfg_path}: dns.infoblox.server: required (the grid master's host name)")
+        if not cfg.username:
+            raise DnsError(f"config {cfg_path}: dns.infoblox.username: required")
+        self.cfg = cfg
+        self.base = f"https://{cfg.server}/wapi/v{cfg.wapi_version}/"
+        self._password = read_secret(cfg.password_file, "dns.infoblox.password_file", cfg_path)
+        self._session = requests.Session()
+        self._session.verify = (cfg.ca_bundle or True) if cfg.verify_tls else False
+        self._session.headers["Accept"] = "application/json"
+        self._refs: dict[tuple[str, str], str] = {}
+        self.comment = f"{MARKER} by {socket.gethostname().split('.')[0]}"
+
+    # -- the interface ---------------------------------------------------------
+
+    def present(self, ch: Challenge) -> None:
+        body = {
+            "name": ch.record_name,
+            "text": ch.value,
+            "view": self.cfg.view,
+            "ttl": self.cfg.ttl,
+            "use_ttl": True,
+            "comment": self.comment,
+        }
+        what = f"could not create TXT record {ch.record_name} in view {self.cfg.view}"
+        resp = self._call("POST", "record:txt", what, json=body, ok=(201, 400))
+        if resp.status_code == 201:
+            self._refs[(ch.record_name, ch.value)] = str(resp.json())
+            return
+        err = _wapi_error(resp)
+        if err.get("code") != "Client.Ibap.Data.Conflict":
+            raise DnsError(f"infoblox: {what}: {_describe(resp)}")
+        # The same value exists: a crashed run of ours left it (the CA handed
+        # back the same pending authorization), or someone else made it.
+        ours = self._find(ch, ours_only=True)
+        if not ours:
+            raise DnsError(f"infoblox: {what}: a record with this value exists and was not made by rgwtls")
+        self._refs[(ch.record_name, ch.value)] = ours[0]
+
+    def cleanup(self, ch: Challenge) -> None:
+        ref = self._refs.pop((ch.record_name, ch.value), None)
+        refs = [ref] if ref else self._find(ch, ours_only=True)
+        for r in refs:
+            what = f"could not delete TXT record {ch.record_name}"
+            resp = self._call("DELETE", r, what, ok=(200, 404))
+            if resp.status_code == 404:
+                log.debug("infoblox: %s was already gone", r)
+
+    # -- WAPI ------------------------------------------------------------------
+
+    def _find(self, ch: Challenge, ours_only: bool) -> list[str]:
+        params = {
+            "name": ch.record_name,
+            "text": ch.value,
+            "view": self.cfg.view,
+            "_return_fields": "name,text,view,comment",
+        }
+        what = f"could not search TXT records at {ch.record_name}"
+        resp = self._call("GET", "record:txt", what, params=params)
+        try:
+            found: list[dict[str, Any]] = list(resp.json())
+        except ValueError:
+            raise DnsError(f"infoblox: {what}: the answer is not JSON") from None
+        return [
+            str(r["_ref"])
+            for r in found
+            if r.get("name") == ch.record_name
+            and r.get("text") == ch.value
+            and (not ours_only or str(r.get("comment", "")).startswith(MARKER))
+        ]
+
+    def _call(
+        self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,), **kw: Any
+    ) -> requests.Response:
+        """One WAPI request, with the session cookie, retried on 5xx and network errors."""
+        url = self.base + path
+        attempts = max(1, self.cfg.retries)
+        for attempt in range(1, attempts + 1):
+            # Basic auth only until the appliance handed us its ibapauth cookie:
+            # every Basic login costs the grid master a password check.
+            auth = None if "ibapauth" in self._session.cookies else (self.cfg.username, self._password)
+            try:
+                resp = self._session.request(method, url, auth=auth, timeout=self.cfg.timeout, **kw)
+            except requests.Timeout:
+                problem = f"no answer from {url} within {self.cfg.timeout:g}s"
+            except requests.ConnectionError as e:
+                problem = f"cannot connect to {url}: {_root_cause(e)}"
+            else:
+                if resp.status_code == 401 and auth is None:
+                    # The cookie expired: log in again, at once.
+                    self._session.cookies.clear()
+                    continue
+                if resp.status_code == 401:
+                    raise DnsError(
+                        f"infoblox: {what}: authentication failed for user {self.cfg.username} "
+                        f"at {self.cfg.server} (HTTP 401); check dns.infoblox.username and password_file"
+                    )
+                if resp.status_code in ok:
+                    return resp
+                if resp.status_code not in _RETRY_STATUS:
+                    raise DnsError(f"infoblox: {what}: {_describe(resp)}")
+                problem = _describe(resp)
+            if attempt < attempts:
+                log.info("infoblox: %s (attempt %d of %d), retrying", problem, attempt, attempts)
+                time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
+        raise DnsError(f"infoblox: {what}: {problem} (after {attempts} attempts)")
+
+
+def _wapi_error(resp: requests.Response) -> dict[str, Any]:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _describe(resp: requests.Response) -> str:
+    """WAPI's own words: its `text` and `code`, else the HTTP status line."""
+    err = _wapi_error(resp)
+    if err.get("text") or err.get("code"):
+        return f"{err.get('text', '').strip()} ({err.get('code', 'no code')}, HTTP {resp.status_code})"
+    return f"HTTP {resp.status_code} {resp.reason}"
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__context__ is not None and e.__context__ is not e:
+        e = e.__context__
+    return str(e) or type(e).__name__

@@ -1,0 +1,36 @@
+"""One exception hierarchy, turned into a one-line message at the CLI edge.
+
+Every message is written for the operator reading cron mail: what failed,
+where, and what to do. The layer is in the class, so callers can catch a
+layer without parsing text.
+"""
+
+from __future__ import annotations
+
+
+class RgwtlsError(Exception):
+    """Anything rgwtls reports to the operator as one line and exit status 1."""
+
+
+class ConfigError(RgwtlsError):
+    """The configuration file is missing, malformed or inconsistent."""
+
+
+class AcmeError(RgwtlsError):
+    """The ACME server refused, failed or could not be reached."""
+
+
+class DnsError(RgwtlsError):
+    """A DNS back end could not publish or remove a challenge record."""
+
+
+class PropagationError(DnsError):
+    """The authoritative nameservers did not answer the challenge values in time."""
+
+
+class StoreError(RgwtlsError):
+    """The Ceph cluster or the pool could not be read or written."""
+
+
+class LockHeld(StoreError):
+    """Another issuer holds the cluster-wide lock."""
