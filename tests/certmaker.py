@@ -11,7 +11,9 @@ from cryptography.x509.oid import NameOID
 
 
 def make_cert(
-    names: tuple[str, ...], not_before: dt.datetime, not_after: dt.datetime,
+    names: tuple[str, ...],
+    not_before: dt.datetime,
+    not_after: dt.datetime,
     issuer_key: ec.EllipticCurvePrivateKey | None = None,
 ) -> tuple[str, str]:
     """(key PEM, cert PEM), self-signed unless an issuer key is given."""

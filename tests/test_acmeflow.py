@@ -26,8 +26,12 @@ DIRECTORY = {
 PROBLEM = "application/problem+json"
 
 
-def response(status: int, body: Any = None, headers: dict[str, str] | None = None,
-             content_type: str = "application/json") -> requests.Response:
+def response(
+    status: int,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> requests.Response:
     r = requests.Response()
     r.status_code = status
     r._content = json.dumps(body).encode() if body is not None else b""
@@ -60,7 +64,7 @@ class FakeCA:
 
 @pytest.fixture
 def ca(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCA]:
-    yield FakeCA(monkeypatch)
+    return FakeCA(monkeypatch)
 
 
 def acme(**cfg: Any) -> Acme:
@@ -69,8 +73,9 @@ def acme(**cfg: Any) -> Acme:
 
 def test_bad_nonce_is_retried_more_than_the_librarys_once(ca: FakeCA) -> None:
     a = acme(nonce_retries=10)
-    ca.queue = [problem(400, "badNonce", "stale")] * 6 + [response(201, {"status": "valid"},
-                                                                   {"Location": "https://ca.test/acct/1"})]
+    ca.queue = [problem(400, "badNonce", "stale")] * 6 + [
+        response(201, {"status": "valid"}, {"Location": "https://ca.test/acct/1"})
+    ]
     a.register("ops@example.org")
     assert len([c for c in ca.calls if c[0] == "POST"]) == 7
     assert ca.sleeps == []  # badNonce is retried at once, with the fresh nonce it carries
@@ -79,22 +84,29 @@ def test_bad_nonce_is_retried_more_than_the_librarys_once(ca: FakeCA) -> None:
 def test_bad_nonce_beyond_the_limit_is_one_line(ca: FakeCA) -> None:
     a = acme(nonce_retries=2)
     ca.queue = [problem(400, "badNonce", "stale nonce")] * 3
-    with pytest.raises(AcmeError, match=r"ACME: could not register the ACME account: stale nonce \(.*badNonce\)"):
+    with pytest.raises(
+        AcmeError, match=r"ACME: could not register the ACME account: stale nonce \(.*badNonce\)"
+    ):
         a.register("")
 
 
 def test_server_errors_are_retried_with_backoff(ca: FakeCA) -> None:
     a = acme(retries=4, retry_backoff=1.0)
-    ca.queue = [response(503, None, content_type="text/html"), problem(500, "serverInternal", "oops"),
-                response(201, {"status": "valid"}, {"Location": "https://ca.test/acct/1"})]
+    ca.queue = [
+        response(503, None, content_type="text/html"),
+        problem(500, "serverInternal", "oops"),
+        response(201, {"status": "valid"}, {"Location": "https://ca.test/acct/1"}),
+    ]
     a.register("")
     assert ca.sleeps == [1.0, 2.0]
 
 
 def test_server_error_retry_honours_retry_after(ca: FakeCA) -> None:
     a = acme(retries=2)
-    ca.queue = [response(503, None, {"Retry-After": "7"}, "text/html"),
-                response(201, {"status": "valid"}, {"Location": "https://ca.test/acct/1"})]
+    ca.queue = [
+        response(503, None, {"Retry-After": "7"}, "text/html"),
+        response(201, {"status": "valid"}, {"Location": "https://ca.test/acct/1"}),
+    ]
     a.register("")
     assert ca.sleeps == [7.0]
 
@@ -108,8 +120,9 @@ def test_persistent_server_error_gives_up_with_the_status(ca: FakeCA) -> None:
 
 def test_rate_limit_is_reported_with_its_retry_after(ca: FakeCA) -> None:
     a = acme()
-    ca.queue = [problem(429, "rateLimited", "too many certificates for cog.example.org",
-                        {"Retry-After": "3600"})]
+    ca.queue = [
+        problem(429, "rateLimited", "too many certificates for cog.example.org", {"Retry-After": "3600"})
+    ]
     with pytest.raises(AcmeError, match=r"rate limited .*too many certificates.*retry after 3600s"):
         a.register("")
     assert ca.sleeps == []  # never sleep through a rate limit
@@ -121,5 +134,5 @@ def test_unreachable_ca_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(requests.Session, "request", refuse)
     monkeypatch.setattr("time.sleep", lambda s: None)
-    with pytest.raises(AcmeError, match="could not fetch the directory .*cannot reach"):
+    with pytest.raises(AcmeError, match=r"could not fetch the directory .*cannot reach"):
         acme(retries=1)

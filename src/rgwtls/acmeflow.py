@@ -172,6 +172,15 @@ class Acme:
         except errors.Error as e:
             raise AcmeError(f"ACME: could not {what}: {e}") from None
 
+    @property
+    def has_ari(self) -> bool:
+        """Whether the CA offers renewal information (RFC 9773)."""
+        try:
+            self.client.directory["renewalInfo"]
+        except KeyError:
+            return False
+        return True
+
     def _nonce_url(self) -> str:
         return str(self.client.directory["newNonce"])
 
@@ -198,7 +207,7 @@ class Acme:
 
     def renewal_time(self, cert_pem: str) -> dt.datetime | None:
         """When ARI says to renew, or None if the CA has no ARI; ARI failures fall back to None."""
-        if "renewalInfo" not in self.client.directory:
+        if not self.has_ari:
             return None
         try:
             when, _ = self.client.renewal_time(cert_pem.encode())
@@ -297,7 +306,14 @@ class Acme:
         url = body.certificate
         resp = self._guard(
             "download the certificate",
-            lambda: self._post(url, None, content_type="application/pem-certificate-chain"),
+            lambda: self._post(
+                url,
+                None,
+                headers={
+                    "Content-Type": "application/jose+json",
+                    "Accept": "application/pem-certificate-chain",
+                },
+            ),
         )
         return str(resp.text)
 

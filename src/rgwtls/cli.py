@@ -75,6 +75,10 @@ def _run(ctx: click.Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted")
+    except Exception as e:  # the last line of defence: cron mail gets one line, not a traceback
+        if ctx.obj["debug"]:
+            raise
+        _fail(f"unexpected {type(e).__name__}: {e}; run again with --debug for the traceback")
 
 
 @main.command()

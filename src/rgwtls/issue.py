@@ -177,7 +177,7 @@ def _obtain(
     key_pem = certs.new_private_key(cert.key_type or cfg.acme.key_type)
     # One order for all names: `x` and `*.x` share one TXT name, two values.
     csr = make_csr(key_pem, cert.domains)
-    replaces = decision.replaces if "renewalInfo" in acme.client.directory else None
+    replaces = decision.replaces if acme.has_ari else None
     order = acme.new_order(cert.domains, csr, replaces)
     pending = acme.dns_challenges(order)
     provider = make_provider(cfg) if pending else None

@@ -78,19 +78,22 @@ class Server:
             try:
                 if ready():
                     return
-            except Exception:  # noqa: S110 - not ready yet, whatever the probe raised
+            except Exception:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{self.name} not {what or 'ready'} after {timeout}s:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"{self.name} not {what or 'ready'} after {timeout}s:\n{self.log_tail()}")
             time.sleep(0.05)
 
 
 def run(argv: Sequence[str | os.PathLike[str]], timeout: float = 60.0, **kw: object) -> str:
     """Run a set-up command; fail with its output."""
     res = subprocess.run(
-        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout, check=False, **kw  # type: ignore[call-overload]
+        [str(a) for a in argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,  # type: ignore[call-overload]
     )
     if res.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")

@@ -44,17 +44,21 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
             .sign(self.key, hashes.SHA256())
         )
-        self.ca_pem = _write(
-            workdir / "ca.pem", self.cert.public_bytes(serialization.Encoding.PEM), 0o644
-        )
+        self.ca_pem = _write(workdir / "ca.pem", self.cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     def issue(
         self, name: str, hosts: tuple[str, ...] = ("localhost",), ips: tuple[str, ...] = ("127.0.0.1",)

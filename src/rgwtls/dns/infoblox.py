@@ -39,7 +39,9 @@ class Infoblox:
         self.base = f"https://{cfg.server}/wapi/v{cfg.wapi_version}/"
         self._password = read_secret(cfg.password_file, "dns.infoblox.password_file", cfg_path)
         self._session = requests.Session()
-        self._session.verify = (cfg.ca_bundle or True) if cfg.verify_tls else False
+        # Passed with every request: requests lets $REQUESTS_CA_BUNDLE override
+        # a session-wide `verify`, which would silently drop our CA bundle.
+        self._verify: str | bool = (cfg.ca_bundle or True) if cfg.verify_tls else False
         self._session.headers["Accept"] = "application/json"
         self._refs: dict[tuple[str, str], str] = {}
         self.comment = f"{MARKER} by {socket.gethostname().split('.')[0]}"
@@ -61,7 +63,9 @@ class Infoblox:
             self._refs[(ch.record_name, ch.value)] = str(resp.json())
             return
         err = _wapi_error(resp)
-        if err.get("code") != "Client.Ibap.Data.Conflict":
+        # The appliance answers "A parent was not found" (no such zone in the
+        # view) with the same code as a duplicate; only the text tells them apart.
+        if err.get("code") != "Client.Ibap.Data.Conflict" or "already exists" not in str(err.get("text")):
             raise DnsError(f"infoblox: {what}: {_describe(resp)}")
         # The same value exists: a crashed run of ours left it (the CA handed
         # back the same pending authorization), or someone else made it.
@@ -113,7 +117,14 @@ class Infoblox:
             # every Basic login costs the grid master a password check.
             auth = None if "ibapauth" in self._session.cookies else (self.cfg.username, self._password)
             try:
-                resp = self._session.request(method, url, auth=auth, timeout=self.cfg.timeout, **kw)
+                resp = self._session.request(
+                    method, url, auth=auth, timeout=self.cfg.timeout, verify=self._verify, **kw
+                )
+            except requests.exceptions.SSLError as e:
+                raise DnsError(
+                    f"infoblox: {what}: TLS verification of {self.cfg.server} failed "
+                    f"({_root_cause(e)}); set dns.infoblox.ca_bundle to the CA of its certificate"
+                ) from None
             except requests.Timeout:
                 problem = f"no answer from {url} within {self.cfg.timeout:g}s"
             except requests.ConnectionError as e:
@@ -156,6 +167,11 @@ def _describe(resp: requests.Response) -> str:
 
 
 def _root_cause(e: BaseException) -> str:
-    while e.__context__ is not None and e.__context__ is not e:
+    """The innermost network error under requests' and urllib3's wrappers.
+
+    Only the network layers are walked: past them lies whatever error was
+    being handled when this one happened, such as the one a cleanup follows.
+    """
+    while isinstance(e.__context__, OSError | ValueError) and not isinstance(e.__context__, DnsError):
         e = e.__context__
     return str(e) or type(e).__name__

@@ -1,0 +1,311 @@
+"""A real authoritative BIND 9 for the test zones, updated through RFC 2136.
+
+Each instance is one `named -g` in its own work directory, listening on one
+loopback port for UDP and TCP, so that two instances of the same zone can run
+side by side (one updated, one that never gets the record).
+
+Update policy, and why it is this one
+-------------------------------------
+The TSIG key may change TXT records at `_acme-challenge.Z.` only, by a `name`
+rule (an exact owner-name match, the tightest rule type BIND has):
+
+    grant "KEY" name _acme-challenge.Z. TXT;
+
+That is the one name the ACME DNS-01 challenges for both `Z` and `*.Z` use.
+BIND's grammar cannot say `_acme-challenge.<any sub-name>.Z.`: `wildcard`
+takes a wildcard only in the leftmost label (`*.Z.`), and so would let the key
+write TXT records at *every* name in the zone; `subdomain`/`zonesub` are as
+wide, and `self`/`selfsub`/`selfwild` tie the name to the key's own name. A
+test that needs `_acme-challenge.<host>.Z.` names them in `acme_hosts`, and
+each gets its own `name` rule. Everything else, A records included, is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from tests.stack.ports import free_port
+from tests.stack.proc import Server
+
+NEGATIVE_TTL = 5  # SOA minimum: how long a resolver may cache "no such TXT"
+DEFAULT_TTL = 5  # $TTL of the zone's own records
+QUERY_TIMEOUT = 2.0
+
+
+class UpdateFailed(RuntimeError):
+    """BIND answered an RFC 2136 update with something other than NOERROR."""
+
+    def __init__(self, zone: str, rcode: dns.rcode.Rcode, detail: str = "") -> None:
+        self.zone = zone
+        self.rcode = rcode
+        super().__init__(
+            f"update of zone {zone} failed: {dns.rcode.to_text(rcode)}" + (f" ({detail})" if detail else "")
+        )
+
+
+def _abs(name: str) -> dns.name.Name:
+    return dns.name.from_text(name.rstrip(".") + ".")
+
+
+def _txt_rdata(value: str) -> dns.rdtypes.ANY.TXT.TXT:
+    """One TXT rdata holding `value`, cut into the 255-byte strings DNS needs."""
+    raw = value.encode()
+    chunks = [raw[i : i + 255] for i in range(0, len(raw), 255)] or [b""]
+    return dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
+
+
+@dataclass
+class Bind:
+    port: int  # 127.0.0.1, UDP and TCP
+    zones: tuple[str, ...]  # e.g. ("cog.example.org",)
+    tsig_name: str  # e.g. "rgwtls-test"
+    tsig_secret: str  # base64
+    tsig_algorithm: str  # "hmac-sha256"
+    workdir: Path = field(repr=False)
+    server: Server | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+
+    # -- queries -----------------------------------------------------------------
+
+    def query(
+        self, name: str, rdtype: str = "TXT", tcp: bool = False, timeout: float = QUERY_TIMEOUT
+    ) -> dns.message.Message:
+        """Ask this server directly (no recursion) and return its whole answer."""
+        q = dns.message.make_query(_abs(name), rdtype)
+        q.flags &= ~dns.flags.RD
+        if tcp:
+            return dns.query.tcp(q, self.host, timeout=timeout, port=self.port)
+        return dns.query.udp(q, self.host, timeout=timeout, port=self.port)
+
+    def txt(self, name: str) -> set[str]:
+        """The TXT values this server answers for `name` (empty on NXDOMAIN or NODATA)."""
+        resp = self.query(name, "TXT")
+        rcode = resp.rcode()
+        if rcode == dns.rcode.NXDOMAIN:
+            return set()
+        if rcode != dns.rcode.NOERROR:
+            raise RuntimeError(f"{name} TXT: {dns.rcode.to_text(rcode)} from {self.host}:{self.port}")
+        owner = _abs(name)
+        values: set[str] = set()
+        for rrset in resp.answer:
+            if rrset.name == owner and rrset.rdtype == dns.rdatatype.TXT:
+                for rd in rrset:
+                    values.add(b"".join(rd.strings).decode())
+        return values
+
+    def serial(self, zone: str | None = None) -> int:
+        resp = self.query(zone or self.zones[0], "SOA")
+        for rrset in resp.answer:
+            if rrset.rdtype == dns.rdatatype.SOA:
+                return int(rrset[0].serial)
+        raise RuntimeError(f"no SOA for {zone or self.zones[0]} from {self.host}:{self.port}")
+
+    def answers_soa(self) -> bool:
+        """Ready: every zone is loaded and answered authoritatively."""
+        for zone in self.zones:
+            resp = self.query(zone, "SOA", timeout=0.1)
+            if resp.rcode() != dns.rcode.NOERROR or not resp.flags & dns.flags.AA or not resp.answer:
+                return False
+        return True
+
+    # -- updates -----------------------------------------------------------------
+
+    def zone_of(self, name: str) -> str:
+        """The served zone that `name` is in (the longest match), or KeyError."""
+        owner = _abs(name)
+        best: str | None = None
+        for zone in self.zones:
+            if owner.is_subdomain(_abs(zone)) and (best is None or len(zone) > len(best)):
+                best = zone
+        if best is None:
+            raise KeyError(f"{name} is in none of the zones {', '.join(self.zones)}")
+        return best
+
+    def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
+        keyring: dict[dns.name.Name, dns.tsig.Key] = dns.tsigkeyring.from_text(
+            {self.tsig_name: (self.tsig_algorithm, self.tsig_secret)}
+        )
+        return keyring
+
+    def signed_update(self, zone: str) -> dns.update.UpdateMessage:
+        """An empty update for `zone`, TSIG-signed with this server's key when sent."""
+        return dns.update.UpdateMessage(
+            _abs(zone),
+            keyring=self.keyring(),
+            keyname=_abs(self.tsig_name),
+            keyalgorithm=self.tsig_algorithm,
+        )
+
+    def send_update(self, msg: dns.update.UpdateMessage) -> None:
+        """Send an update over TCP; UpdateFailed unless BIND answers NOERROR."""
+        resp = dns.query.tcp(msg, self.host, timeout=QUERY_TIMEOUT * 2, port=self.port)
+        rcode = resp.rcode()
+        if rcode != dns.rcode.NOERROR:
+            raise UpdateFailed(str(msg.zone[0].name), rcode)
+
+    def add_txt(self, name: str, value: str, ttl: int = 60) -> None:
+        """RFC 2136: add one TXT value at `name` (other values there stay)."""
+        upd = self.signed_update(self.zone_of(name))
+        upd.add(_abs(name), ttl, _txt_rdata(value))
+        self.send_update(upd)
+
+    def delete_txt(self, name: str, value: str) -> None:
+        """RFC 2136: delete exactly this TXT value at `name` (others stay)."""
+        upd = self.signed_update(self.zone_of(name))
+        upd.delete(_abs(name), _txt_rdata(value))
+        self.send_update(upd)
+
+    # -- life ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self.server.log_tail(lines) if self.server is not None else ""
+
+
+def _zone_file(zone: str) -> str:
+    z = zone.rstrip(".") + "."
+    return f"""$TTL {DEFAULT_TTL}
+@           IN SOA  ns1.{z} hostmaster.{z} (
+                    1           ; serial
+                    60          ; refresh
+                    30          ; retry
+                    600         ; expire
+                    {NEGATIVE_TTL} )        ; negative TTL
+@           IN NS   ns1.{z}
+ns1.{z}     IN A    127.0.0.1
+@           IN A    127.0.0.1
+*           IN A    127.0.0.1
+"""
+
+
+def _config(
+    workdir: Path,
+    port: int,
+    zones: tuple[str, ...],
+    key: str,
+    algorithm: str,
+    secret: str,
+    acme_hosts: tuple[str, ...],
+) -> str:
+    d = workdir
+    zone_blocks = []
+    for zone in zones:
+        z = zone.rstrip(".")
+        owners = [f"_acme-challenge.{z}."]
+        owners += [
+            f"_acme-challenge.{h.rstrip('.')}."
+            for h in acme_hosts
+            if _abs(h).is_subdomain(_abs(z)) and _abs(h) != _abs(z)
+        ]
+        grants = "\n".join(f'        grant "{key}" name {o} TXT;' for o in owners)
+        zone_blocks.append(f"""
+zone "{z}" {{
+    type primary;
+    file "{d}/{z}.zone";
+    journal "{d}/{z}.zone.jnl";
+    notify no;
+    allow-transfer {{ none; }};
+    update-policy {{
+{grants}
+    }};
+}};
+""")
+    return f"""// rgwtls test stack: one authoritative BIND, all of its files in {d}
+key "{key}" {{
+    algorithm {algorithm};
+    secret "{secret}";
+}};
+
+controls {{ }};
+
+options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    lock-file "{d}/named.lock";
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    dump-file "{d}/named_dump.db";
+    statistics-file "{d}/named.stats";
+    memstatistics-file "{d}/named.memstats";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    allow-query {{ any; }};
+    dnssec-validation no;
+    notify no;
+    minimal-responses yes;
+}};
+{"".join(zone_blocks)}"""
+
+
+@contextmanager
+def bind_server(
+    workdir: Path,
+    zones: tuple[str, ...] = ("cog.example.org",),
+    tsig_secret: str | None = None,
+    *,
+    tsig_name: str = "rgwtls-test",
+    acme_hosts: tuple[str, ...] = (),
+    start_timeout: float = 20.0,
+) -> Iterator[Bind]:
+    """Start a BIND serving `zones` on a free loopback port; stop it on exit.
+
+    `tsig_secret` shares a key between instances; without it one is made.
+    `acme_hosts` are further names H (inside a zone) whose `_acme-challenge.H.`
+    the key may also write TXT records at.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    algorithm = "hmac-sha256"
+    secret = tsig_secret or base64.b64encode(secrets.token_bytes(32)).decode()
+    port = free_port()
+    for zone in zones:
+        z = zone.rstrip(".")
+        (workdir / f"{z}.zone").write_text(_zone_file(z))
+        (workdir / f"{z}.zone.jnl").unlink(missing_ok=True)
+    conf = workdir / "named.conf"
+    conf.write_text(_config(workdir, port, zones, tsig_name, algorithm, secret, acme_hosts))
+    conf.chmod(0o600)  # it holds the TSIG secret
+
+    # We run as root; without -u named keeps root (it only drops to -u's user),
+    # which is what a throwaway test server in a private directory wants.
+    server = Server(
+        "named",
+        ["named", "-g", "-c", conf, "-n", "1"],
+        log=workdir / "named.log",
+        cwd=workdir,
+    )
+    bind = Bind(
+        port=port,
+        zones=tuple(z.rstrip(".") for z in zones),
+        tsig_name=tsig_name,
+        tsig_secret=secret,
+        tsig_algorithm=algorithm,
+        workdir=workdir,
+        server=server,
+    )
+    server.start()
+    try:
+        server.wait_until(bind.answers_soa, timeout=start_timeout, what="answering SOA queries")
+        yield bind
+    finally:
+        server.stop()

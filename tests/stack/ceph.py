@@ -1,0 +1,544 @@
+"""A real single-node Ceph cluster for the tests: one mon, one memstore OSD, and radosgw.
+
+Everything lives in one work directory: ceph.conf, keyrings, mon and OSD data,
+admin sockets, logs. Every daemon runs in the foreground under `Server`, so the
+stack holds its handle and stops exactly the processes it started.
+
+- One mon on `[v2:127.0.0.1:PORT]` (msgr2 only), `paxos propose interval` short
+  so that pool and auth changes commit fast.
+- One OSD on memstore. `osd fast shutdown = false` makes it write its store to
+  disk on SIGTERM, so `stop_osd`/`start_osd` keep the data.
+- No mgr: nothing here needs one.
+- `RadosGW`: radosgw with the beast frontend, HTTPS only (Debian's 16.2 civetweb
+  cannot do SSL on OpenSSL 3). Ready means a TLS handshake completes, because
+  with a key that does not match its certificate radosgw listens but fails
+  every handshake.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import json
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rados
+
+from tests.stack.ports import free_port
+from tests.stack.proc import Server, run
+
+MON_ID = "a"
+OSD_ID = 0
+# Osd data is saved to disk by memstore on a clean shutdown: give it time.
+OSD_STOP_TIMEOUT = 30.0
+_PROBE_OBJECT = "stack-probe.nonexistent"
+
+
+def cephx_key() -> str:
+    """A new cephx secret, as `ceph-authtool --gen-key` makes it (without running it)."""
+    secret = os.urandom(16)
+    # CryptoKey: u16 type (1 = AES), utime_t created (u32 sec, u32 nsec), u16 len, secret.
+    blob = struct.pack("<HIIH", 1, int(time.time()), 0, len(secret)) + secret
+    return base64.b64encode(blob).decode()
+
+
+def _keyring_entry(name: str, key: str, caps: Mapping[str, str]) -> str:
+    lines = [f"[{name}]", f"\tkey = {key}"]
+    lines += [f'\tcaps {svc} = "{cap}"' for svc, cap in caps.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write a secret file created 0600 (never readable by others, even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)
+    return path
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {timeout}s")
+        time.sleep(interval)
+
+
+def _conf_text(workdir: Path, fsid: str, mon_port: int) -> str:
+    w = workdir
+    return f"""\
+# Test cluster made by tests/stack/ceph.py; every path is inside {w}
+[global]
+fsid = {fsid}
+mon host = [v2:127.0.0.1:{mon_port}]
+ms bind msgr1 = false
+ms bind msgr2 = true
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+auth allow insecure global id reclaim = false
+run dir = {w}/run
+admin socket = {w}/run/$cluster-$name.asok
+log file = {w}/log/$cluster-$name.log
+pid file = {w}/run/$cluster-$name.pid
+crash dir = {w}/crash
+log to stderr = false
+err to stderr = true
+mon data = {w}/mon/$cluster-$id
+osd data = {w}/osd/$cluster-$id
+# A single mon and a single OSD: size one, small pools, no redundancy warnings.
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon data avail warn = 0
+mon data avail crit = 0
+mon max pg per osd = 1000
+paxos propose interval = 0.1
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+osd crush initial weight = 1
+osd objectstore = memstore
+memstore device bytes = 536870912
+osd fast shutdown = false
+# An OSD stopped while the mon is down waits this long for the mon's ack.
+osd mon shutdown timeout = 1
+# Clients find a restarted mon quickly.
+mon client hunt interval = 0.5
+mon client hunt interval max multiple = 2
+
+[osd]
+keyring = $osd_data/keyring
+
+[client]
+keyring = {w}/$name.keyring
+"""
+
+
+@dataclass
+class CephCluster:
+    workdir: Path
+    conf: Path
+    admin_keyring: Path
+    mon_port: int
+    fsid: str
+    mon: Server = field(repr=False)
+    osd: Server = field(repr=False)
+    osd_uuid: str = ""
+    pools: list[str] = field(default_factory=list)
+    gateways: list[RadosGW] = field(default_factory=list, repr=False)
+    _admin: Any = field(default=None, repr=False)
+
+    # -- librados ------------------------------------------------------------
+
+    def connect(
+        self,
+        name: str = "client.admin",
+        keyring: Path | None = None,
+        timeout: int = 10,
+        conf: Mapping[str, str] | None = None,
+    ) -> rados.Rados:
+        """A new connected handle as `name` (the caller shuts it down)."""
+        opts = {
+            "keyring": str(keyring or self.workdir / f"{name}.keyring"),
+            "client_mount_timeout": str(timeout),
+            # A stopped daemon fails a test instead of hanging it.
+            "rados_mon_op_timeout": "30",
+            "rados_osd_op_timeout": "30",
+        }
+        opts.update(conf or {})
+        handle = rados.Rados(conffile=str(self.conf), name=name, conf=opts)
+        try:
+            handle.connect(timeout=timeout)
+        except BaseException:
+            handle.shutdown()
+            raise
+        return handle
+
+    def admin(self) -> rados.Rados:
+        """The cached connected client.admin handle."""
+        if self._admin is None:
+            self._admin = self.connect(keyring=self.admin_keyring)
+        return self._admin
+
+    def _close_admin(self) -> None:
+        handle, self._admin = self._admin, None
+        if handle is not None:
+            handle.shutdown()
+
+    def mon_command(self, cmd: Mapping[str, Any], inbuf: bytes = b"") -> str:
+        """Run a mon command as client.admin; its output, or RuntimeError with the error text."""
+        ret, out, errs = self.admin().mon_command(json.dumps(dict(cmd)), inbuf)
+        if ret != 0:
+            reason = os.strerror(-ret) if ret < 0 else str(ret)
+            raise RuntimeError(f"mon command {dict(cmd)} failed ({reason}): {errs}")
+        return bytes(out).decode()
+
+    # -- pools and users -----------------------------------------------------
+
+    def create_pool(self, name: str, application: str = "rgwtls") -> None:
+        """Create a replicated pool (pg_num 8, size 1) if missing, and enable its application."""
+        self.mon_command(
+            {"prefix": "osd pool create", "pool": name, "pg_num": 8, "pgp_num": 8, "pool_type": "replicated"}
+        )
+        self.mon_command(
+            {
+                "prefix": "osd pool application enable",
+                "pool": name,
+                "app": application,
+                "yes_i_really_mean_it": True,
+            }
+        )
+        if name not in self.pools:
+            self.pools.append(name)
+
+    def create_user(self, name: str, caps: Mapping[str, str]) -> Path:
+        """Create (or re-cap) a cephx user; write its keyring, mode 0600, as workdir/<name>.keyring.
+
+        The same name keeps the same key; different caps replace the old ones.
+        """
+        caps_list = [x for svc_cap in caps.items() for x in svc_cap]
+        try:
+            self.mon_command({"prefix": "auth get-or-create", "entity": name, "caps": caps_list})
+        except RuntimeError as e:
+            if "does not match" not in str(e):
+                raise
+            self.mon_command({"prefix": "auth caps", "entity": name, "caps": caps_list})
+        # `auth get` gives the key with its caps, as `ceph auth get` writes a keyring.
+        out = self.mon_command({"prefix": "auth get", "entity": name})
+        return _write_private(self.workdir / f"{name}.keyring", out)
+
+    def _osd_info(self) -> dict[str, Any]:
+        dump = json.loads(self.mon_command({"prefix": "osd dump", "format": "json"}))
+        for osd in dump["osds"]:
+            if osd["osd"] == OSD_ID:
+                return dict(osd)
+        raise RuntimeError(f"osd.{OSD_ID} is not in the osdmap")
+
+    def wait_pools_active(self, timeout: float = 30.0) -> None:
+        """Wait until a read in each pool is answered (its PG is active)."""
+        deadline = time.monotonic() + timeout
+        handle = self.admin()
+        for pool in self.pools:
+            with contextlib.closing(handle.open_ioctx(pool)) as ioctx:
+                comp = ioctx.aio_stat(_PROBE_OBJECT, lambda *_: None)
+                while not comp.is_complete():
+                    if not self.osd.running():
+                        raise RuntimeError(f"ceph-osd exited:\n{self.osd.log_tail()}")
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"pool {pool} not active after {timeout}s:\n{self.osd.log_tail()}")
+                    time.sleep(0.02)
+                ret = comp.get_return_value()
+                if ret not in (0, -errno.ENOENT):
+                    raise RuntimeError(f"probe read in pool {pool} failed: {os.strerror(-ret)}")
+
+    # -- daemons -------------------------------------------------------------
+
+    def start_mon(self, timeout: float = 30.0) -> None:
+        if self.mon.running():
+            return
+        self.mon.start()
+        self.mon.wait_until(lambda: _port_open(self.mon_port), timeout, "listening")
+        deadline = time.monotonic() + timeout
+        while True:  # listening, now answering commands (quorum, auth)
+            try:
+                self.mon_command({"prefix": "mon stat"})
+                return
+            except (rados.Error, RuntimeError):
+                self._close_admin()
+                if not self.mon.running() or time.monotonic() > deadline:
+                    raise RuntimeError(f"ceph-mon not answering:\n{self.mon.log_tail()}") from None
+                time.sleep(0.05)
+
+    def stop_mon(self) -> None:
+        # The admin handle would hunt for the mon with growing intervals: drop it.
+        self._close_admin()
+        self.mon.stop()
+
+    def start_osd(self, timeout: float = 30.0) -> None:
+        """Start the OSD; return once it is up in the osdmap and every pool is active."""
+        if self.osd.running():
+            return
+        before = int(self._osd_info()["up_from"])
+        self.osd.start()
+
+        def booted() -> bool:
+            info = self._osd_info()
+            return bool(info["up"]) and int(info["up_from"]) > before
+
+        self.osd.wait_until(booted, timeout, "up in the osdmap")
+        self.wait_pools_active(timeout)
+
+    def stop_osd(self) -> None:
+        """Stop the OSD cleanly (memstore saves its data) and wait until the mon knows."""
+        self.osd.stop(OSD_STOP_TIMEOUT)
+        if not self.mon.running():
+            return
+        with contextlib.suppress(RuntimeError, rados.Error):
+            # A clean shutdown tells the mon at once; don't let a later start race it.
+            _wait("osd marked down", lambda: not self._osd_info()["up"], 10.0)
+
+    def stop(self) -> None:
+        """Stop every gateway, the OSD and the mon, by handle. Safe to call twice."""
+        for gw in list(self.gateways):
+            gw.stop()
+        self._close_admin()
+        self.osd.stop(OSD_STOP_TIMEOUT)
+        self.mon.stop()
+
+
+def processes_using(conf: Path) -> list[int]:
+    """Pids of live processes whose command line names `conf` (to check a stop left none)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(conf).encode() in argv and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _bootstrap(workdir: Path) -> CephCluster:
+    """Write conf and keyrings, make the mon and OSD stores; start nothing."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for sub in ("run", "log", "crash", f"mon/ceph-{MON_ID}", f"osd/ceph-{OSD_ID}"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    fsid = str(uuid.uuid4())
+    mon_port = free_port()
+    conf = workdir / "ceph.conf"
+    conf.write_text(_conf_text(workdir, fsid, mon_port))
+
+    admin_key, osd_key = cephx_key(), cephx_key()
+    admin_caps = {"mds": "allow *", "mgr": "allow *", "mon": "allow *", "osd": "allow *"}
+    admin_keyring = _write_private(
+        workdir / "client.admin.keyring", _keyring_entry("client.admin", admin_key, admin_caps)
+    )
+    osd_data = workdir / "osd" / f"ceph-{OSD_ID}"
+    _write_private(osd_data / "keyring", _keyring_entry(f"osd.{OSD_ID}", osd_key, {}))
+    # The mon's mkfs keyring seeds its auth database: the mon itself, admin, the OSD.
+    mon_keyring = _write_private(
+        workdir / "mon.keyring",
+        _keyring_entry("mon.", cephx_key(), {"mon": "allow *"})
+        + _keyring_entry("client.admin", admin_key, admin_caps)
+        + _keyring_entry(
+            f"osd.{OSD_ID}",
+            osd_key,
+            {"mgr": "allow profile osd", "mon": "allow profile osd", "osd": "allow *"},
+        ),
+    )
+    monmap = workdir / "monmap"
+    osd_uuid = str(uuid.uuid4())
+    # The OSD's mkfs needs no mon: run it alongside the mon's.
+    osd_mkfs = subprocess.Popen(
+        ["ceph-osd", "-c", str(conf), "-i", str(OSD_ID), "--mkfs", "--osd-uuid", osd_uuid, "--no-mon-config"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        run(
+            ["monmaptool", "--create", "--fsid", fsid, "--addv", MON_ID, f"[v2:127.0.0.1:{mon_port}]", monmap]
+        )
+        run(["ceph-mon", "-c", conf, "-i", MON_ID, "--mkfs", "--monmap", monmap, "--keyring", mon_keyring])
+    finally:
+        out, _ = osd_mkfs.communicate(timeout=60)
+    if osd_mkfs.returncode != 0:
+        raise RuntimeError(f"ceph-osd --mkfs failed ({osd_mkfs.returncode}):\n{out.decode()}")
+    mon_keyring.unlink()
+
+    log = workdir / "log"
+    return CephCluster(
+        workdir=workdir,
+        conf=conf,
+        admin_keyring=admin_keyring,
+        mon_port=mon_port,
+        fsid=fsid,
+        mon=Server("ceph-mon", ["ceph-mon", "-f", "-c", conf, "-i", MON_ID], log / "mon.out"),
+        osd=Server("ceph-osd", ["ceph-osd", "-f", "-c", conf, "-i", str(OSD_ID)], log / "osd.out"),
+        osd_uuid=osd_uuid,
+    )
+
+
+def start_cluster(workdir: Path, pools: tuple[str, ...] = ("rgwtls",)) -> CephCluster:
+    """Make and start a cluster; the caller must `stop()` it (see `ceph_cluster`)."""
+    cluster = _bootstrap(workdir)
+    try:
+        cluster.start_mon()
+        cluster.mon_command({"prefix": "osd create", "uuid": cluster.osd_uuid, "id": OSD_ID})
+        cluster.start_osd()
+        for pool in pools:
+            cluster.create_pool(pool)
+        cluster.wait_pools_active()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@contextlib.contextmanager
+def ceph_cluster(workdir: Path, pools: tuple[str, ...] = ("rgwtls",)) -> Iterator[CephCluster]:
+    """A running cluster with `pools` ready for I/O; stopped on exit, whatever happens."""
+    cluster = start_cluster(workdir, pools)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# -- radosgw -------------------------------------------------------------------
+
+
+def peer_certificate(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bytes:
+    """Complete a TLS handshake (no verification) and return the served certificate, DER."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        ctx.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise ssl.SSLError("no peer certificate")
+    return der
+
+
+RGW_CAPS = {"mon": "allow rw", "osd": "allow rwx"}
+
+
+class RadosGW:
+    """One radosgw process: beast frontend, HTTPS only on 127.0.0.1:port."""
+
+    def __init__(
+        self,
+        cluster: CephCluster,
+        workdir: Path,
+        pem: Path,
+        name: str = "a",
+        port: int | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.workdir = workdir
+        self.pem = pem
+        self.name = f"client.rgw.{name}"
+        self.port = port if port is not None else free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.keyring = cluster.workdir / f"{self.name}.keyring"
+        self.log = workdir / f"{self.name}.log"
+        self.server = Server(
+            f"radosgw {self.name}",
+            [
+                "radosgw",
+                "-f",
+                "--cluster",
+                "ceph",
+                "-c",
+                cluster.conf,
+                "-n",
+                self.name,
+                "--keyring",
+                self.keyring,
+                "--rgw-frontends",
+                f"beast ssl_endpoint=127.0.0.1:{self.port} ssl_certificate={pem}",
+                "--rgw-data",
+                workdir,
+                "--admin-socket",
+                workdir / f"{self.name}.asok",
+                "--log-file",
+                self.log,
+            ],
+            workdir / f"{self.name}.out",
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def running(self) -> bool:
+        return self.server.running()
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start radosgw; return once a TLS handshake on its port completes."""
+        if self.server.running():
+            return
+        self.server.start()
+        last: list[BaseException] = []
+
+        def handshake() -> bool:
+            try:
+                peer_certificate(self.port, timeout=1.0)
+            except (OSError, ssl.SSLError) as e:
+                last[:] = [e]
+                return False
+            return True
+
+        try:
+            self.server.wait_until(handshake, timeout, f"serving HTTPS on port {self.port}")
+        except RuntimeError as e:
+            running = self.server.running()
+            self.stop()
+            hint = f"last TLS attempt: {last[0]!r}" if last else "no TLS attempt made"
+            if running and last and isinstance(last[0], ssl.SSLError):
+                hint += " (does the key in the PEM match its certificate?)"
+            raise RuntimeError(f"{e}\n{hint}\nlog {self.log}:\n{self._log_tail()}") from None
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def restart(self, timeout: float = 20.0) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def certificate(self) -> bytes:
+        """The certificate radosgw serves now, DER."""
+        return peer_certificate(self.port)
+
+
+def start_radosgw(
+    cluster: CephCluster,
+    workdir: Path,
+    pem: Path,
+    name: str = "a",
+    port: int | None = None,
+    timeout: float = 20.0,
+) -> RadosGW:
+    """Create the gateway's cephx user, start it, wait for HTTPS. `cluster.stop()` stops it too."""
+    gw = RadosGW(cluster, workdir, pem, name, port)
+    cluster.create_user(gw.name, RGW_CAPS)
+    cluster.gateways.append(gw)
+    gw.start(timeout)
+    return gw
