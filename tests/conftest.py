@@ -91,7 +91,7 @@ def _empty_pool(ceph: CephCluster) -> None:
 
 
 @pytest.fixture
-def pool(ceph: CephCluster) -> Iterator[str]:
+def pool(ceph: CephCluster) -> str:
     """The rgwtls pool, emptied for this test."""
     _empty_pool(ceph)
     return POOL

@@ -6,7 +6,6 @@ The real CA (Pebble, with nonce rejection) is exercised in test_issue_e2e.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -63,7 +62,7 @@ class FakeCA:
 
 
 @pytest.fixture
-def ca(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCA]:
+def ca(monkeypatch: pytest.MonkeyPatch) -> FakeCA:
     return FakeCA(monkeypatch)
 
 
