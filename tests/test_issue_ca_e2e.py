@@ -1,0 +1,169 @@
+"""`rgwtls issue` against a difficult CA: nonce rejection, failed validation, ARI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from rgwtls.acmeflow import _NewOrder
+from tests.conftest import ZONE, Result, Stack
+from tests.stack.bind import bind_server
+from tests.stack.pebble import Pebble, pebble_server
+from tests.stack.ports import free_port
+from tests.stack.tlsca import TestCA
+from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored_set
+
+CLI = Callable[..., Result]
+
+
+@pytest.fixture(scope="module")
+def nonce_rejecting_pebble(
+    tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA, bind: Any
+) -> Iterator[Pebble]:
+    with pebble_server(
+        tmp_path_factory.mktemp("pebble-nonce"), test_ca, bind.port, env={"PEBBLE_WFE_NONCEREJECT": "50"}
+    ) as p:
+        yield p
+
+
+def test_issue_survives_a_ca_rejecting_half_the_nonces(
+    stack: Stack, cli: CLI, nonce_rejecting_pebble: Pebble
+) -> None:
+    settings = stack.settings()
+    settings["acme"]["directory"] = nonce_rejecting_pebble.directory_url
+    res = cli(stack.write_config(settings), "issue")
+    assert res.code == 0, res.stderr
+    assert stored_set(stack) is not None
+    assert no_challenge_records(stack)
+
+
+def test_ca_validation_failure_is_reported_per_name_in_the_cas_words(
+    stack: Stack, cli: CLI, tmp_path: Path, test_ca: TestCA
+) -> None:
+    # The CA asks a server that never gets the records (a split-horizon
+    # mistake): our own check at the configured servers passes, the CA's fails.
+    with (
+        bind_server(tmp_path / "other-view", zones=(ZONE,)) as other_view,
+        pebble_server(tmp_path / "pebble", test_ca, other_view.port) as blind_pebble,
+    ):
+        settings = stack.settings()
+        settings["acme"]["directory"] = blind_pebble.directory_url
+        settings["dns"]["nameservers"] = [f"127.0.0.1:{stack.bind.port}"]
+        res = cli(stack.write_config(settings), "issue")
+    assert_one_error_line(
+        res, "ACME: the CA rejected the DNS challenge", f"*.{ZONE}: ", f"{ZONE}: ", "unauthorized"
+    )
+    assert stored_set(stack) is None
+    assert no_challenge_records(stack)
+
+
+class AriServer:
+    """The CA's directory with RFC 9773 renewalInfo added: Pebble 2.4 has no ARI."""
+
+    def __init__(self, pebble: Pebble, ca: TestCA) -> None:
+        self.window: tuple[dt.datetime, dt.datetime] | None = None
+        self.asked: list[str] = []
+        directory = requests.get(pebble.directory_url, verify=str(pebble.ca_bundle), timeout=5).json()
+        port = free_port()
+        self.url = f"https://127.0.0.1:{port}"
+        directory["renewalInfo"] = f"{self.url}/renewal-info"
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/dir":
+                    self._send(200, directory)
+                elif self.path.startswith("/renewal-info/") and outer.window:
+                    outer.asked.append(self.path.rsplit("/", 1)[1])
+                    start, end = outer.window
+                    self._send(
+                        200,
+                        {
+                            "suggestedWindow": {
+                                "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                "end": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            }
+                        },
+                        {"Retry-After": "21600"},
+                    )
+                else:
+                    self._send(404, {"type": "urn:ietf:params:acme:error:malformed"})
+
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        cert, key = ca.issue("ari")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def ari(pebble: Pebble, test_ca: TestCA) -> Iterator[AriServer]:
+    server = AriServer(pebble, test_ca)
+    yield server
+    server.close()
+
+
+def test_ari_window_decides_renewal(stack: Stack, cli: CLI, ari: AriServer) -> None:
+    settings = stack.settings()
+    settings["acme"]["directory"] = f"{ari.url}/dir"
+    config = stack.write_config(settings)
+    assert cli(config, "issue").code == 0
+    now = dt.datetime.now(dt.UTC)
+    # A fresh 90-day certificate, but the CA asks for renewal now (say, a mass revocation).
+    ari.window = (now - dt.timedelta(hours=2), now - dt.timedelta(hours=1))
+    res = cli(config, "issue")
+    assert res.code == 0, res.stderr
+    assert "renewal window (ARI)" in res.stderr
+    first_ask = ari.asked[-1]
+    s = stored_set(stack)
+    assert s is not None
+    assert s["generation"] == 2
+    # And a window in the future defers renewal, whatever the lifetime rule says.
+    ari.window = (now + dt.timedelta(days=5), now + dt.timedelta(days=6))
+    res = cli(config, "issue")
+    assert res.code == 0, res.stderr
+    assert "nothing to do" in res.stderr
+    assert "opens" in res.stderr
+    assert ari.asked[-1] != first_ask  # it asked about the new certificate
+
+
+def test_new_order_sends_replaces_only_when_given() -> None:
+    from acme import messages
+
+    ident = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=ZONE)]
+    assert (
+        _NewOrder(identifiers=ident, replaces="aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE").to_partial_json()[
+            "replaces"
+        ]
+        == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+    )
+    assert "replaces" not in _NewOrder(identifiers=ident).to_partial_json()
