@@ -37,3 +37,32 @@ def make_cert(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def make_ca(name: str = "test issuer") -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """A CA key and its self-signed certificate: `make_cert(..., issuer_key=key)` chains to it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400))
+        .not_valid_after(now + dt.timedelta(days=400))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def pem_file(names: tuple[str, ...], days_before: float = 30, days_after: float = 60) -> str:
+    """A whole radosgw PEM (key, cert, chain) from a throwaway CA."""
+    ca_key, ca_pem = make_ca()
+    now = dt.datetime.now(dt.UTC)
+    key, cert = make_cert(
+        names, now - dt.timedelta(days=days_before), now + dt.timedelta(days=days_after), issuer_key=ca_key
+    )
+    return key + cert + ca_pem

@@ -149,7 +149,7 @@ def test_ari_window_decides_renewal(stack: Stack, cli: CLI, ari: AriServer) -> N
     assert s["generation"] == 2
     # And a window in the future defers renewal, whatever the lifetime rule says.
     ari.window = (now + dt.timedelta(days=5), now + dt.timedelta(days=6))
-    res = cli(config, "issue")
+    res = cli(config, "-v", "issue")
     assert res.code == 0, res.stderr
     assert "nothing to do" in res.stderr
     assert "opens" in res.stderr

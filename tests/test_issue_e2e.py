@@ -86,7 +86,10 @@ def test_second_run_does_nothing_and_force_renews_keeping_the_previous(stack: St
     config = stack.write_config(stack.settings())
     assert cli(config, "issue").code == 0
     first = stored_set(stack)
-    again = cli(config, "issue")
+    quiet = cli(config, "issue")
+    assert quiet.code == 0, quiet.stderr
+    assert quiet.stderr == ""  # cron mails nothing when nothing happened
+    again = cli(config, "-v", "issue")
     assert again.code == 0, again.stderr
     assert len(again.lines) == 1, again.stderr
     assert "nothing to do" in again.lines[0]

@@ -18,27 +18,6 @@ from rgwtls.errors import RgwtlsError
 log = logging.getLogger("rgwtls")
 
 
-class _Format(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname}: {record.getMessage()}"
-
-
-def _setup_logging(verbose: int, debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if debug:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        handler.setFormatter(_Format())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    if not debug:
-        # The libraries' own INFO lines (acme's request dumps, urllib3) are noise in cron mail.
-        for noisy in ("acme", "urllib3", "requests"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    del verbose
-
-
 def _fail(message: str) -> NoReturn:
     log.error("%s", message)
     sys.exit(1)
@@ -53,12 +32,14 @@ def _fail(message: str) -> NoReturn:
     envvar="RGWTLS_CONFIG",
     help="Configuration file [default: $RGWTLS_CONFIG, else /etc/rgwtls/rgwtls.toml].",
 )
-@click.option("-v", "--verbose", count=True, help="Say more.")
+@click.option("-v", "--verbose", count=True, help="Also say what is unchanged and each step.")
 @click.option("--debug", is_flag=True, help="Log everything, and show tracebacks on errors.")
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None, verbose: int, debug: bool) -> None:
     """Let's Encrypt certificates for a Ceph RADOS Gateway fleet."""
-    _setup_logging(verbose, debug)
+    from rgwtls import log as logsetup
+
+    logsetup.setup(verbose, debug)
     ctx.obj = {"config_file": config_file, "debug": debug}
 
 
@@ -96,3 +77,19 @@ def issue(ctx: click.Context, staging: bool, force: bool, cert_name: str | None)
     from rgwtls.issue import issue as run_issue
 
     _run(ctx, run_issue, staging=staging, force=force, only=cert_name)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Say what would change, and change nothing.")
+@click.option("--staging", is_flag=True, help="Deploy the staging set (from issue --staging) instead.")
+@click.option(
+    "--allow-older",
+    is_flag=True,
+    help="Deploy the pool's set even if it is older than the installed one (a rollback).",
+)
+@click.pass_context
+def deploy(ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool) -> None:
+    """Install the pool's certificate on this gateway and restart radosgw, only if it changed."""
+    from rgwtls.deploy import deploy as run_deploy
+
+    _run(ctx, run_deploy, dry_run=dry_run, staging=staging, allow_older=allow_older)

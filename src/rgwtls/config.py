@@ -113,6 +113,41 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    # Which [[certificate]] this gateway serves; empty: the first one.
+    certificate: str = ""
+    # The names this gateway must be covered for; empty: the certificate's domains.
+    names: tuple[str, ...] = ()
+    # pem: key, cert and chain in one file (civetweb's and beast's ssl_certificate);
+    # split: a key file and a cert+chain file (beast's ssl_private_key);
+    # config-key: the mon config-key store, for ssl_certificate=config://KEY.
+    layout: str = "pem"
+    path: str = "/etc/ceph/rgw.pem"
+    key_path: str = "/etc/ceph/rgw.key"
+    cert_path: str = "/etc/ceph/rgw.crt"
+    config_key: str = ""
+    # Owner and group of new files (existing files keep theirs); empty: the caller's.
+    owner: str = ""
+    group: str = ""
+    # Remembers, per host, what this host last deployed (the config-key layout
+    # is shared by all gateways, so the store itself cannot tell).
+    state_dir: str = "/var/lib/rgwtls"
+    # {host} is the short host name.
+    restart_command: str = "systemctl restart ceph-radosgw@rgw.{host}"
+    restart_timeout: float = 120.0
+    # At most this many gateways of the fleet restart at the same moment.
+    max_parallel_restarts: int = 1
+    # How long to wait for a restart slot while other gateways restart.
+    restart_wait: float = 900.0
+    # Wait a random 0..splay seconds before installing, to spread the fleet.
+    splay: float = 0.0
+    verify_endpoint: str = "127.0.0.1:443"
+    # SNI and name checked in the handshake; empty: the first non-wildcard name.
+    verify_server_name: str = ""
+    verify_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class CertificateConfig:
     name: str
     domains: tuple[str, ...]
@@ -126,6 +161,7 @@ class Config:
     ceph: CephConfig
     dns: DnsConfig
     certificates: tuple[CertificateConfig, ...]
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
     def certificate(self, name: str | None) -> tuple[CertificateConfig, ...]:
         if name is None:
@@ -156,7 +192,7 @@ def load(path: Path) -> Config:
 
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
     where = _Where(path)
-    known = {"acme", "ceph", "dns", "certificate"}
+    known = {"acme", "ceph", "dns", "deploy", "certificate"}
     for key in raw:
         if key not in known:
             raise where.error(key, "unknown section or key")
@@ -168,6 +204,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         acme=_build(AcmeConfig, raw.get("acme", {}), where, "acme"),
         ceph=_build(CephConfig, raw.get("ceph", {}), where, "ceph"),
         dns=_build(DnsConfig, raw.get("dns", {}), where, "dns"),
+        deploy=_build(DeployConfig, raw.get("deploy", {}), where, "deploy"),
         certificates=tuple(
             _build(CertificateConfig, c, where, f"certificate[{i}]") for i, c in enumerate(certs_raw)
         ),
@@ -236,6 +273,15 @@ def _check(cfg: Config, where: _Where) -> None:
         raise where.error("acme.key_type", f"must be one of {', '.join(KEY_TYPES)}")
     if cfg.dns.provider not in ("infoblox", "rfc2136", "hook"):
         raise where.error("dns.provider", "must be infoblox, rfc2136 or hook")
+    d = cfg.deploy
+    if d.layout not in ("pem", "split", "config-key"):
+        raise where.error("deploy.layout", "must be pem, split or config-key")
+    if d.layout == "config-key" and not d.config_key.startswith("rgw/cert/"):
+        raise where.error("deploy.config_key", "must start with rgw/cert/ for the config-key layout")
+    if d.certificate and d.certificate not in {c.name for c in cfg.certificates}:
+        raise where.error("deploy.certificate", f"no [[certificate]] is named {d.certificate!r}")
+    if d.max_parallel_restarts < 1:
+        raise where.error("deploy.max_parallel_restarts", "must be at least 1")
     names: set[str] = set()
     for i, cert in enumerate(cfg.certificates):
         key = f"certificate[{i}]"
@@ -248,9 +294,9 @@ def _check(cfg: Config, where: _Where) -> None:
             raise where.error(f"{key}.domains", "must list at least one domain")
         if cert.key_type and cert.key_type not in KEY_TYPES:
             raise where.error(f"{key}.key_type", f"must be one of {', '.join(KEY_TYPES)}")
-        for d in cert.domains:
-            if d != d.lower().rstrip(".") or " " in d or "*" in d[1:]:
-                raise where.error(f"{key}.domains", f"{d!r} is not a lower-case domain name")
+        for domain in cert.domains:
+            if domain != domain.lower().rstrip(".") or " " in domain or "*" in domain[1:]:
+                raise where.error(f"{key}.domains", f"{domain!r} is not a lower-case domain name")
 
 
 def read_secret(path_value: str, key: str, cfg_path: Path) -> str:

@@ -34,3 +34,7 @@ class StoreError(RgwtlsError):
 
 class LockHeld(StoreError):
     """Another issuer holds the cluster-wide lock."""
+
+
+class DeployError(RgwtlsError):
+    """A set could not be deployed; the gateway keeps (or got back) what it served."""

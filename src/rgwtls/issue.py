@@ -18,6 +18,7 @@ from rgwtls import certs
 from rgwtls.config import CertificateConfig, Config
 from rgwtls.dns import Challenge, DnsProvider, make_provider
 from rgwtls.errors import RgwtlsError
+from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, CertSet, Pool
 
 if TYPE_CHECKING:
@@ -65,9 +66,11 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
                 failures.append(cert.name)
                 continue
             info = certs.cert_info(new.cert_pem)
-            log.info(
-                "%s: stored generation %d in pool %s%s: %s, valid until %s",
+            notice(
+                log,
+                "%s: renewed (%s); stored generation %d in pool %s%s: %s, valid until %s",
                 cert.name,
+                decision.reason,
                 new.generation,
                 cfg.ceph.pool,
                 " (staging)" if staging else "",
@@ -254,6 +257,6 @@ def _clean_journal(pool: Pool, cfg: Config) -> None:
         log.warning("the challenge journal in pool %s is unreadable; removing it", cfg.ceph.pool)
         pool.remove(NS_ISSUER, JOURNAL)
         return
-    log.info("removing %d challenge record(s) left by an earlier run", len(left))
+    notice(log, "removing %d challenge record(s) left by an earlier run", len(left))
     if _cleanup(make_provider(cfg), left):
         pool.remove(NS_ISSUER, JOURNAL)

@@ -12,6 +12,8 @@ Layout of the pool (default `rgwtls`), by RADOS namespace:
   never reach the gateways by accident.
 - `acme`: issuer-only: the ACME account keys, the issuer lock and the journal
   of challenge records in flight. Deploy-only users get no caps here.
+- `deploy`: the restart slots, RADOS locks that keep the gateways from
+  restarting all at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 NS_PRODUCTION = ""
 NS_STAGING = "staging"
 NS_ISSUER = "acme"
+NS_DEPLOY = "deploy"
 SET_FORMAT = "rgwtls-set/1"
 # One read of this many bytes fetches any set whole, in one operation:
 # Ioctx.read returns 8192 bytes unless told more, which cuts a 4096-bit key
@@ -177,6 +180,32 @@ class Pool:
                 f"cannot remove {_name(ns, obj)} from {self._describe()}: {_reason(e)}"
             ) from None
 
+    # -- the mon config-key store (deploy's config-key layout) -----------------
+
+    def _mon(self, cmd: dict[str, str], inbuf: bytes = b"") -> tuple[int, bytes, str]:
+        try:
+            ret, out, err = self._cluster.mon_command(json.dumps(cmd), inbuf)
+        except rados.Error as e:
+            raise StoreError(f"mon command {cmd['prefix']} failed: {_reason(e)}") from None
+        return int(ret), bytes(out), str(err)
+
+    def config_key_get(self, key: str) -> bytes | None:
+        ret, out, err = self._mon({"prefix": "config-key get", "key": key})
+        if ret == -2:  # ENOENT
+            return None
+        if ret != 0:
+            raise StoreError(
+                f"cannot read config-key {key} as {self.cfg.user}: {err or ret}; check its mon caps"
+            )
+        return out
+
+    def config_key_set(self, key: str, value: bytes) -> None:
+        ret, _, err = self._mon({"prefix": "config-key set", "key": key}, value)
+        if ret != 0:
+            raise StoreError(
+                f"cannot set config-key {key} as {self.cfg.user}: {err or ret}; check its mon caps"
+            )
+
     # -- certificate sets ----------------------------------------------------
 
     @staticmethod
@@ -236,6 +265,54 @@ class Pool:
                 self._ioctx.unlock(obj, lock, cookie)
             except rados.Error as e:
                 log.warning("could not release the issuer lock (it expires by itself): %s", _reason(e))
+
+    @contextlib.contextmanager
+    def restart_slot(self, slots: int, wait: float, hold: float) -> Iterator[None]:
+        """One of `slots` fleet-wide restart slots: a counting semaphore made of RADOS locks.
+
+        Each slot is an exclusive lock that expires after `hold` seconds, so a
+        gateway that dies while restarting frees its slot by itself.
+        """
+        lock = "rgwtls-restart"
+        cookie = secrets.token_hex(8)
+        holder = f"{socket.gethostname()} pid {os.getpid()}"
+        deadline = time.monotonic() + wait
+        pause = 0.1
+        while True:
+            self._ioctx.set_namespace(NS_DEPLOY)
+            for i in range(slots):
+                obj = f"restart-slot.{i}"
+                try:
+                    self._ioctx.lock_exclusive(obj, lock, cookie, desc=holder, duration=int(hold))
+                except rados.ObjectBusy:
+                    continue
+                except rados.Error as e:
+                    raise StoreError(
+                        f"cannot take a restart slot in {self._describe()}: {_reason(e)}"
+                    ) from None
+                try:
+                    with contextlib.suppress(rados.Error):
+                        self._ioctx.set_xattr(obj, "holder", holder.encode())
+                    yield
+                finally:
+                    self._ioctx.set_namespace(NS_DEPLOY)
+                    try:
+                        self._ioctx.unlock(obj, lock, cookie)
+                    except rados.Error as e:
+                        log.warning(
+                            "could not release restart slot %d (it expires by itself): %s", i, _reason(e)
+                        )
+                return
+            if time.monotonic() >= deadline:
+                others = ", ".join(self._lock_holder(f"restart-slot.{i}") for i in range(slots))
+                raise LockHeld(
+                    f"no restart slot free within {wait:g}s: {slots} gateway(s) restarting ({others}); "
+                    "nothing changed here, the next run tries again"
+                )
+            log.info("waiting for a restart slot: %d gateway(s) restarting", slots)
+            # Jitter, so that gateways that wait together do not retry together.
+            time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
+            pause = min(pause * 2, 2.0)
 
     def _lock_holder(self, obj: str) -> str:
         try:

@@ -26,6 +26,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,8 @@ import rados
 
 from tests.stack.ports import free_port
 from tests.stack.proc import Server, run
+
+RGWSUP = Path(__file__).with_name("rgwsup.py")
 
 MON_ID = "a"
 OSD_ID = 0
@@ -444,6 +447,7 @@ class RadosGW:
         pem: Path,
         name: str = "a",
         port: int | None = None,
+        supervised: bool = False,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -453,28 +457,34 @@ class RadosGW:
         workdir.mkdir(parents=True, exist_ok=True)
         self.keyring = cluster.workdir / f"{self.name}.keyring"
         self.log = workdir / f"{self.name}.log"
+        argv: list[str | os.PathLike[str]] = [
+            "radosgw",
+            "-f",
+            "--cluster",
+            "ceph",
+            "-c",
+            cluster.conf,
+            "-n",
+            self.name,
+            "--keyring",
+            self.keyring,
+            "--rgw-frontends",
+            f"beast ssl_endpoint=127.0.0.1:{self.port} ssl_certificate={pem}",
+            "--rgw-data",
+            workdir,
+            "--admin-socket",
+            workdir / f"{self.name}.asok",
+            "--log-file",
+            self.log,
+        ]
+        # Supervised, it runs under rgwsup.py, whose `ctl SOCK restart` is the
+        # restart command a `deploy` in another process can run.
+        self.sup_sock = workdir / f"{self.name}.sup"
+        if supervised:
+            argv = [sys.executable, RGWSUP, "serve", self.sup_sock, "--", *argv]
         self.server = Server(
             f"radosgw {self.name}",
-            [
-                "radosgw",
-                "-f",
-                "--cluster",
-                "ceph",
-                "-c",
-                cluster.conf,
-                "-n",
-                self.name,
-                "--keyring",
-                self.keyring,
-                "--rgw-frontends",
-                f"beast ssl_endpoint=127.0.0.1:{self.port} ssl_certificate={pem}",
-                "--rgw-data",
-                workdir,
-                "--admin-socket",
-                workdir / f"{self.name}.asok",
-                "--log-file",
-                self.log,
-            ],
+            argv,
             workdir / f"{self.name}.out",
         )
 
@@ -519,6 +529,22 @@ class RadosGW:
     def stop(self) -> None:
         self.server.stop()
 
+    @property
+    def restart_command(self) -> str:
+        """What `deploy.restart_command` should run for this gateway (supervised only)."""
+        return f"{sys.executable} {RGWSUP} ctl {self.sup_sock} restart"
+
+    def supervisor(self, request: str) -> str:
+        """Ask the supervisor: `pid` of radosgw now, `count` of restarts."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(self.sup_sock))
+            s.sendall(request.encode())
+            answer = s.recv(4096).decode().split()
+        if answer[:1] != ["ok"]:
+            raise RuntimeError(f"rgwsup {request}: {answer}")
+        return answer[1]
+
     def restart(self, timeout: float = 20.0) -> None:
         self.stop()
         self.start(timeout)
@@ -535,9 +561,10 @@ def start_radosgw(
     name: str = "a",
     port: int | None = None,
     timeout: float = 20.0,
+    supervised: bool = False,
 ) -> RadosGW:
     """Create the gateway's cephx user, start it, wait for HTTPS. `cluster.stop()` stops it too."""
-    gw = RadosGW(cluster, workdir, pem, name, port)
+    gw = RadosGW(cluster, workdir, pem, name, port, supervised)
     cluster.create_user(gw.name, RGW_CAPS)
     cluster.gateways.append(gw)
     gw.start(timeout)

@@ -1,0 +1,39 @@
+"""Log levels and set-up.
+
+Cron mails whatever a job prints, so by default rgwtls prints only what the
+operator must hear about: a change (NOTICE), a warning, an error. Progress
+and "nothing to do" are INFO, shown with -v. Every line carries its level.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
+
+def notice(logger: logging.Logger, msg: str, *args: object) -> None:
+    logger.log(NOTICE, msg, *args)
+
+
+class _Line(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname}: {record.getMessage()}"
+
+
+def setup(verbose: int, debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if debug:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_Line())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO if verbose else NOTICE)
+    if not debug:
+        # The libraries' own lines (acme's request dumps, urllib3) are noise in cron mail.
+        for noisy in ("acme", "urllib3", "requests"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)

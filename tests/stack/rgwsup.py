@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""A tiny supervisor for radosgw, so that `deploy`'s restart command can restart it.
+
+The test starts `rgwsup.py serve SOCK -- radosgw ...` and holds its handle;
+radosgw is its child. `rgwsup.py ctl SOCK restart` (the restart command the
+tests configure, standing in for systemctl) stops the child and starts it
+again, and returns once it is started, as `systemctl restart` does. On
+SIGTERM the supervisor stops its child and exits. Standalone on purpose: the
+restart command runs it by path, outside the test package.
+
+Requests: `restart`, `restart PEM` (start once with another ssl_certificate,
+to play a gateway that comes up serving the wrong certificate), `pid`,
+`count` (restarts so far).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def _start(argv: list[str], pem: str | None = None) -> subprocess.Popen[bytes]:
+    if pem is not None:
+        argv = [
+            a.replace(a[a.index("ssl_certificate=") :].split()[0], f"ssl_certificate={pem}")
+            if "ssl_certificate=" in a
+            else a
+            for a in argv
+        ]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def serve(sock_path: str, argv: list[str]) -> int:
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    child = _start(argv)
+    restarts = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        if os.path.exists(sock_path):
+            os.unlink(sock_path)
+        srv.bind(sock_path)
+        srv.listen(8)
+        srv.settimeout(0.1)
+        try:
+            while not stopping:
+                try:
+                    conn, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                except InterruptedError:
+                    continue
+                with conn:
+                    conn.settimeout(5)
+                    words = conn.recv(4096).decode().split()
+                    if words[:1] == ["restart"]:
+                        _stop(child)
+                        child = _start(argv, words[1] if len(words) > 1 else None)
+                        restarts += 1
+                        conn.sendall(f"ok {child.pid}\n".encode())
+                    elif words[:1] == ["pid"]:
+                        conn.sendall(f"ok {child.pid}\n".encode())
+                    elif words[:1] == ["count"]:
+                        conn.sendall(f"ok {restarts}\n".encode())
+                    else:
+                        conn.sendall(b"error unknown request\n")
+        finally:
+            _stop(child)
+            os.unlink(sock_path)
+    return 0
+
+
+def ctl(sock_path: str, request: list[str]) -> int:
+    deadline = time.monotonic() + 30
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        while True:
+            try:
+                s.connect(sock_path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    print(f"rgwsup: no supervisor at {sock_path}", file=sys.stderr)
+                    return 1
+                time.sleep(0.05)
+        s.sendall(" ".join(request).encode())
+        answer = s.recv(4096).decode().strip()
+    print(answer)
+    return 0 if answer.startswith("ok") else 1
+
+
+def main() -> int:
+    if len(sys.argv) >= 4 and sys.argv[1] == "serve" and sys.argv[3] == "--":
+        return serve(sys.argv[2], sys.argv[4:])
+    if len(sys.argv) >= 4 and sys.argv[1] == "ctl":
+        return ctl(sys.argv[2], sys.argv[3:])
+    print(
+        "usage: rgwsup.py serve SOCK -- ARGV... | rgwsup.py ctl SOCK restart [PEM]|pid|count", file=sys.stderr
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

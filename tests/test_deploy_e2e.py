@@ -1,0 +1,448 @@
+"""`rgwtls deploy` through the CLI, onto a real radosgw, from a pool filled by a real `issue`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rgwtls.deploy import served_fingerprint
+from tests.certmaker import make_ca, make_cert, pem_file
+from tests.conftest import DOMAINS, POOL, ZONE, Result, Stack, run_cli
+from tests.stack.ceph import CephCluster, RadosGW, start_radosgw
+from tests.test_issue_e2e import assert_one_error_line, stored_set
+
+CLI = Callable[..., Result]
+DEPLOY_CAPS = {
+    "mon": "allow r",
+    "osd": 'allow r pool=rgwtls namespace="", allow r pool=rgwtls namespace=staging, '
+    "allow rwx pool=rgwtls namespace=deploy",
+}
+
+
+@pytest.fixture(scope="session")
+def deploy_keyring(stack_dir: Path, ceph: CephCluster) -> Path:
+    return ceph.create_user("client.rgwtls-deploy", DEPLOY_CAPS)
+
+
+class Gateway:
+    """One supervised radosgw with its own PEM, and a deploy config for it."""
+
+    def __init__(self, stack: Stack, keyring: Path, workdir: Path, name: str = "a") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stack = stack
+        self.pem = workdir / "rgw.pem"
+        # What the gateway served before rgwtls: a certificate from elsewhere, a month old.
+        self.pem.write_text(pem_file(DOMAINS, days_before=30))
+        self.pem.chmod(0o600)
+        self.rgw: RadosGW = start_radosgw(stack.ceph, workdir, self.pem, name=name, supervised=True)
+        self.settings = stack.settings()
+        self.settings["ceph"]["user"] = "client.rgwtls-deploy"
+        self.settings["ceph"]["keyring"] = str(keyring)
+        self.settings["deploy"] = {
+            "path": str(self.pem),
+            "restart_command": self.rgw.restart_command,
+            "verify_endpoint": f"127.0.0.1:{self.rgw.port}",
+            "verify_timeout": 20.0,
+            "restart_wait": 60.0,
+            "state_dir": str(workdir / "state"),
+        }
+        self.name = name
+
+    def config(self) -> Path:
+        return self.stack.write_config(self.settings, f"deploy-{self.name}.toml")
+
+    def served(self, host: str = f"anybucket.{ZONE}") -> str:
+        return served_fingerprint(f"127.0.0.1:{self.rgw.port}", host, 5)
+
+    def restarts(self) -> int:
+        return int(self.rgw.supervisor("count"))
+
+    def stop(self) -> None:
+        self.rgw.stop()
+        self.stack.ceph.gateways.remove(self.rgw)
+
+
+@pytest.fixture
+def gateway(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(stack, deploy_keyring, tmp_path / "rgw")
+    yield gw
+    gw.stop()
+
+
+def issue(stack: Stack, *args: str) -> None:
+    res = run_cli(stack.write_config(stack.settings(), "issuer.toml"), "issue", *args)
+    assert res.code == 0, res.stderr
+
+
+def fingerprint_of_pool(stack: Stack) -> str:
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    s = stored_set(stack)
+    assert s is not None
+    cert = x509.load_pem_x509_certificate(str(s["cert_pem"]).encode())
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def tls_client_trusting_pebble(stack: Stack, port: int, host: str) -> dict[str, Any]:
+    """A real TLS client that trusts only Pebble's root, as an S3 client trusts Let's Encrypt's."""
+    ctx = ssl.create_default_context(cadata=stack.pebble.roots_pem())
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        ctx.wrap_socket(sock, server_hostname=host) as tls,
+    ):
+        cert = tls.getpeercert()
+        assert cert is not None
+        return dict(cert)
+
+
+# -- the happy path ------------------------------------------------------------------
+
+
+def test_issue_then_deploy_serves_the_wildcard_certificate_to_a_real_client(
+    stack: Stack, gateway: Gateway
+) -> None:
+    issue(stack)
+    res = run_cli(gateway.config(), "deploy")
+    assert res.code == 0, res.stderr
+    assert "NOTICE:" in res.stderr
+    peer = tls_client_trusting_pebble(stack, gateway.rgw.port, f"anybucket.{ZONE}")
+    assert ("DNS", f"*.{ZONE}") in peer["subjectAltName"]
+    assert gateway.served() == fingerprint_of_pool(stack)
+    assert gateway.restarts() == 1
+    # Key, then certificate, then chain; private to its owner; the old file kept.
+    text = gateway.pem.read_text()
+    assert text.index("PRIVATE KEY") < text.index("BEGIN CERTIFICATE")
+    assert text.count("BEGIN CERTIFICATE") >= 2
+    assert gateway.pem.stat().st_mode & 0o777 == 0o600
+    assert gateway.pem.with_name("rgw.pem.previous").exists()
+
+
+def test_second_deploy_changes_nothing_and_does_not_restart(stack: Stack, gateway: Gateway) -> None:
+    issue(stack)
+    config = gateway.config()
+    assert run_cli(config, "deploy").code == 0
+    mtime = gateway.pem.stat().st_mtime_ns
+    pid = gateway.rgw.supervisor("pid")
+    res = run_cli(config, "deploy")
+    assert res.code == 0, res.stderr
+    assert res.stderr == ""  # quiet for cron: no mail when nothing happened
+    assert gateway.restarts() == 1
+    assert gateway.rgw.supervisor("pid") == pid
+    assert gateway.pem.stat().st_mtime_ns == mtime
+    verbose = run_cli(config, "-v", "deploy")
+    assert "nothing to do" in verbose.stderr
+
+
+def test_renew_then_deploy_serves_the_new_certificate(stack: Stack, gateway: Gateway) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    first = gateway.served()
+    issue(stack, "--force")
+    res = run_cli(gateway.config(), "deploy")
+    assert res.code == 0, res.stderr
+    assert gateway.served() == fingerprint_of_pool(stack) != first
+    assert gateway.restarts() == 2
+
+
+def test_dry_run_says_what_would_change_and_changes_nothing(stack: Stack, gateway: Gateway) -> None:
+    issue(stack)
+    before = gateway.pem.read_bytes()
+    res = run_cli(gateway.config(), "deploy", "--dry-run")
+    assert res.code == 0, res.stderr
+    assert "would install" in res.stderr
+    assert gateway.pem.read_bytes() == before
+    assert gateway.restarts() == 0
+
+
+def test_staging_set_is_deployed_only_with_staging(stack: Stack, gateway: Gateway) -> None:
+    issue(stack, "--staging")
+    res = run_cli(gateway.config(), "deploy")
+    assert_one_error_line(res, "no certificate cog.example.org in pool rgwtls yet")
+    assert gateway.restarts() == 0
+    res = run_cli(gateway.config(), "deploy", "--staging")
+    assert res.code == 0, res.stderr
+    assert gateway.restarts() == 1
+
+
+def test_split_layout_serves_the_certificate(stack: Stack, gateway: Gateway, tmp_path: Path) -> None:
+    # beast with ssl_certificate (cert and chain) plus ssl_private_key.
+    key, crt = tmp_path / "rgw.key", tmp_path / "rgw.crt"
+    gateway.rgw.stop()
+    gateway.rgw.server.argv = [
+        a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate={crt} ssl_private_key={key}")
+        for a in gateway.rgw.server.argv
+    ]
+    old = pem_file(DOMAINS)
+    key.write_text(old[: old.index("-----BEGIN CERTIFICATE")])
+    crt.write_text(old[old.index("-----BEGIN CERTIFICATE") :])
+    gateway.rgw.start()
+    issue(stack)
+    gateway.settings["deploy"].update(layout="split", key_path=str(key), cert_path=str(crt))
+    res = run_cli(gateway.config(), "deploy")
+    assert res.code == 0, res.stderr
+    assert gateway.served() == fingerprint_of_pool(stack)
+    assert "PRIVATE KEY" not in crt.read_text()
+    assert run_cli(gateway.config(), "deploy").code == 0
+    assert gateway.restarts() == 1
+
+
+def test_deploy_does_not_import_the_acme_stack(stack: Stack, gateway: Gateway) -> None:
+    issue(stack)
+    code = (
+        "import sys\n"
+        "from rgwtls.cli import main\n"
+        "try:\n"
+        "    main(['deploy'])\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('acme', 'josepy')))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "RGWTLS_CONFIG": str(gateway.config())},
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+# -- the deploy-only user ------------------------------------------------------------
+
+
+def test_deploy_only_user_can_deploy_but_cannot_read_the_account_key(
+    stack: Stack, gateway: Gateway, deploy_keyring: Path
+) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    import rados
+
+    r = stack.ceph.connect("client.rgwtls-deploy", deploy_keyring, timeout=5)
+    try:
+        ioctx = r.open_ioctx(POOL)
+        ioctx.set_namespace("acme")
+        with pytest.raises(rados.PermissionError):
+            ioctx.read("account.production", 1 << 20)
+        ioctx.set_namespace("")
+        assert ioctx.read(f"{ZONE}/current", 1 << 20)
+        ioctx.close()
+    finally:
+        r.shutdown()
+
+
+# -- bad sets: one line, the old certificate still served ---------------------------
+
+
+def _put_set(stack: Stack, data: bytes) -> None:
+    ioctx = stack.ceph.admin().open_ioctx(POOL)
+    try:
+        ioctx.write_full(f"{ZONE}/current", data)
+    finally:
+        ioctx.close()
+
+
+def _mutated(stack: Stack, **fields: Any) -> bytes:
+    s = stored_set(stack)
+    assert s is not None
+    s.update(fields)
+    return json.dumps(s).encode()
+
+
+def _bad_set(kind: str, stack: Stack) -> bytes:
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_pem = make_ca()
+    good = stored_set(stack)
+    assert good is not None
+    raw = json.dumps({"format": "rgwtls-set/1", **good}).encode()
+    if kind == "corrupt":
+        return b"\x00garbage, not a set"
+    if kind == "truncated":
+        return raw[: len(raw) // 2]
+    if kind == "mismatched key":
+        other_key, _ = make_cert(DOMAINS, now, now + dt.timedelta(days=1))
+        return _mutated(stack, format="rgwtls-set/1", key_pem=other_key)
+    if kind == "expired":
+        key, cert = make_cert(DOMAINS, now - dt.timedelta(days=100), now - dt.timedelta(days=10), ca_key)
+        return _mutated(stack, format="rgwtls-set/1", key_pem=key, cert_pem=cert, chain_pem=ca_pem)
+    if kind == "wrong names":
+        key, cert = make_cert(("other.example.org",), now, now + dt.timedelta(days=60), ca_key)
+        return _mutated(stack, format="rgwtls-set/1", key_pem=key, cert_pem=cert, chain_pem=ca_pem)
+    if kind == "older":
+        key, cert = make_cert(DOMAINS, now - dt.timedelta(days=20), now + dt.timedelta(days=60), ca_key)
+        return _mutated(stack, format="rgwtls-set/1", key_pem=key, cert_pem=cert, chain_pem=ca_pem)
+    if kind == "chain from another CA":
+        return _mutated(stack, format="rgwtls-set/1", chain_pem=ca_pem)
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "needle"),
+    [
+        ("corrupt", "is not a valid rgwtls certificate set"),
+        ("truncated", "is not a valid rgwtls certificate set"),
+        ("mismatched key", "the private key does not match the certificate"),
+        ("expired", "expired at"),
+        ("wrong names", "does not cover"),
+        ("older", "refusing to roll back"),
+        ("chain from another CA", "the chain does not issue the certificate"),
+    ],
+)
+def test_bad_set_in_the_pool_leaves_the_old_certificate_served(
+    stack: Stack, gateway: Gateway, kind: str, needle: str
+) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    served, pem, pid = gateway.served(), gateway.pem.read_bytes(), gateway.rgw.supervisor("pid")
+    _put_set(stack, _bad_set(kind, stack))
+    res = run_cli(gateway.config(), "deploy")
+    assert_one_error_line(res, needle)
+    assert gateway.served() == served
+    assert gateway.pem.read_bytes() == pem
+    assert gateway.rgw.supervisor("pid") == pid
+    assert gateway.restarts() == 1
+
+
+def test_allow_older_deploys_an_older_set_on_purpose(stack: Stack, gateway: Gateway) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    _put_set(stack, _bad_set("older", stack))
+    res = run_cli(gateway.config(), "deploy", "--allow-older")
+    assert res.code == 0, res.stderr
+    assert gateway.restarts() == 2
+
+
+# -- failures after install: rolled back ---------------------------------------------------
+
+
+def test_failing_restart_command_rolls_back(stack: Stack, gateway: Gateway, tmp_path: Path) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    served, pem = gateway.served(), gateway.pem.read_bytes()
+    issue(stack, "--force")
+    # The first restart fails (say, a unit that does not exist), the rollback's works.
+    flag = tmp_path / "failed-once"
+    script = tmp_path / "restart.sh"
+    script.write_text(
+        f'#!/bin/sh\nif [ ! -e {flag} ]; then touch {flag}; echo "Unit not found." >&2; exit 5; fi\n'
+        f"exec {gateway.rgw.restart_command}\n"
+    )
+    script.chmod(0o755)
+    gateway.settings["deploy"]["restart_command"] = str(script)
+    res = run_cli(gateway.config(), "deploy")
+    assert_one_error_line(
+        res,
+        "the restart command failed (exit 5: Unit not found.)",
+        "restored the previous certificate and restarted: it is served again",
+    )
+    assert gateway.served() == served
+    assert gateway.pem.read_bytes() == pem
+
+
+def test_gateway_serving_the_wrong_certificate_is_rolled_back(
+    stack: Stack, gateway: Gateway, tmp_path: Path
+) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    served, pem = gateway.served(), gateway.pem.read_bytes()
+    issue(stack, "--force")
+    # The gateway comes up serving another file (a wrong ssl_certificate path, say).
+    other = tmp_path / "other.pem"
+    other.write_text(pem_file(("other.example.org",)))
+    flag = tmp_path / "wrong-once"
+    script = tmp_path / "restart.sh"
+    script.write_text(
+        f"#!/bin/sh\nif [ ! -e {flag} ]; then touch {flag}; exec {gateway.rgw.restart_command} {other}; fi\n"
+        f"exec {gateway.rgw.restart_command}\n"
+    )
+    script.chmod(0o755)
+    gateway.settings["deploy"]["restart_command"] = str(script)
+    gateway.settings["deploy"]["verify_timeout"] = 3.0
+    res = run_cli(gateway.config(), "deploy")
+    assert_one_error_line(res, "did not serve certificate", "restored the previous certificate")
+    assert gateway.served() == served
+    assert gateway.pem.read_bytes() == pem
+
+
+def test_stopped_cluster_fails_fast_and_touches_nothing(stack: Stack, gateway: Gateway) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    issue(stack, "--force")
+    served, pem = gateway.served(), gateway.pem.read_bytes()
+    gateway.settings["ceph"]["timeout"] = 2.0
+    config = gateway.config()
+    stack.ceph.stop_mon()
+    try:
+        started = time.monotonic()
+        res = run_cli(config, "deploy")
+        took = time.monotonic() - started
+    finally:
+        stack.ceph.start_mon()
+    assert_one_error_line(res, "cannot connect to the Ceph cluster")
+    assert took < 10, took
+    assert gateway.served() == served
+    assert gateway.pem.read_bytes() == pem
+    assert gateway.restarts() == 1
+
+
+# -- the fleet ------------------------------------------------------------------------
+
+
+def test_three_gateways_deploying_at_once_never_restart_together(
+    stack: Stack, deploy_keyring: Path, tmp_path: Path
+) -> None:
+    issue(stack)
+    gateways = [Gateway(stack, deploy_keyring, tmp_path / f"rgw{i}", name=f"f{i}") for i in range(3)]
+    try:
+        spans = tmp_path / "spans"
+        procs = []
+        for gw in gateways:
+            # Record when each restart starts and ends: the spans must not overlap.
+            script = tmp_path / f"restart-{gw.name}.sh"
+            script.write_text(
+                f'#!/bin/sh\necho "start {gw.name} $(date +%s.%N)" >> {spans}\n'
+                f"{gw.rgw.restart_command} >/dev/null || exit 1\n"
+                f"sleep 0.3\n"
+                f'echo "end {gw.name} $(date +%s.%N)" >> {spans}\n'
+            )
+            script.chmod(0o755)
+            gw.settings["deploy"]["restart_command"] = str(script)
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "rgwtls", "deploy"],
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, "RGWTLS_CONFIG": str(gw.config())},
+                )
+            )
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        want = fingerprint_of_pool(stack)
+        assert all(gw.served() == want for gw in gateways)
+        events = sorted(
+            (float(t), kind) for kind, _, t in (line.split() for line in spans.read_text().splitlines())
+        )
+        depth = 0
+        for _, kind in events:
+            depth += 1 if kind == "start" else -1
+            assert depth <= 1, events
+        assert len(events) == 6
+    finally:
+        for gw in gateways:
+            gw.stop()
