@@ -446,3 +446,36 @@ def test_three_gateways_deploying_at_once_never_restart_together(
     finally:
         for gw in gateways:
             gw.stop()
+
+
+def test_config_key_layout_serves_the_certificate_and_restarts_each_gateway_once(
+    stack: Stack, gateway: Gateway, tmp_path: Path
+) -> None:
+    key = f"rgw/cert/rgw.test-{tmp_path.name[-12:]}"
+    # radosgw reads config://KEY: its user needs `config-key get` on rgw/cert/.
+    stack.ceph.create_user(gateway.rgw.name, {
+        "mon": 'allow rw, allow command "config-key get" with key prefix rgw/cert/',
+        "osd": "allow rwx",
+    })
+    stack.ceph.mon_command({"prefix": "config-key set", "key": key}, pem_file(DOMAINS).encode())
+    gateway.rgw.stop()
+    gateway.rgw.server.argv = [
+        a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate=config://{key}")
+        for a in gateway.rgw.server.argv
+    ]
+    gateway.rgw.start()
+    # The deploy user may read and set exactly that prefix.
+    keyring = stack.ceph.create_user("client.rgwtls-deploy-ck", {
+        "mon": 'allow r, allow command "config-key get" with key prefix rgw/cert/, '
+               'allow command "config-key set" with key prefix rgw/cert/',
+        "osd": DEPLOY_CAPS["osd"],
+    })
+    gateway.settings["ceph"].update(user="client.rgwtls-deploy-ck", keyring=str(keyring))
+    gateway.settings["deploy"].update(layout="config-key", config_key=key)
+    issue(stack)
+    res = run_cli(gateway.config(), "deploy")
+    assert res.code == 0, res.stderr
+    assert gateway.served() == fingerprint_of_pool(stack)
+    # The store is shared by the fleet; this host remembers it restarted onto it.
+    assert run_cli(gateway.config(), "deploy").code == 0
+    assert gateway.restarts() == 1
