@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -65,10 +66,10 @@ from typing import Any
 from cryptography import x509
 
 from rgwtls.certs import key_matches_cert
-from tests.conftest import DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack
 from tests.stack.bind import bind_server
 from tests.stack.ceph import ceph_cluster
 from tests.stack.pebble import pebble_server
+from tests.stack.site import DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack
 from tests.stack.tlsca import TestCA
 from tests.stack.wapi import wapi_emulator
 
@@ -770,7 +771,8 @@ def versions(bench: Bench) -> dict[str, str]:
 
     git = _version(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
     return {
-        "rgwtls": f"{pkg('rgwtls')} (git {git}), acme {pkg('acme')}, Python {platform.python_version()}",
+        "rgwtls": f"{pkg('rgwtls')} (git {git}, src/ sha256 {src_fingerprint()}), acme {pkg('acme')}, "
+        f"Python {platform.python_version()}",
         "certbot": _version([bench.certbot, "--version"]),
         "dehydrated": _version([bench.dehydrated, "--version"], "Dehydrated version:")
         + f", {_version(['curl', '--version']).split(' (')[0]}",
@@ -779,6 +781,14 @@ def versions(bench: Bench) -> dict[str, str]:
         "nsupdate": "from "
         + _version(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", "bind9-dnsutils"]),
     }
+
+
+def src_fingerprint() -> str:
+    """What rgwtls code ran: a hash over src/ (git describe says only "dirty")."""
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def machine() -> str:
@@ -966,7 +976,8 @@ def section(bench: Bench, when: dt.datetime, vers: dict[str, str], took: float) 
         "### Set-up",
         "",
         *(f"- {k}: {v}" for k, v in vers.items()),
-        f"- rgwtls config as in tests/conftest.py: `acme.poll_interval = {acme['poll_interval']}` "
+        "- rgwtls config as the tests make it (tests/stack/site.py): "
+        f"`acme.poll_interval = {acme['poll_interval']}` "
         f"(the shipped default is 1), `acme.retry_backoff = {acme['retry_backoff']}`, "
         f"`dns.propagation_interval = {dns['propagation_interval']}` (default 5), "
         f"`dns.query_timeout = {dns['query_timeout']}`; `ceph.timeout = {s['ceph']['timeout']}`.",
@@ -1073,6 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     when = dt.datetime.now(dt.UTC)
     workdir = Path(tempfile.mkdtemp(prefix="rgwtls-bench-"))
+    src_at_start = src_fingerprint()
     ok = False
     try:
         with started_stack(workdir) as stack:
@@ -1083,6 +1095,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.profiled()
             took = time.monotonic() - started
             text = section(bench, when, vers, took)
+            if src_fingerprint() != src_at_start:
+                warning = (
+                    "WARNING: src/ changed while the benchmark ran: these numbers mix two versions; rerun."
+                )
+                say(warning)
+                text = text.replace("\n\n", f"\n\n**{warning}**\n\n", 1)
         ok = True
     except BenchError as e:
         say(f"\nBENCHMARK ABORTED: {e}\n(work directory kept: {workdir})")

@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import rados
@@ -22,13 +20,9 @@ import rados
 from tests.stack.bind import Bind, bind_server
 from tests.stack.ceph import CephCluster, ceph_cluster
 from tests.stack.pebble import Pebble, pebble_server
+from tests.stack.site import DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
 from tests.stack.tlsca import TestCA
 from tests.stack.wapi import WapiEmulator, wapi_emulator
-
-ZONE = "cog.example.org"
-DOMAINS = (ZONE, f"*.{ZONE}")
-POOL = "rgwtls"
-ISSUER_CAPS = {"mon": "allow r", "osd": f"allow rwx pool={POOL}"}
 
 
 @pytest.fixture(scope="session")
@@ -97,99 +91,6 @@ def pool(ceph: CephCluster) -> str:
     return POOL
 
 
-@dataclass
-class Stack:
-    """Everything a test's config points at."""
-
-    dir: Path
-    bind: Bind
-    pebble: Pebble
-    ceph: CephCluster
-    wapi: WapiEmulator
-    keyring: Path
-
-    def secret_file(self, name: str, value: str) -> Path:
-        p = self.dir / name
-        p.write_text(value + "\n")
-        p.chmod(0o600)
-        return p
-
-    def settings(self, provider: str = "infoblox") -> dict[str, Any]:
-        return {
-            "acme": {
-                "directory": self.pebble.directory_url,
-                "staging_directory": self.pebble.directory_url + "?staging",
-                "email": "ops@example.org",
-                "ca_bundle": str(self.pebble.ca_bundle),
-                "poll_interval": 0.1,
-                "order_timeout": 60.0,
-                "retry_backoff": 0.1,
-            },
-            "ceph": {
-                "conf": str(self.ceph.conf),
-                "user": "client.rgwtls-issuer",
-                "keyring": str(self.keyring),
-                "pool": POOL,
-                "timeout": 5.0,
-            },
-            "dns": {
-                "provider": provider,
-                "resolvers": [f"127.0.0.1:{self.bind.port}"],
-                "nameserver_port": self.bind.port,
-                "propagation_timeout": 10.0,
-                "propagation_interval": 0.1,
-                "query_timeout": 1.0,
-                "infoblox": {
-                    "server": self.wapi.url.removeprefix("https://"),
-                    "username": self.wapi.username,
-                    "password_file": str(self.secret_file("wapi-password", self.wapi.password)),
-                    "ca_bundle": str(self.wapi.ca_bundle),
-                    "timeout": 3.0,
-                },
-                "rfc2136": {
-                    "server": "127.0.0.1",
-                    "port": self.bind.port,
-                    "tsig_key_name": self.bind.tsig_name,
-                    "tsig_algorithm": self.bind.tsig_algorithm,
-                    "tsig_secret_file": str(self.secret_file("tsig-secret", self.bind.tsig_secret)),
-                },
-            },
-            "certificate": [{"name": ZONE, "domains": list(DOMAINS)}],
-        }
-
-    def write_config(self, settings: dict[str, Any], name: str = "rgwtls.toml") -> Path:
-        path = self.dir / name
-        path.write_text(to_toml(settings))
-        tomllib.loads(path.read_text())  # what we wrote must be TOML
-        return path
-
-
-def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
-    """Just enough TOML for our configs: tables, arrays of tables, scalars, lists."""
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines: list[str] = []
-    tables: list[str] = []
-    for k, v in doc.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            tables.append(f"\n[{key}]\n" + to_toml(v, key))
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                tables.append(f"\n[[{key}]]\n" + to_toml(item, key))
-        else:
-            lines.append(f"{k} = {scalar(v)}")
-    return "\n".join(lines) + "\n" + "".join(tables)
-
-
 @pytest.fixture
 def stack(
     tmp_path: Path,
@@ -231,3 +132,6 @@ def run_cli(config: Path, *args: str, timeout: float = 120, env: dict[str, str] 
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     return run_cli
+
+
+__all__ = ["DOMAINS", "POOL", "ZONE", "Result", "Stack", "run_cli", "to_toml"]

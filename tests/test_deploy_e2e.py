@@ -20,14 +20,10 @@ from rgwtls.deploy import served_fingerprint
 from tests.certmaker import make_ca, make_cert, pem_file
 from tests.conftest import DOMAINS, POOL, ZONE, Result, Stack, run_cli
 from tests.stack.ceph import CephCluster, RadosGW, start_radosgw
+from tests.stack.site import DEPLOY_CAPS
 from tests.test_issue_e2e import assert_one_error_line, stored_set
 
 CLI = Callable[..., Result]
-DEPLOY_CAPS = {
-    "mon": "allow r",
-    "osd": 'allow r pool=rgwtls namespace="", allow r pool=rgwtls namespace=staging, '
-    "allow rwx pool=rgwtls namespace=deploy",
-}
 
 
 @pytest.fixture(scope="session")
@@ -453,10 +449,13 @@ def test_config_key_layout_serves_the_certificate_and_restarts_each_gateway_once
 ) -> None:
     key = f"rgw/cert/rgw.test-{tmp_path.name[-12:]}"
     # radosgw reads config://KEY: its user needs `config-key get` on rgw/cert/.
-    stack.ceph.create_user(gateway.rgw.name, {
-        "mon": 'allow rw, allow command "config-key get" with key prefix rgw/cert/',
-        "osd": "allow rwx",
-    })
+    stack.ceph.create_user(
+        gateway.rgw.name,
+        {
+            "mon": 'allow rw, allow command "config-key get" with key prefix rgw/cert/',
+            "osd": "allow rwx",
+        },
+    )
     stack.ceph.mon_command({"prefix": "config-key set", "key": key}, pem_file(DOMAINS).encode())
     gateway.rgw.stop()
     gateway.rgw.server.argv = [
@@ -465,11 +464,14 @@ def test_config_key_layout_serves_the_certificate_and_restarts_each_gateway_once
     ]
     gateway.rgw.start()
     # The deploy user may read and set exactly that prefix.
-    keyring = stack.ceph.create_user("client.rgwtls-deploy-ck", {
-        "mon": 'allow r, allow command "config-key get" with key prefix rgw/cert/, '
-               'allow command "config-key set" with key prefix rgw/cert/',
-        "osd": DEPLOY_CAPS["osd"],
-    })
+    keyring = stack.ceph.create_user(
+        "client.rgwtls-deploy-ck",
+        {
+            "mon": 'allow r, allow command "config-key get" with key prefix rgw/cert/, '
+            'allow command "config-key set" with key prefix rgw/cert/',
+            "osd": DEPLOY_CAPS["osd"],
+        },
+    )
     gateway.settings["ceph"].update(user="client.rgwtls-deploy-ck", keyring=str(keyring))
     gateway.settings["deploy"].update(layout="config-key", config_key=key)
     issue(stack)
