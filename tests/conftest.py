@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import rados
 
+from tests.gateway import Gateway
 from tests.stack.bind import Bind, bind_server
 from tests.stack.ceph import CephCluster, ceph_cluster
 from tests.stack.pebble import Pebble, pebble_server
-from tests.stack.site import DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
+from tests.stack.site import DEPLOY_CAPS, DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
 from tests.stack.tlsca import TestCA
 from tests.stack.wapi import WapiEmulator, wapi_emulator
 
@@ -102,6 +103,18 @@ def stack(
     pool: str,
 ) -> Stack:
     return Stack(tmp_path, bind, pebble, ceph, wapi, issuer_keyring)
+
+
+@pytest.fixture(scope="session")
+def deploy_keyring(stack_dir: Path, ceph: CephCluster) -> Path:
+    return ceph.create_user("client.rgwtls-deploy", DEPLOY_CAPS)
+
+
+@pytest.fixture
+def gateway(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(stack, deploy_keyring, tmp_path / "rgw")
+    yield gw
+    gw.stop()
 
 
 @dataclass

@@ -83,9 +83,7 @@ def test_bad_nonce_is_retried_more_than_the_librarys_once(ca: FakeCA) -> None:
 def test_bad_nonce_beyond_the_limit_is_one_line(ca: FakeCA) -> None:
     a = acme(nonce_retries=2)
     ca.queue = [problem(400, "badNonce", "stale nonce")] * 3
-    with pytest.raises(
-        AcmeError, match=r"ACME: could not register the ACME account: stale nonce \(.*badNonce\)"
-    ):
+    with pytest.raises(AcmeError, match=r"ACME: could not register the ACME account: stale nonce \(.*badNonce\)"):
         a.register("")
 
 
@@ -119,9 +117,7 @@ def test_persistent_server_error_gives_up_with_the_status(ca: FakeCA) -> None:
 
 def test_rate_limit_is_reported_with_its_retry_after(ca: FakeCA) -> None:
     a = acme()
-    ca.queue = [
-        problem(429, "rateLimited", "too many certificates for cog.example.org", {"Retry-After": "3600"})
-    ]
+    ca.queue = [problem(429, "rateLimited", "too many certificates for cog.example.org", {"Retry-After": "3600"})]
     with pytest.raises(AcmeError, match=r"rate limited .*too many certificates.*retry after 3600s"):
         a.register("")
     assert ca.sleeps == []  # never sleep through a rate limit

@@ -77,9 +77,7 @@ def test_missing_secret_file_names_the_key_and_the_file(tmp_path: Path) -> None:
         config.read_secret(str(tmp_path / "gone"), "dns.infoblox.password_file", tmp_path / "c.toml")
 
 
-def test_group_readable_secret_is_read_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_group_readable_secret_is_read_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     secret = tmp_path / "pw"
     secret.write_text("hunter2\n")
     secret.chmod(0o644)

@@ -33,9 +33,7 @@ class FakeSession:
         return self.fake
 
 
-def a_set(
-    days_total: float, days_left: float, names: tuple[str, ...] = DOMAINS, directory: str = DIRECTORY
-) -> CertSet:
+def a_set(days_total: float, days_left: float, names: tuple[str, ...] = DOMAINS, directory: str = DIRECTORY) -> CertSet:
     not_after = NOW + dt.timedelta(days=days_left)
     key, cert = make_cert(names, not_after - dt.timedelta(days=days_total), not_after)
     return CertSet("cog.example.org", 1, key, cert, "", names, NOW.isoformat(), "rgw1", directory)

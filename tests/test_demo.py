@@ -10,9 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_issues_deploys_serves_and_stops_everything() -> None:
-    res = subprocess.run(
-        [str(ROOT / "scripts" / "demo")], capture_output=True, text=True, timeout=120, check=False
-    )
+    res = subprocess.run([str(ROOT / "scripts" / "demo")], capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "names:   cog.example.org, *.cog.example.org" in out

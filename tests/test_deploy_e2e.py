@@ -10,70 +10,19 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rgwtls.deploy import served_fingerprint
 from tests.certmaker import make_ca, make_cert, pem_file
 from tests.conftest import DOMAINS, POOL, ZONE, Result, Stack, run_cli
-from tests.stack.ceph import CephCluster, RadosGW, start_radosgw
+from tests.gateway import Gateway
 from tests.stack.site import DEPLOY_CAPS
 from tests.test_issue_e2e import assert_one_error_line, stored_set
 
 CLI = Callable[..., Result]
-
-
-@pytest.fixture(scope="session")
-def deploy_keyring(stack_dir: Path, ceph: CephCluster) -> Path:
-    return ceph.create_user("client.rgwtls-deploy", DEPLOY_CAPS)
-
-
-class Gateway:
-    """One supervised radosgw with its own PEM, and a deploy config for it."""
-
-    def __init__(self, stack: Stack, keyring: Path, workdir: Path, name: str = "a") -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.stack = stack
-        self.pem = workdir / "rgw.pem"
-        # What the gateway served before rgwtls: a certificate from elsewhere, a month old.
-        self.pem.write_text(pem_file(DOMAINS, days_before=30))
-        self.pem.chmod(0o600)
-        self.rgw: RadosGW = start_radosgw(stack.ceph, workdir, self.pem, name=name, supervised=True)
-        self.settings = stack.settings()
-        self.settings["ceph"]["user"] = "client.rgwtls-deploy"
-        self.settings["ceph"]["keyring"] = str(keyring)
-        self.settings["deploy"] = {
-            "path": str(self.pem),
-            "restart_command": self.rgw.restart_command,
-            "verify_endpoint": f"127.0.0.1:{self.rgw.port}",
-            "verify_timeout": 20.0,
-            "restart_wait": 60.0,
-            "state_dir": str(workdir / "state"),
-        }
-        self.name = name
-
-    def config(self) -> Path:
-        return self.stack.write_config(self.settings, f"deploy-{self.name}.toml")
-
-    def served(self, host: str = f"anybucket.{ZONE}") -> str:
-        return served_fingerprint(f"127.0.0.1:{self.rgw.port}", host, 5)
-
-    def restarts(self) -> int:
-        return int(self.rgw.supervisor("count"))
-
-    def stop(self) -> None:
-        self.rgw.stop()
-        self.stack.ceph.gateways.remove(self.rgw)
-
-
-@pytest.fixture
-def gateway(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[Gateway]:
-    gw = Gateway(stack, deploy_keyring, tmp_path / "rgw")
-    yield gw
-    gw.stop()
 
 
 def issue(stack: Stack, *args: str) -> None:
@@ -108,9 +57,7 @@ def tls_client_trusting_pebble(stack: Stack, port: int, host: str) -> dict[str, 
 # -- the happy path ------------------------------------------------------------------
 
 
-def test_issue_then_deploy_serves_the_wildcard_certificate_to_a_real_client(
-    stack: Stack, gateway: Gateway
-) -> None:
+def test_issue_then_deploy_serves_the_wildcard_certificate_to_a_real_client(stack: Stack, gateway: Gateway) -> None:
     issue(stack)
     res = run_cli(gateway.config(), "deploy")
     assert res.code == 0, res.stderr
@@ -350,9 +297,7 @@ def test_failing_restart_command_rolls_back(stack: Stack, gateway: Gateway, tmp_
     assert gateway.pem.read_bytes() == pem
 
 
-def test_gateway_serving_the_wrong_certificate_is_rolled_back(
-    stack: Stack, gateway: Gateway, tmp_path: Path
-) -> None:
+def test_gateway_serving_the_wrong_certificate_is_rolled_back(stack: Stack, gateway: Gateway, tmp_path: Path) -> None:
     issue(stack)
     assert run_cli(gateway.config(), "deploy").code == 0
     served, pem = gateway.served(), gateway.pem.read_bytes()
@@ -431,9 +376,7 @@ def test_three_gateways_deploying_at_once_never_restart_together(
             assert p.returncode == 0, err
         want = fingerprint_of_pool(stack)
         assert all(gw.served() == want for gw in gateways)
-        events = sorted(
-            (float(t), kind) for kind, _, t in (line.split() for line in spans.read_text().splitlines())
-        )
+        events = sorted((float(t), kind) for kind, _, t in (line.split() for line in spans.read_text().splitlines()))
         depth = 0
         for _, kind in events:
             depth += 1 if kind == "start" else -1
@@ -459,8 +402,7 @@ def test_config_key_layout_serves_the_certificate_and_restarts_each_gateway_once
     stack.ceph.mon_command({"prefix": "config-key set", "key": key}, pem_file(DOMAINS).encode())
     gateway.rgw.stop()
     gateway.rgw.server.argv = [
-        a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate=config://{key}")
-        for a in gateway.rgw.server.argv
+        a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate=config://{key}") for a in gateway.rgw.server.argv
     ]
     gateway.rgw.start()
     # The deploy user may read and set exactly that prefix.

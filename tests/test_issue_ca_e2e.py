@@ -26,18 +26,14 @@ CLI = Callable[..., Result]
 
 
 @pytest.fixture(scope="module")
-def nonce_rejecting_pebble(
-    tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA, bind: Any
-) -> Iterator[Pebble]:
+def nonce_rejecting_pebble(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA, bind: Any) -> Iterator[Pebble]:
     with pebble_server(
         tmp_path_factory.mktemp("pebble-nonce"), test_ca, bind.port, env={"PEBBLE_WFE_NONCEREJECT": "50"}
     ) as p:
         yield p
 
 
-def test_issue_survives_a_ca_rejecting_half_the_nonces(
-    stack: Stack, cli: CLI, nonce_rejecting_pebble: Pebble
-) -> None:
+def test_issue_survives_a_ca_rejecting_half_the_nonces(stack: Stack, cli: CLI, nonce_rejecting_pebble: Pebble) -> None:
     settings = stack.settings()
     settings["acme"]["directory"] = nonce_rejecting_pebble.directory_url
     res = cli(stack.write_config(settings), "issue")
@@ -59,9 +55,7 @@ def test_ca_validation_failure_is_reported_per_name_in_the_cas_words(
         settings["acme"]["directory"] = blind_pebble.directory_url
         settings["dns"]["nameservers"] = [f"127.0.0.1:{stack.bind.port}"]
         res = cli(stack.write_config(settings), "issue")
-    assert_one_error_line(
-        res, "ACME: the CA rejected the DNS challenge", f"*.{ZONE}: ", f"{ZONE}: ", "unauthorized"
-    )
+    assert_one_error_line(res, "ACME: the CA rejected the DNS challenge", f"*.{ZONE}: ", f"{ZONE}: ", "unauthorized")
     assert stored_set(stack) is None
     assert no_challenge_records(stack)
 
@@ -161,9 +155,7 @@ def test_new_order_sends_replaces_only_when_given() -> None:
 
     ident = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=ZONE)]
     assert (
-        _NewOrder(identifiers=ident, replaces="aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE").to_partial_json()[
-            "replaces"
-        ]
+        _NewOrder(identifiers=ident, replaces="aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE").to_partial_json()["replaces"]
         == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
     )
     assert "replaces" not in _NewOrder(identifiers=ident).to_partial_json()

@@ -60,9 +60,7 @@ def assert_one_error_line(res: Result, *needles: str) -> None:
 # -- the happy path --------------------------------------------------------------
 
 
-def test_issue_stores_a_wildcard_and_apex_certificate_that_pebbles_root_verifies(
-    stack: Stack, cli: CLI
-) -> None:
+def test_issue_stores_a_wildcard_and_apex_certificate_that_pebbles_root_verifies(stack: Stack, cli: CLI) -> None:
     res = cli(stack.write_config(stack.settings()), "issue")
     assert res.code == 0, res.stderr
     s = stored_set(stack)
@@ -235,9 +233,7 @@ def test_transient_wapi_503_is_retried(stack: Stack, cli: CLI) -> None:
     assert no_challenge_records(stack)
 
 
-def test_dns_that_never_propagates_fails_and_removes_the_records(
-    stack: Stack, cli: CLI, tmp_path: Path
-) -> None:
+def test_dns_that_never_propagates_fails_and_removes_the_records(stack: Stack, cli: CLI, tmp_path: Path) -> None:
     from tests.stack.bind import bind_server
 
     # A second authoritative server that never receives the update.

@@ -121,9 +121,7 @@ def test_radosgw_serves_https_with_the_given_pem_and_restarts(cluster: CephClust
     assert not gw.running()
 
 
-def test_radosgw_start_fails_clearly_when_the_pem_key_does_not_match(
-    cluster: CephCluster, tmp_path: Path
-) -> None:
+def test_radosgw_start_fails_clearly_when_the_pem_key_does_not_match(cluster: CephCluster, tmp_path: Path) -> None:
     pem_a, _ = _self_signed(tmp_path, "one.test")
     pem_b, _ = _self_signed(tmp_path, "two.test")
     # Key of one, certificate of the other.

@@ -102,9 +102,7 @@ def test_apex_and_wildcard_values_coexist_and_a_name_search_lists_both(
     assert [r["text"] for r in one] == ["apex"]
     rx = session.get(url(wapi, "record:txt"), params={"name~": "^_acme-challenge\\."}, timeout=5).json()
     assert len(rx) == 2
-    only = session.get(
-        url(wapi, "record:txt"), params={"name": NAME, "_return_fields": "text"}, timeout=5
-    ).json()
+    only = session.get(url(wapi, "record:txt"), params={"name": NAME, "_return_fields": "text"}, timeout=5).json()
     assert all(set(r) == {"_ref", "text"} for r in only)
 
 
@@ -124,9 +122,7 @@ def test_delete_by_ref_removes_exactly_that_value_from_bind(
 
 
 def test_bad_password_gets_the_web_servers_html_401(wapi: WapiEmulator) -> None:
-    resp = requests.get(
-        url(wapi, "record:txt"), auth=(wapi.username, "wrong"), verify=str(wapi.ca_bundle), timeout=5
-    )
+    resp = requests.get(url(wapi, "record:txt"), auth=(wapi.username, "wrong"), verify=str(wapi.ca_bundle), timeout=5)
     assert resp.status_code == 401
     assert resp.headers["Content-Type"].startswith("text/html")
     assert resp.headers["WWW-Authenticate"] == 'Basic realm="InfoBlox ONE Platform"'
@@ -137,9 +133,7 @@ def test_bad_password_gets_the_web_servers_html_401(wapi: WapiEmulator) -> None:
     assert none.status_code == 401
 
 
-def test_session_cookie_is_reused_without_a_new_basic_login(
-    wapi: WapiEmulator, session: requests.Session
-) -> None:
+def test_session_cookie_is_reused_without_a_new_basic_login(wapi: WapiEmulator, session: requests.Session) -> None:
     first = session.get(url(wapi, "record:txt"), params={"name": NAME}, timeout=5)
     assert first.status_code == 200
     assert "ibapauth" in session.cookies
@@ -175,17 +169,13 @@ def test_unknown_view_is_a_404_not_found(wapi: WapiEmulator, bind: Bind, session
     assert bind.txt(NAME) == set()
 
 
-def test_other_view_is_kept_but_never_reaches_dns(
-    wapi: WapiEmulator, bind: Bind, session: requests.Session
-) -> None:
+def test_other_view_is_kept_but_never_reaches_dns(wapi: WapiEmulator, bind: Bind, session: requests.Session) -> None:
     assert create(session, wapi, "external-only", view="external").status_code == 201
     assert [r["view"] for r in wapi.records()] == ["external"]
     assert bind.txt(NAME) == set()
 
 
-def test_name_outside_the_zones_and_bad_requests_are_refused(
-    wapi: WapiEmulator, session: requests.Session
-) -> None:
+def test_name_outside_the_zones_and_bad_requests_are_refused(wapi: WapiEmulator, session: requests.Session) -> None:
     outside = session.post(
         url(wapi, "record:txt"), json={"name": "_acme-challenge.example.net", "text": "x"}, timeout=5
     )
@@ -205,9 +195,7 @@ def test_name_outside_the_zones_and_bad_requests_are_refused(
     assert wapi.records() == []
 
 
-def test_fail_503_answers_like_the_web_server_and_then_clears(
-    wapi: WapiEmulator, session: requests.Session
-) -> None:
+def test_fail_503_answers_like_the_web_server_and_then_clears(wapi: WapiEmulator, session: requests.Session) -> None:
     wapi.fail(503, count=1, methods={"POST"})
     assert session.get(url(wapi, "record:txt"), timeout=5).status_code == 200  # not a POST
     down = create(session, wapi, "after-503")

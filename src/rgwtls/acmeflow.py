@@ -103,9 +103,7 @@ class Network(client.ClientNetwork):
                 problem = type(e).__name__
             tries += 1
             wait = _retry_after(self.last_response) or self.cfg.retry_backoff * 2 ** (tries - 1)
-            log.info(
-                "ACME %s failed (%s); retry %d of %d in %.1fs", what, problem, tries, self.cfg.retries, wait
-            )
+            log.info("ACME %s failed (%s); retry %d of %d in %.1fs", what, problem, tries, self.cfg.retries, wait)
             time.sleep(min(wait, 60.0))
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
@@ -166,9 +164,7 @@ class Acme:
             status = f"HTTP {resp.status_code}" if resp is not None else str(e)
             raise AcmeError(f"ACME: could not {what}: {status} from {self.directory_url}") from None
         except requests.RequestException as e:
-            raise AcmeError(
-                f"ACME: could not {what}: cannot reach {self.directory_url}: {type(e).__name__}"
-            ) from None
+            raise AcmeError(f"ACME: could not {what}: cannot reach {self.directory_url}: {type(e).__name__}") from None
         except errors.Error as e:
             raise AcmeError(f"ACME: could not {what}: {e}") from None
 
@@ -216,9 +212,7 @@ class Acme:
             return None
         return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
 
-    def new_order(
-        self, domains: Sequence[str], csr_pem: bytes, replaces: str | None
-    ) -> messages.OrderResource:
+    def new_order(self, domains: Sequence[str], csr_pem: bytes, replaces: str | None) -> messages.OrderResource:
         def call() -> messages.OrderResource:
             idents = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d) for d in domains]
             order = _NewOrder(identifiers=idents, replaces=replaces)
@@ -227,9 +221,7 @@ class Acme:
             authzrs = []
             for url in body.authorizations:
                 a = self._post(url, None)
-                authzrs.append(
-                    messages.AuthorizationResource(body=messages.Authorization.from_json(a.json()), uri=url)
-                )
+                authzrs.append(messages.AuthorizationResource(body=messages.Authorization.from_json(a.json()), uri=url))
             return messages.OrderResource(
                 body=body, uri=resp.headers.get("Location"), authorizations=authzrs, csr_pem=csr_pem
             )
@@ -271,9 +263,7 @@ class Acme:
 
     def _poll_authz(self, p: PendingChallenge, deadline: float) -> messages.Authorization:
         while True:
-            authzr, resp = self._guard(
-                f"poll the authorization of {p.identifier}", lambda: self.client.poll(p.authzr)
-            )
+            authzr, resp = self._guard(f"poll the authorization of {p.identifier}", lambda: self.client.poll(p.authzr))
             if authzr.body.status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
                 return authzr.body
             self._sleep_until_next_poll(resp, deadline, f"validation of {p.identifier}")

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import math
 import re
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from rgwtls import probe
 from rgwtls.errors import RgwtlsError
 
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
@@ -69,7 +69,7 @@ def cert_info(cert_pem: str) -> CertInfo:
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         serial=cert.serial_number,
-        fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        fingerprint=probe.fingerprint(cert),
         ari_id=ari_cert_id(cert),
     )
 
@@ -97,8 +97,3 @@ def key_matches_cert(key_pem: str, cert_pem: str) -> bool:
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
     return bool(key.public_key().public_bytes(enc, fmt) == cert.public_key().public_bytes(enc, fmt))
-
-
-def fingerprint(cert_pem: str) -> str:
-    cert = x509.load_pem_x509_certificate(cert_pem.encode())
-    return cert.fingerprint(hashes.SHA256()).hex()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -16,6 +18,13 @@ from rgwtls import __version__
 from rgwtls.errors import RgwtlsError
 
 log = logging.getLogger("rgwtls")
+
+TEXTFILE = click.option(
+    "--textfile",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write Prometheus metrics to DIR/rgwtls_COMMAND.prom (node_exporter's textfile collector).",
+)
 
 
 def _fail(message: str) -> NoReturn:
@@ -32,23 +41,33 @@ def _fail(message: str) -> NoReturn:
     envvar="RGWTLS_CONFIG",
     help="Configuration file [default: $RGWTLS_CONFIG, else /etc/rgwtls/rgwtls.toml].",
 )
-@click.option("-v", "--verbose", count=True, help="Also say what is unchanged and each step.")
+@click.option("-v", "--verbose", count=True, help="Also say what is unchanged, and each step.")
+@click.option("--syslog", is_flag=True, help="Also log to syslog (ident rgwtls), every level from INFO.")
 @click.option("--debug", is_flag=True, help="Log everything, and show tracebacks on errors.")
 @click.pass_context
-def main(ctx: click.Context, config_file: str | None, verbose: int, debug: bool) -> None:
+def main(ctx: click.Context, config_file: str | None, verbose: int, syslog: bool, debug: bool) -> None:
     """Let's Encrypt certificates for a Ceph RADOS Gateway fleet."""
     from rgwtls import log as logsetup
 
-    logsetup.setup(verbose, debug)
+    logsetup.setup(verbose, debug, syslog)
     ctx.obj = {"config_file": config_file, "debug": debug}
 
 
-def _run(ctx: click.Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _load(ctx: click.Context) -> Any:
     from rgwtls import config
 
+    return config.load(config.config_path(ctx.obj["config_file"]))
+
+
+def _run(ctx: click.Context, command: str, textfile: Path | None, fn: Any, **kwargs: Any) -> Any:
+    started = time.monotonic()
+    cfg = None
+    ok = False
     try:
-        cfg = config.load(config.config_path(ctx.obj["config_file"]))
-        return fn(cfg, *args, **kwargs)
+        cfg = _load(ctx)
+        result = fn(cfg, **kwargs)
+        ok = True
+        return result
     except RgwtlsError as e:
         if ctx.obj["debug"]:
             log.exception("%s", e)
@@ -60,6 +79,22 @@ def _run(ctx: click.Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if ctx.obj["debug"]:
             raise
         _fail(f"unexpected {type(e).__name__}: {e}; run again with --debug for the traceback")
+    finally:
+        if textfile is not None and cfg is not None:
+            _write_metrics(cfg, command, textfile, ok, started)
+
+
+def _write_metrics(
+    cfg: Any, command: str, textfile: Path, ok: bool, started: float, report: Any = None, check_state: int | None = None
+) -> None:
+    from rgwtls import metrics, status
+
+    try:
+        if report is None:
+            report = status.gather(cfg, served=command != "issue")
+        metrics.write(textfile, command, ok, started, report, check_state)
+    except (OSError, RgwtlsError) as e:
+        log.warning("could not write the metrics to %s: %s", textfile, e)
 
 
 @main.command()
@@ -71,25 +106,81 @@ def _run(ctx: click.Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
 )
 @click.option("--force", is_flag=True, help="Renew even if the stored certificate is still good.")
 @click.option("--cert", "cert_name", metavar="NAME", help="Only this configured certificate.")
+@TEXTFILE
 @click.pass_context
-def issue(ctx: click.Context, staging: bool, force: bool, cert_name: str | None) -> None:
+def issue(ctx: click.Context, staging: bool, force: bool, cert_name: str | None, textfile: Path | None) -> None:
     """Obtain or renew the certificates through ACME DNS-01 and store them in the pool."""
     from rgwtls.issue import issue as run_issue
 
-    _run(ctx, run_issue, staging=staging, force=force, only=cert_name)
+    _run(ctx, "issue", textfile, run_issue, staging=staging, force=force, only=cert_name)
 
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Say what would change, and change nothing.")
 @click.option("--staging", is_flag=True, help="Deploy the staging set (from issue --staging) instead.")
 @click.option(
-    "--allow-older",
-    is_flag=True,
-    help="Deploy the pool's set even if it is older than the installed one (a rollback).",
+    "--allow-older", is_flag=True, help="Deploy the pool's set even if it is older than the installed one (a rollback)."
 )
+@TEXTFILE
 @click.pass_context
-def deploy(ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool) -> None:
+def deploy(ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool, textfile: Path | None) -> None:
     """Install the pool's certificate on this gateway and restart radosgw, only if it changed."""
     from rgwtls.deploy import deploy as run_deploy
 
-    _run(ctx, run_deploy, dry_run=dry_run, staging=staging, allow_older=allow_older)
+    _run(ctx, "deploy", textfile, run_deploy, dry_run=dry_run, staging=staging, allow_older=allow_older)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Stable JSON instead of the table.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Where each certificate stands: in the pool, on this host, and served."""
+    from rgwtls.status import gather, render
+
+    report = _run(ctx, "status", None, gather)
+    click.echo(report.to_json() if as_json else render(report))
+    if report.error:
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "-w",
+    "--warning",
+    metavar="DAYS|PCT%",
+    help="WARNING at this many days left, or share of the lifetime left [default: check.warning].",
+)
+@click.option("-c", "--critical", metavar="DAYS|PCT%", help="CRITICAL threshold [default: check.critical].")
+@click.option(
+    "--grace",
+    type=float,
+    metavar="SECONDS",
+    help="How long the served certificate may differ from the pool's [default: check.grace].",
+)
+@TEXTFILE
+@click.pass_context
+def check(
+    ctx: click.Context, warning: str | None, critical: str | None, grace: float | None, textfile: Path | None
+) -> None:
+    """A monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with one status line."""
+    from rgwtls.check import UNKNOWN, Threshold, judge
+    from rgwtls.status import gather
+
+    started = time.monotonic()
+    cfg = report = None
+    try:
+        cfg = _load(ctx)
+        warn = Threshold.parse(warning or cfg.check.warning, "--warning")
+        crit = Threshold.parse(critical or cfg.check.critical, "--critical")
+        report = gather(cfg)
+        state, line = judge(report, warn, crit, cfg.check.grace if grace is None else grace)
+    except RgwtlsError as e:
+        state, line = UNKNOWN, f"RGWTLS UNKNOWN - {e}"
+    except Exception as e:  # a plugin answers UNKNOWN, whatever happened
+        if ctx.obj["debug"]:
+            raise
+        state, line = UNKNOWN, f"RGWTLS UNKNOWN - unexpected {type(e).__name__}: {e}"
+    click.echo(line)
+    if textfile is not None and cfg is not None and report is not None:
+        _write_metrics(cfg, "check", textfile, state != UNKNOWN, started, report, state)
+    sys.exit(state)

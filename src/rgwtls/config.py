@@ -148,6 +148,17 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    # Days left ("14") or a share of the lifetime left ("20%"): renewal is
+    # due at a third left, so a warning at a fifth means renewal is overdue.
+    warning: str = "20%"
+    critical: str = "10%"
+    # How long the served certificate may differ from the pool's before
+    # CRITICAL: the time every gateway's cron needs to deploy it.
+    grace: float = 3600.0
+
+
+@dataclass(frozen=True)
 class CertificateConfig:
     name: str
     domains: tuple[str, ...]
@@ -162,6 +173,7 @@ class Config:
     dns: DnsConfig
     certificates: tuple[CertificateConfig, ...]
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
 
     def certificate(self, name: str | None) -> tuple[CertificateConfig, ...]:
         if name is None:
@@ -192,7 +204,7 @@ def load(path: Path) -> Config:
 
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
     where = _Where(path)
-    known = {"acme", "ceph", "dns", "deploy", "certificate"}
+    known = {"acme", "ceph", "dns", "deploy", "check", "certificate"}
     for key in raw:
         if key not in known:
             raise where.error(key, "unknown section or key")
@@ -205,9 +217,8 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         ceph=_build(CephConfig, raw.get("ceph", {}), where, "ceph"),
         dns=_build(DnsConfig, raw.get("dns", {}), where, "dns"),
         deploy=_build(DeployConfig, raw.get("deploy", {}), where, "deploy"),
-        certificates=tuple(
-            _build(CertificateConfig, c, where, f"certificate[{i}]") for i, c in enumerate(certs_raw)
-        ),
+        check=_build(CheckConfig, raw.get("check", {}), where, "check"),
+        certificates=tuple(_build(CertificateConfig, c, where, f"certificate[{i}]") for i, c in enumerate(certs_raw)),
     )
     _check(cfg, where)
     return cfg
@@ -273,6 +284,10 @@ def _check(cfg: Config, where: _Where) -> None:
         raise where.error("acme.key_type", f"must be one of {', '.join(KEY_TYPES)}")
     if cfg.dns.provider not in ("infoblox", "rfc2136", "hook"):
         raise where.error("dns.provider", "must be infoblox, rfc2136 or hook")
+    from rgwtls.check import Threshold
+
+    Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
+    Threshold.parse(cfg.check.critical, f"config {where.path}: check.critical")
     d = cfg.deploy
     if d.layout not in ("pem", "split", "config-key"):
         raise where.error("deploy.layout", "must be pem, split or config-key")

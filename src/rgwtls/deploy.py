@@ -16,7 +16,6 @@ import os
 import random
 import shlex
 import socket
-import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from cryptography import x509
 from rgwtls.config import Config, DeployConfig
 from rgwtls.errors import DeployError
 from rgwtls.log import notice
+from rgwtls.probe import fingerprint, served_certificate
 from rgwtls.store import CertSet, Pool
 from rgwtls.validate import Checked, check_set
 
@@ -59,9 +59,7 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
         expires = checked.cert.not_valid_after_utc
         what = f"{cert_cfg.name} generation {new.generation} (expires {expires:%Y-%m-%d})"
         if dry_run:
-            notice(
-                log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_argv(d)
-            )
+            notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_argv(d))
             return False
         if d.splay > 0:
             time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
@@ -116,9 +114,7 @@ def _roll_back(
             f"{cause}; restored the previous certificate, but the gateway does not serve it either "
             f"({again}): this gateway needs attention now"
         ) from None
-    raise DeployError(
-        f"{cause}; restored the previous certificate and restarted: it is served again"
-    ) from None
+    raise DeployError(f"{cause}; restored the previous certificate and restarted: it is served again") from None
 
 
 def _restart_argv(d: DeployConfig) -> list[str]:
@@ -143,9 +139,7 @@ def _restart(d: DeployConfig) -> None:
         raise DeployError(f"cannot run the restart command {argv[0]}: {e.strerror}") from None
     if res.returncode != 0:
         said = (res.stderr.strip() or res.stdout.strip()).splitlines()
-        raise DeployError(
-            f"the restart command failed (exit {res.returncode}{': ' + said[-1] if said else ''})"
-        )
+        raise DeployError(f"the restart command failed (exit {res.returncode}{': ' + said[-1] if said else ''})")
 
 
 def server_name(d: DeployConfig, names: tuple[str, ...]) -> str:
@@ -157,19 +151,7 @@ def server_name(d: DeployConfig, names: tuple[str, ...]) -> str:
 
 def served_fingerprint(endpoint: str, sni: str, timeout: float) -> str:
     """SHA-256 of the certificate the endpoint serves for this name; raises OSError."""
-    host, _, port = endpoint.rpartition(":")
-    ctx = ssl.create_default_context()
-    # We compare fingerprints; trust is the pool's business, checked before.
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock,
-        ctx.wrap_socket(sock, server_hostname=sni) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    if not der:
-        raise OSError("no certificate in the handshake")
-    return hashlib.sha256(der).hexdigest()
+    return fingerprint(served_certificate(endpoint, sni, timeout))
 
 
 def _verify_served(d: DeployConfig, names: tuple[str, ...], want: str) -> None:
@@ -180,7 +162,7 @@ def _verify_served(d: DeployConfig, names: tuple[str, ...], want: str) -> None:
     while True:
         try:
             got = served_fingerprint(d.verify_endpoint, sni, timeout=min(5.0, d.verify_timeout))
-        except (OSError, ssl.SSLError) as e:
+        except (OSError, ValueError) as e:
             seen = f"handshake failed: {e}"
         else:
             if got == want:
@@ -313,9 +295,7 @@ class ConfigKey(Target):
         # What this host last verified, if the store still holds it.
         mine = _read(self.state)
         current = self.pool.config_key_get(self.d.config_key)
-        return (
-            current if current is not None and mine == hashlib.sha256(current).hexdigest().encode() else mine
-        )
+        return current if current is not None and mine == hashlib.sha256(current).hexdigest().encode() else mine
 
     def install(self, data: bytes) -> None:
         self.pool.config_key_set(self.d.config_key, data)

@@ -47,40 +47,76 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
         session = _Session(cfg, pool, directory, staging)
         for cert in wanted:
             try:
-                current = pool.read_set(cert.name, staging)
+                if _issue_one(cfg, pool, session, cert, staging, force, directory):
+                    issued += 1
+                _record_attempt(pool, cert.name, staging, None)
             except RgwtlsError as e:
-                log.warning("%s; it will be replaced", e)
-                current = None
-            decision = _decide(cert, current, session, force, directory)
-            if not decision.due:
-                log.info("%s: %s; nothing to do", cert.name, decision.reason)
-                continue
-            log.info("%s: renewing: %s", cert.name, decision.reason)
-            try:
-                new = _obtain(cfg, pool, session, cert, current, decision)
-                pool.write_set(new, staging, legacy=cert is cfg.certificates[0])
-            except RgwtlsError as e:
+                # Recorded where every gateway can read it, for `rgwtls check`.
+                _record_attempt(pool, cert.name, staging, str(e))
                 if len(wanted) == 1:
                     raise
                 log.error("%s: %s", cert.name, e)
                 failures.append(cert.name)
-                continue
-            info = certs.cert_info(new.cert_pem)
-            notice(
-                log,
-                "%s: renewed (%s); stored generation %d in pool %s%s: %s, valid until %s",
-                cert.name,
-                decision.reason,
-                new.generation,
-                cfg.ceph.pool,
-                " (staging)" if staging else "",
-                ", ".join(new.domains),
-                info.not_after.strftime("%Y-%m-%d %H:%M UTC"),
-            )
-            issued += 1
     if failures:
         raise RgwtlsError(f"{len(failures)} of {len(wanted)} certificates failed: {', '.join(failures)}")
     return issued
+
+
+def _issue_one(
+    cfg: Config,
+    pool: Pool,
+    session: _Session,
+    cert: CertificateConfig,
+    staging: bool,
+    force: bool,
+    directory: str,
+) -> bool:
+    """Decide, and renew if due; True if a new certificate was stored."""
+    try:
+        current = pool.read_set(cert.name, staging)
+    except RgwtlsError as e:
+        log.warning("%s; it will be replaced", e)
+        current = None
+    decision = _decide(cert, current, session, force, directory)
+    if not decision.due:
+        log.info("%s: %s; nothing to do", cert.name, decision.reason)
+        return False
+    log.info("%s: renewing: %s", cert.name, decision.reason)
+    new = _obtain(cfg, pool, session, cert, current, decision)
+    pool.write_set(new, staging, legacy=cert is cfg.certificates[0])
+    info = certs.cert_info(new.cert_pem)
+    notice(
+        log,
+        "%s: renewed (%s); stored generation %d in pool %s%s: %s, valid until %s",
+        cert.name,
+        decision.reason,
+        new.generation,
+        cfg.ceph.pool,
+        " (staging)" if staging else "",
+        ", ".join(new.domains),
+        info.not_after.strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    return True
+
+
+def _record_attempt(pool: Pool, name: str, staging: bool, error: str | None) -> None:
+    """Keep the last attempt, success and failure of `issue` beside the set."""
+    ns = pool.set_namespace(staging)
+    obj = f"{name}/last-issue"
+    now = _now().isoformat(timespec="seconds")
+    try:
+        raw = pool.read(ns, obj)
+        doc = json.loads(raw) if raw else {}
+        if not isinstance(doc, dict):
+            doc = {}
+    except (RgwtlsError, ValueError):
+        doc = {}
+    doc.update(at=now, host=socket.gethostname(), ok=error is None, error=error)
+    doc["last_success" if error is None else "last_failure"] = now
+    try:
+        pool.write(ns, obj, json.dumps(doc).encode())
+    except RgwtlsError as e:
+        log.warning("could not record this attempt in the pool: %s", e)
 
 
 class _Session:
@@ -146,9 +182,7 @@ def _decide(
     ari = session.acme().renewal_time(current.cert_pem)
     if ari is not None:
         if now >= ari:
-            return Decision(
-                True, f"the CA's renewal window (ARI) opened at {ari:%Y-%m-%d %H:%M} UTC", info.ari_id
-            )
+            return Decision(True, f"the CA's renewal window (ARI) opened at {ari:%Y-%m-%d %H:%M} UTC", info.ari_id)
         return Decision(
             False,
             f"valid until {info.not_after:%Y-%m-%d} ({days_left:.0f} days left); "

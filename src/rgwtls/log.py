@@ -24,15 +24,26 @@ class _Line(logging.Formatter):
         return f"{record.levelname}: {record.getMessage()}"
 
 
-def setup(verbose: int, debug: bool) -> None:
+def setup(verbose: int, debug: bool, syslog: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if debug:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(_Line())
+    handler.setLevel(logging.DEBUG if debug else logging.INFO if verbose else NOTICE)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO if verbose else NOTICE)
+    if syslog:
+        # The journal keeps the whole story (INFO and up) while cron mail stays quiet.
+        try:
+            to_syslog = logging.handlers.SysLogHandler(address="/dev/log", facility="daemon")
+        except OSError as e:
+            logging.getLogger("rgwtls").warning("syslog is not available (%s); logging to stderr only", e)
+            return
+        to_syslog.setFormatter(logging.Formatter("rgwtls[%(process)d]: %(levelname)s: %(message)s"))
+        to_syslog.setLevel(logging.INFO)
+        root.handlers.append(to_syslog)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
         # The libraries' own lines (acme's request dumps, urllib3) are noise in cron mail.
         for noisy in ("acme", "urllib3", "requests"):

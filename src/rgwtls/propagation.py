@@ -88,8 +88,7 @@ def authoritative_servers(record_name: str, cfg: DnsConfig) -> list[Server]:
         return [Server(a, cfg.nameserver_port) for t in targets for a in _addresses(res, t)]
     except dns.exception.DNSException as e:
         raise PropagationError(
-            f"cannot find the authoritative nameservers of {record_name}: {e}; "
-            "set dns.nameservers to list them"
+            f"cannot find the authoritative nameservers of {record_name}: {e}; set dns.nameservers to list them"
         ) from None
 
 

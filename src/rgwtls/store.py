@@ -78,8 +78,7 @@ class CertSet:
             return cls(**doc)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise StoreError(
-                f"{where} is not a valid rgwtls certificate set ({e}); "
-                "run 'rgwtls issue --force' to replace it"
+                f"{where} is not a valid rgwtls certificate set ({e}); run 'rgwtls issue --force' to replace it"
             ) from None
 
 
@@ -176,9 +175,7 @@ class Pool:
         except rados.ObjectNotFound:
             pass
         except rados.Error as e:
-            raise StoreError(
-                f"cannot remove {_name(ns, obj)} from {self._describe()}: {_reason(e)}"
-            ) from None
+            raise StoreError(f"cannot remove {_name(ns, obj)} from {self._describe()}: {_reason(e)}") from None
 
     # -- the mon config-key store (deploy's config-key layout) -----------------
 
@@ -194,17 +191,13 @@ class Pool:
         if ret == -2:  # ENOENT
             return None
         if ret != 0:
-            raise StoreError(
-                f"cannot read config-key {key} as {self.cfg.user}: {err or ret}; check its mon caps"
-            )
+            raise StoreError(f"cannot read config-key {key} as {self.cfg.user}: {err or ret}; check its mon caps")
         return out
 
     def config_key_set(self, key: str, value: bytes) -> None:
         ret, _, err = self._mon({"prefix": "config-key set", "key": key}, value)
         if ret != 0:
-            raise StoreError(
-                f"cannot set config-key {key} as {self.cfg.user}: {err or ret}; check its mon caps"
-            )
+            raise StoreError(f"cannot set config-key {key} as {self.cfg.user}: {err or ret}; check its mon caps")
 
     # -- certificate sets ----------------------------------------------------
 
@@ -287,9 +280,7 @@ class Pool:
                 except rados.ObjectBusy:
                     continue
                 except rados.Error as e:
-                    raise StoreError(
-                        f"cannot take a restart slot in {self._describe()}: {_reason(e)}"
-                    ) from None
+                    raise StoreError(f"cannot take a restart slot in {self._describe()}: {_reason(e)}") from None
                 try:
                     with contextlib.suppress(rados.Error):
                         self._ioctx.set_xattr(obj, "holder", holder.encode())
@@ -299,9 +290,7 @@ class Pool:
                     try:
                         self._ioctx.unlock(obj, lock, cookie)
                     except rados.Error as e:
-                        log.warning(
-                            "could not release restart slot %d (it expires by itself): %s", i, _reason(e)
-                        )
+                        log.warning("could not release restart slot %d (it expires by itself): %s", i, _reason(e))
                 return
             if time.monotonic() >= deadline:
                 others = ", ".join(self._lock_holder(f"restart-slot.{i}") for i in range(slots))

@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from rgwtls.errors import DeployError
+from rgwtls.probe import fingerprint
 from rgwtls.store import CertSet
 
 
@@ -25,9 +26,7 @@ class Checked:
 
     @property
     def fingerprint(self) -> str:
-        import hashlib
-
-        return hashlib.sha256(self.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+        return fingerprint(self.cert)
 
 
 def covers(cert_names: set[str], name: str) -> bool:
@@ -59,16 +58,12 @@ def check_set(
         cert = x509.load_pem_x509_certificate(s.cert_pem.encode())
         chain = x509.load_pem_x509_certificates(s.chain_pem.encode()) if s.chain_pem.strip() else []
     except ValueError:
-        raise DeployError(
-            f"{where}: the certificate or chain does not parse; run 'rgwtls issue --force'"
-        ) from None
+        raise DeployError(f"{where}: the certificate or chain does not parse; run 'rgwtls issue --force'") from None
     # The private key matches the certificate.
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
-        raise DeployError(
-            f"{where}: the private key does not match the certificate; run 'rgwtls issue --force'"
-        )
+        raise DeployError(f"{where}: the private key does not match the certificate; run 'rgwtls issue --force'")
     # The chain issues the certificate, link by link.
     if not chain:
         raise DeployError(f"{where}: the chain is empty; run 'rgwtls issue --force'")

@@ -367,9 +367,7 @@ def _bootstrap(workdir: Path) -> CephCluster:
         stderr=subprocess.STDOUT,
     )
     try:
-        run(
-            ["monmaptool", "--create", "--fsid", fsid, "--addv", MON_ID, f"[v2:127.0.0.1:{mon_port}]", monmap]
-        )
+        run(["monmaptool", "--create", "--fsid", fsid, "--addv", MON_ID, f"[v2:127.0.0.1:{mon_port}]", monmap])
         run(["ceph-mon", "-c", conf, "-i", MON_ID, "--mkfs", "--monmap", monmap, "--keyring", mon_keyring])
     finally:
         out, _ = osd_mkfs.communicate(timeout=60)

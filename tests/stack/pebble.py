@@ -44,9 +44,7 @@ class Pebble:
 
 
 @contextmanager
-def pebble_server(
-    workdir: Path, ca: TestCA, dns_port: int, env: dict[str, str] | None = None
-) -> Iterator[Pebble]:
+def pebble_server(workdir: Path, ca: TestCA, dns_port: int, env: dict[str, str] | None = None) -> Iterator[Pebble]:
     workdir.mkdir(parents=True, exist_ok=True)
     cert, key = ca.issue("pebble")
     port, mgmt = free_port(), free_port()

@@ -112,9 +112,7 @@ def main() -> int:
         return serve(sys.argv[2], sys.argv[4:])
     if len(sys.argv) >= 4 and sys.argv[1] == "ctl":
         return ctl(sys.argv[2], sys.argv[3:])
-    print(
-        "usage: rgwsup.py serve SOCK -- ARGV... | rgwsup.py ctl SOCK restart [PEM]|pid|count", file=sys.stderr
-    )
+    print("usage: rgwsup.py serve SOCK -- ARGV... | rgwsup.py ctl SOCK restart [PEM]|pid|count", file=sys.stderr)
     return 2
 
 

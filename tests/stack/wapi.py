@@ -541,9 +541,7 @@ class WapiEmulator:
         if method != "HEAD":
             h.wfile.write(body)
 
-    def _answer(
-        self, h: _Handler, method: str, path: str, query: str
-    ) -> tuple[int, str, bytes, list[tuple[str, str]]]:
+    def _answer(self, h: _Handler, method: str, path: str, query: str) -> tuple[int, str, bytes, list[tuple[str, str]]]:
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
         html = "text/html; charset=iso-8859-1"

@@ -106,9 +106,7 @@ class Infoblox:
             and (not ours_only or str(r.get("comment", "")).startswith(MARKER))
         ]
 
-    def _call(
-        self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,), **kw: Any
-    ) -> requests.Response:
+    def _call(self, method: str, path: str, what: str, ok: tuple[int, ...] = (200,), **kw: Any) -> requests.Response:
         """One WAPI request, with the session cookie, retried on 5xx and network errors."""
         url = self.base + path
         attempts = max(1, self.cfg.retries)

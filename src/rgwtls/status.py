@@ -1,0 +1,196 @@
+"""Where every certificate stands: in the pool, on this host, and on the wire.
+
+`gather` collects the facts once; `status` prints them, `check` judges them,
+and the metrics export them. A dead cluster is a fact too (`error`), found
+within `ceph.timeout`, so that a monitoring check answers UNKNOWN in seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from rgwtls.config import Config
+from rgwtls.errors import RgwtlsError
+from rgwtls.probe import fingerprint, served_certificate
+from rgwtls.store import CertSet, Pool
+
+SCHEMA_VERSION = 1
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _days_left(not_after: dt.datetime, now: dt.datetime) -> float:
+    return round((not_after - now).total_seconds() / 86400, 2)
+
+
+@dataclass
+class CertFacts:
+    fingerprint: str
+    serial: str
+    names: list[str]
+    not_before: str
+    not_after: str
+    days_left: float
+    lifetime_days: float
+
+    @classmethod
+    def of(cls, cert: x509.Certificate, now: dt.datetime) -> CertFacts:
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = sorted(san.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            names = []
+        nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+        return cls(
+            fingerprint(cert),
+            f"{cert.serial_number:x}",
+            names,
+            _iso(nb),
+            _iso(na),
+            _days_left(na, now),
+            round((na - nb).total_seconds() / 86400, 2),
+        )
+
+    @property
+    def expires(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.not_after)
+
+    @property
+    def fraction_left(self) -> float:
+        return self.days_left / self.lifetime_days if self.lifetime_days > 0 else 0.0
+
+
+@dataclass
+class PoolFacts(CertFacts):
+    generation: int = 0
+    issued_at: str = ""
+    issued_by: str = ""
+
+
+@dataclass
+class HostFacts(CertFacts):
+    where: str = ""
+    matches_pool: bool = False
+
+
+@dataclass
+class Status:
+    name: str
+    pool: PoolFacts | None = None
+    staging: PoolFacts | None = None
+    last_issue: dict[str, Any] | None = None
+    deployed: HostFacts | None = None
+    served: HostFacts | None = None
+    served_error: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    host: str
+    certificates: list[Status]
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"version": SCHEMA_VERSION, **asdict(self)}, indent=2)
+
+
+def _pool_facts(s: CertSet | None, now: dt.datetime) -> PoolFacts | None:
+    if s is None:
+        return None
+    cert = x509.load_pem_x509_certificate(s.cert_pem.encode())
+    base = CertFacts.of(cert, now)
+    return PoolFacts(**asdict(base), generation=s.generation, issued_at=s.issued_at, issued_by=s.issued_by)
+
+
+def gather(cfg: Config, served: bool = True, staging: bool = False) -> Report:
+    """All the facts; a cluster that cannot be reached is reported, not raised."""
+    from rgwtls.deploy import _first_cert, make_target, server_name
+
+    now = dt.datetime.now(dt.UTC)
+    report = Report(socket.gethostname(), [Status(c.name) for c in cfg.certificates])
+    d = cfg.deploy
+    mine = d.certificate or cfg.certificates[0].name
+    try:
+        with Pool(cfg.ceph) as pool:
+            for st in report.certificates:
+                try:
+                    st.pool = _pool_facts(pool.read_set(st.name, staging), now)
+                except RgwtlsError as e:
+                    st.problems.append(str(e))
+                try:
+                    st.staging = _pool_facts(pool.read_set(st.name, staging=True), now)
+                except RgwtlsError:
+                    st.staging = None
+                raw = pool.read(pool.set_namespace(staging), f"{st.name}/last-issue")
+                st.last_issue = json.loads(raw) if raw else None
+                if st.name == mine:
+                    installed = _first_cert(make_target(d, pool, st.name).installed())
+                    if installed is not None:
+                        st.deployed = HostFacts(**asdict(CertFacts.of(installed, now)), where=_where(cfg))
+    except RgwtlsError as e:
+        report.error = str(e)
+    for st in report.certificates:
+        if st.name != mine or not served:
+            continue
+        names = d.names or cfg.certificate(st.name)[0].domains
+        sni = server_name(d, names)
+        try:
+            cert = served_certificate(d.verify_endpoint, sni, min(5.0, d.verify_timeout))
+            st.served = HostFacts(**asdict(CertFacts.of(cert, now)), where=f"{d.verify_endpoint} ({sni})")
+        except (OSError, ValueError) as e:
+            st.served_error = f"{d.verify_endpoint} ({sni}): {e}"
+        for facts in (st.deployed, st.served):
+            if facts is not None and st.pool is not None:
+                facts.matches_pool = facts.fingerprint == st.pool.fingerprint
+    return report
+
+
+def _where(cfg: Config) -> str:
+    d = cfg.deploy
+    return {"pem": d.path, "split": d.cert_path, "config-key": f"config-key {d.config_key}"}[d.layout]
+
+
+def render(report: Report) -> str:
+    """The readable table."""
+
+    def when(iso: str) -> str:
+        return iso.replace("T", " ").replace("Z", " UTC")[:20] if iso else "?"
+
+    def cert_line(f: CertFacts) -> str:
+        return f"expires {when(f.not_after)} ({f.days_left:.1f} days left), serial {f.serial[:16]}"
+
+    lines = [f"host {report.host}"]
+    if report.error:
+        lines.append(f"  pool: UNREACHABLE: {report.error}")
+    for st in report.certificates:
+        lines.append(f"certificate {st.name}")
+        if st.pool:
+            p = st.pool
+            lines.append(f"  pool      generation {p.generation}, {cert_line(p)}")
+            lines.append(f"            issued {when(p.issued_at)} by {p.issued_by}; names {', '.join(p.names)}")
+        elif not report.error:
+            lines.append("  pool      none: run 'rgwtls issue' on the issuer")
+        if st.staging:
+            lines.append(f"  staging   generation {st.staging.generation}, {cert_line(st.staging)}")
+        if st.last_issue:
+            li = st.last_issue
+            result = "ok" if li.get("ok") else f"FAILED: {li.get('error')}"
+            lines.append(f"  issue     last attempt {when(str(li.get('at', '')))} on {li.get('host')}: {result}")
+        for label, facts in (("deployed", st.deployed), ("served", st.served)):
+            if facts is None:
+                continue
+            match = "matches the pool" if facts.matches_pool else "DIFFERS from the pool"
+            lines.append(f"  {label:<9} {facts.where}: {match}, {cert_line(facts)}")
+        if st.served_error:
+            lines.append(f"  served    NO HANDSHAKE: {st.served_error}")
+        lines += [f"  problem   {p}" for p in st.problems]
+    return "\n".join(lines)
