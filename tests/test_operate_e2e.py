@@ -255,3 +255,12 @@ def test_metrics_files_read_by_a_prometheus_parser(stack: Stack, gateway: Gatewa
 @pytest.mark.parametrize("command", ["issue", "deploy", "check", "status"])
 def test_every_command_answers_help(command: str, tmp_path: Path) -> None:
     assert run_cli(tmp_path / "none.toml", command, "--help").code == 0
+
+
+def test_syslog_option_logs_without_changing_what_cron_mails(stack: Stack, gateway: Gateway) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    res = run_cli(gateway.config(), "--syslog", "deploy")
+    assert res.code == 0, res.stderr
+    # Quiet on stderr still; where /dev/log is missing, one warning says so.
+    assert res.stderr in ("", ) or res.stderr.startswith("WARNING: syslog is not available")

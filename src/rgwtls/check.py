@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rgwtls.errors import ConfigError
-from rgwtls.status import CertFacts, Report
+
+if TYPE_CHECKING:
+    # Annotations only: config validation parses thresholds on every run,
+    # and must not pull in the status machinery (and cryptography) for it.
+    from rgwtls.status import CertFacts, Report
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")

@@ -19,15 +19,15 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from rgwtls.config import Config, DeployConfig
 from rgwtls.errors import DeployError
 from rgwtls.log import notice
-from rgwtls.probe import fingerprint, served_certificate
 from rgwtls.store import CertSet, Pool
-from rgwtls.validate import Checked, check_set
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,17 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
             )
         target = make_target(d, pool, cert_cfg.name)
         installed = target.installed()
-        # 2. Validate before touching anything.
-        checked = check_set(new, names, dt.datetime.now(dt.UTC), _first_cert(installed), allow_older)
-        # 3. Build what radosgw reads.
+        # 2. Build what radosgw reads, and 3. compare: nothing changed, nothing
+        # to do. This is every cron run but one, so it needs no cryptography:
+        # what is installed was validated when it was installed.
         built = target.build(new)
-        # 4. Compare: nothing changed, nothing to do.
         if built == installed:
             log.info("%s: generation %d is installed; nothing to do", cert_cfg.name, new.generation)
             return False
+        # 4. Validate before touching anything.
+        from rgwtls.validate import check_set
+
+        checked = check_set(new, names, dt.datetime.now(dt.UTC), _first_cert(installed), allow_older)
         expires = checked.cert.not_valid_after_utc
         what = f"{cert_cfg.name} generation {new.generation} (expires {expires:%Y-%m-%d})"
         if dry_run:
@@ -92,6 +95,8 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
 def _first_cert(blob: bytes | None) -> x509.Certificate | None:
     if not blob:
         return None
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificates(blob)[0]
     except (ValueError, IndexError):
@@ -108,7 +113,9 @@ def _roll_back(
         raise DeployError(f"{cause}; removed the new file again (there was none before)") from None
     try:
         _restart(d)
-        _verify_served(d, names, Checked(old, []).fingerprint)
+        from rgwtls.probe import fingerprint
+
+        _verify_served(d, names, fingerprint(old))
     except DeployError as again:
         raise DeployError(
             f"{cause}; restored the previous certificate, but the gateway does not serve it either "
@@ -151,6 +158,8 @@ def server_name(d: DeployConfig, names: tuple[str, ...]) -> str:
 
 def served_fingerprint(endpoint: str, sni: str, timeout: float) -> str:
     """SHA-256 of the certificate the endpoint serves for this name; raises OSError."""
+    from rgwtls.probe import fingerprint, served_certificate
+
     return fingerprint(served_certificate(endpoint, sni, timeout))
 
 

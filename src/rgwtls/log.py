@@ -8,7 +8,7 @@ and "nothing to do" are INFO, shown with -v. Every line carries its level.
 from __future__ import annotations
 
 import logging
-import logging.handlers
+import os
 import sys
 
 NOTICE = 25
@@ -33,13 +33,17 @@ def setup(verbose: int, debug: bool, syslog: bool = False) -> None:
     handler.setLevel(logging.DEBUG if debug else logging.INFO if verbose else NOTICE)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # A handler that fails (syslog gone away) must not print a traceback into cron mail.
+    logging.raiseExceptions = False
     if syslog:
         # The journal keeps the whole story (INFO and up) while cron mail stays quiet.
-        try:
-            to_syslog = logging.handlers.SysLogHandler(address="/dev/log", facility="daemon")
-        except OSError as e:
-            logging.getLogger("rgwtls").warning("syslog is not available (%s); logging to stderr only", e)
+        from logging.handlers import SysLogHandler
+
+        # SysLogHandler only fails when it first logs, so look for the socket now.
+        if not os.path.exists("/dev/log"):
+            logging.getLogger("rgwtls").warning("syslog is not available (no /dev/log); logging to stderr only")
             return
+        to_syslog = SysLogHandler(address="/dev/log", facility="daemon")
         to_syslog.setFormatter(logging.Formatter("rgwtls[%(process)d]: %(levelname)s: %(message)s"))
         to_syslog.setLevel(logging.INFO)
         root.handlers.append(to_syslog)

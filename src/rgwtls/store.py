@@ -82,10 +82,6 @@ class CertSet:
             ) from None
 
 
-def _short_host() -> str:
-    return socket.gethostname().split(".")[0]
-
-
 class Pool:
     """One connection to the cluster and one I/O context on the pool."""
 

@@ -1,0 +1,218 @@
+"""Benchmark `rgwtls deploy` against the seed's shell job, on one real Ceph cluster and radosgw.
+
+The seed's job, run by cron on every gateway: `rados get` the three objects,
+`cat` them into a PEM, `cmp` it with the installed one. We time both when
+nothing changed (what cron runs every few minutes, all day, on every
+gateway), interleaved, and count the RADOS reads each makes with the OSD's
+own perf counters. We also time a deploy that changes the certificate,
+restart and TLS verification included.
+
+    .venv/bin/python -m bench.deploy_bench [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rgwtls.store import CertSet  # noqa: E402
+from tests.certmaker import make_ca, make_cert, pem_file  # noqa: E402
+from tests.stack.ceph import CephCluster, ceph_cluster, start_radosgw  # noqa: E402
+from tests.stack.site import DEPLOY_CAPS, DOMAINS, POOL, ZONE, to_toml  # noqa: E402
+
+START_MARK = "<!-- deploy-bench:start -->"
+END_MARK = "<!-- deploy-bench:end -->"
+RGWTLS = str(Path(sys.executable).with_name("rgwtls"))
+
+
+def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS (KiB) of the process tree's largest process, exit status."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {shlex.join(argv)} failed ({proc.returncode}):\n{err}")
+    return wall, usage.ru_maxrss, proc.returncode
+
+
+def osd_reads(cluster: CephCluster) -> tuple[int, int]:
+    """The OSD's op_r and op_w counters, from its admin socket."""
+    asok = next(cluster.workdir.rglob("*osd*.asok"))
+    out = subprocess.run(
+        ["ceph", "--admin-daemon", str(asok), "perf", "dump"], capture_output=True, text=True, check=True
+    ).stdout
+    osd = json.loads(out)["osd"]
+    return int(osd["op_r"]), int(osd["op_w"])
+
+
+def new_set(generation: int, ca: tuple[object, str]) -> CertSet:
+    ca_key, ca_pem = ca
+    now = dt.datetime.now(dt.UTC)
+    key, cert = make_cert(
+        DOMAINS, now - dt.timedelta(hours=1) + dt.timedelta(seconds=generation), now + dt.timedelta(days=90), ca_key
+    )  # type: ignore[arg-type]
+    return CertSet(ZONE, generation, key, cert, ca_pem, DOMAINS, now.isoformat(), "bench", "bench")
+
+
+def store(cluster: CephCluster, s: CertSet) -> None:
+    ioctx = cluster.admin().open_ioctx(POOL)
+    try:
+        ioctx.write_full(f"{ZONE}/current", s.to_bytes())
+        for obj, pem in (("privkey.pem", s.key_pem), ("cert.pem", s.cert_pem), ("chain.pem", s.chain_pem)):
+            ioctx.write_full(obj, pem.encode())
+    finally:
+        ioctx.close()
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.deploy_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=15, help="timed no-op runs per job (default 15)")
+    parser.add_argument("--change-runs", type=int, default=5, help="timed deploys that change (default 5)")
+    parser.add_argument("--no-write", action="store_true", help="print, do not update docs/performance.md")
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rgwtls-bench-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        cluster = stack.enter_context(ceph_cluster(work / "ceph", pools=(POOL,)))
+        keyring = cluster.create_user("client.rgwtls-deploy", DEPLOY_CAPS)
+        pem = work / "rgw.pem"
+        pem.write_text(pem_file(DOMAINS, days_before=30))
+        pem.chmod(0o600)
+        rgw = start_radosgw(cluster, work / "rgw", pem, supervised=True)
+        ca = make_ca()
+        store(cluster, new_set(1, ca))
+        config = work / "rgwtls.toml"
+        config.write_text(
+            to_toml(
+                {
+                    "ceph": {
+                        "conf": str(cluster.conf),
+                        "user": "client.rgwtls-deploy",
+                        "keyring": str(keyring),
+                        "pool": POOL,
+                        "timeout": 5.0,
+                    },
+                    "deploy": {
+                        "path": str(pem),
+                        "restart_command": rgw.restart_command,
+                        "verify_endpoint": f"127.0.0.1:{rgw.port}",
+                        "state_dir": str(work / "state"),
+                    },
+                    "certificate": [{"name": ZONE, "domains": list(DOMAINS)}],
+                }
+            )
+        )
+        env = {"RGWTLS_CONFIG": str(config)}
+        run_measured([RGWTLS, "deploy"], env)  # install generation 1, untimed
+        shell = (
+            f"set -e; d=$(mktemp -d); r='rados -c {cluster.conf} -n client.rgwtls-deploy --keyring {keyring} "
+            f"-p {POOL}'; $r get privkey.pem $d/k; $r get cert.pem $d/c; $r get chain.pem $d/ch; "
+            f"cat $d/k $d/c $d/ch > $d/rgw.pem; cmp -s $d/rgw.pem {pem} || echo changed; rm -r $d"
+        )
+        # The shell job's PEM must equal the installed one, or it is not a no-op.
+        check = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, check=True)
+        if "changed" in check.stdout:
+            raise SystemExit("bench: the shell job's PEM differs from rgwtls's; not comparable")
+        jobs = {"rgwtls deploy (no change)": [RGWTLS, "deploy"], "seed shell job (no change)": ["sh", "-c", shell]}
+        walls: dict[str, list[float]] = {k: [] for k in jobs}
+        rss: dict[str, list[int]] = {k: [] for k in jobs}
+        for i in range(args.runs):
+            order = list(jobs) if i % 2 == 0 else list(reversed(jobs))
+            for name in order:
+                wall, peak, _ = run_measured(jobs[name], env)
+                walls[name].append(wall)
+                rss[name].append(peak)
+        reads: dict[str, tuple[int, int]] = {}
+        for name, cmd in jobs.items():
+            r0, w0 = osd_reads(cluster)
+            run_measured(cmd, env)
+            r1, w1 = osd_reads(cluster)
+            reads[name] = (r1 - r0, w1 - w0)
+        restarts_before = int(rgw.supervisor("count"))
+        if restarts_before != 1:
+            raise SystemExit(f"bench: radosgw restarted {restarts_before} times; the no-op runs were not no-ops")
+        changes: list[float] = []
+        for gen in range(2, 2 + args.change_runs):
+            store(cluster, new_set(gen, ca))
+            wall, peak, _ = run_measured([RGWTLS, "deploy"], env)
+            changes.append(wall)
+        if int(rgw.supervisor("count")) != 1 + args.change_runs:
+            raise SystemExit("bench: a changing deploy did not restart radosgw")
+        took = time.monotonic() - began
+    r_name, s_name = list(jobs)
+    ratio = median(walls[r_name]) / median(walls[s_name])
+    table = [
+        "| job | runs | median s | min s | max s | peak RSS MiB (median) | RADOS reads | RADOS writes | vs shell |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in jobs:
+        w = walls[name]
+        table.append(
+            f"| {name} | {len(w)} | {median(w):.3f} | {min(w):.3f} | {max(w):.3f} | "
+            f"{median(rss[name]) / 1024:.0f} | {reads[name][0]} | {reads[name][1]} | "
+            f"{median(w) / median(walls[s_name]):.2f}x |"
+        )
+    verdict = "meets" if ratio <= 0.5 else "misses"
+    section = "\n".join(
+        [
+            "## deploy: rgwtls vs the seed's shell job",
+            "",
+            f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
+            f"{platform.system()} {platform.release()}; {args.runs} runs of each no-op job, interleaved (the order "
+            f"alternating each round); the whole benchmark took {took:.0f} s. Rerun: "
+            "`.venv/bin/python -m bench.deploy_bench` (`--runs N`, default 15).",
+            "",
+            "Both jobs run against the same one-mon, one-OSD cluster, as the same deploy-only cephx user, when the "
+            "installed PEM already equals the pool's set: the seed's job does three `rados get`, `cat` and `cmp`; "
+            "rgwtls reads `NAME/current` once and compares. RADOS reads and writes are the OSD's own `op_r`/`op_w` "
+            "perf counters around one run. Peak RSS is the largest single process of the job's tree (`os.wait4`).",
+            "",
+            *table,
+            "",
+            f"Target: a no-op `rgwtls deploy` at most 0.5x the shell job's wall time, with one RADOS read: "
+            f"{ratio:.2f}x ({verdict}), {reads[r_name][0]} read(s).",
+            "",
+            f"A deploy that changes the certificate (write, restart radosgw, TLS handshake until the new "
+            f"certificate is served): median {median(changes):.3f} s over {len(changes)} runs "
+            f"(min {min(changes):.3f}, max {max(changes):.3f}); radosgw's own restart is most of it.",
+        ]
+    )
+    print(section)
+    if not args.no_write:
+        doc = ROOT / "docs" / "performance.md"
+        text = doc.read_text() if doc.exists() else "# Performance\n"
+        block = f"{START_MARK}\n{section}\n{END_MARK}"
+        if START_MARK in text:
+            text = text[: text.index(START_MARK)] + block + text[text.index(END_MARK) + len(END_MARK) :]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+        doc.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
