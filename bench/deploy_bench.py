@@ -30,6 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
 from rgwtls.store import CertSet  # noqa: E402
 from tests.certmaker import make_ca, make_cert, pem_file  # noqa: E402
 from tests.stack.ceph import CephCluster, ceph_cluster, start_radosgw  # noqa: E402
@@ -65,12 +68,12 @@ def osd_reads(cluster: CephCluster) -> tuple[int, int]:
     return int(osd["op_r"]), int(osd["op_w"])
 
 
-def new_set(generation: int, ca: tuple[object, str]) -> CertSet:
+def new_set(generation: int, ca: tuple[ec.EllipticCurvePrivateKey, str]) -> CertSet:
+    """A set newer than the last: its not-before moves on with the generation."""
     ca_key, ca_pem = ca
     now = dt.datetime.now(dt.UTC)
-    key, cert = make_cert(
-        DOMAINS, now - dt.timedelta(hours=1) + dt.timedelta(seconds=generation), now + dt.timedelta(days=90), ca_key
-    )  # type: ignore[arg-type]
+    not_before = now - dt.timedelta(hours=1) + dt.timedelta(seconds=generation)
+    key, cert = make_cert(DOMAINS, not_before, now + dt.timedelta(days=90), ca_key)
     return CertSet(ZONE, generation, key, cert, ca_pem, DOMAINS, now.isoformat(), "bench", "bench")
 
 

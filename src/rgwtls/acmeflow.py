@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
-from acme import challenges, client, crypto_util, errors, messages
+from acme import challenges, client, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.b64 import b64encode
@@ -314,7 +314,3 @@ def _challenge_error(authz: messages.Authorization) -> str:
             err: messages.Error = challb.error
             return f"{err.detail or err.description} ({err.typ})"
     return f"authorization {authz.status}"
-
-
-def make_csr(key_pem: str, domains: Sequence[str]) -> bytes:
-    return bytes(crypto_util.make_csr(key_pem.encode(), list(domains)))

@@ -205,15 +205,14 @@ def _obtain(
     current: CertSet | None,
     decision: Decision,
 ) -> CertSet:
-    from rgwtls.acmeflow import make_csr
     from rgwtls.propagation import wait_for_values
 
     acme = session.registered()
     deadline = time.monotonic() + cfg.acme.order_timeout
     # A new key for every certificate.
-    key_pem = certs.new_private_key(cert.key_type or cfg.acme.key_type)
+    key = certs.new_private_key(cert.key_type or cfg.acme.key_type)
     # One order for all names: `x` and `*.x` share one TXT name, two values.
-    csr = make_csr(key_pem, cert.domains)
+    csr = certs.make_csr(key, cert.domains)
     replaces = decision.replaces if acme.has_ari else None
     order = acme.new_order(cert.domains, csr, replaces)
     pending = acme.dns_challenges(order)
@@ -237,14 +236,14 @@ def _obtain(
     finally:
         if provider is not None and _cleanup(provider, attempted):
             pool.remove(NS_ISSUER, JOURNAL)
-    return _build_set(cert, key_pem, fullchain, current, session.directory)
+    return _build_set(cert, key, fullchain, current, session.directory)
 
 
 def _build_set(
-    cert: CertificateConfig, key_pem: str, fullchain: str, current: CertSet | None, directory: str
+    cert: CertificateConfig, key: certs.PrivateKey, fullchain: str, current: CertSet | None, directory: str
 ) -> CertSet:
     leaf, chain = certs.split_pem_chain(fullchain)
-    if not certs.key_matches_cert(key_pem, leaf):
+    if not certs.public_key_matches(key, leaf):
         raise RgwtlsError(f"{cert.name}: the CA's certificate does not match our key; nothing stored")
     names = certs.cert_info(leaf).names
     if names != set(cert.domains):
@@ -254,7 +253,7 @@ def _build_set(
     return CertSet(
         name=cert.name,
         generation=(current.generation + 1) if current else 1,
-        key_pem=key_pem,
+        key_pem=certs.private_pem(key),
         cert_pem=leaf,
         chain_pem=chain,
         domains=tuple(cert.domains),
