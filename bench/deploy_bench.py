@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
+from bench import compile_sources  # noqa: E402
 from rgwtls.store import CertSet  # noqa: E402
 from tests.certmaker import make_ca, make_cert, pem_file  # noqa: E402
 from tests.stack.ceph import CephCluster, ceph_cluster, start_radosgw  # noqa: E402
@@ -92,6 +93,7 @@ def median(xs: Sequence[float]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    compile_sources()
     parser = argparse.ArgumentParser(prog="python -m bench.deploy_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="timed no-op runs per job (default 15)")
     parser.add_argument("--change-runs", type=int, default=5, help="timed deploys that change (default 5)")

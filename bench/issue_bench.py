@@ -69,6 +69,7 @@ from typing import Any
 
 from cryptography import x509
 
+from bench import compile_sources
 from rgwtls.certs import key_matches_cert
 from tests.stack.bind import bind_server
 from tests.stack.ceph import ceph_cluster
@@ -1116,6 +1117,7 @@ def started_stack(workdir: Path) -> Iterator[Stack]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    compile_sources()
     parser = argparse.ArgumentParser(prog="python -m bench.issue_bench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--runs", type=int, default=7, help="timed runs per tool (default 7, at least 5 to write the docs)"
