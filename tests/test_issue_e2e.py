@@ -338,3 +338,35 @@ def test_debug_shows_the_traceback(stack: Stack) -> None:
     res = run_cli(stack.write_config(stack.settings()), "--debug", "issue", "--cert", "nope")
     assert res.code == 1
     assert "Traceback" in res.stderr
+
+
+def test_ec_p256_certificate_is_issued_when_configured(stack: Stack, cli: CLI) -> None:
+    settings = stack.settings()
+    settings["acme"]["key_type"] = "ec256"
+    res = cli(stack.write_config(settings), "issue")
+    assert res.code == 0, res.stderr
+    s = stored_set(stack)
+    assert s is not None
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(str(s["key_pem"]).encode(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp256r1"
+    verify_against_pebble(stack, str(s["cert_pem"]), str(s["chain_pem"]), f"anybucket.{ZONE}")
+
+
+@pytest.mark.parametrize("provider", ["infoblox", "rfc2136"])
+def test_no_secret_reaches_the_output_even_with_debug(stack: Stack, provider: str) -> None:
+    res = run_cli(stack.write_config(stack.settings(provider)), "--debug", "issue")
+    assert res.code == 0, res.stderr
+    s = stored_set(stack)
+    assert s is not None
+    key_body = str(s["key_pem"]).splitlines()[1]
+    account = stored(stack, "account.production", ns="acme")
+    assert account is not None
+    account_key_body = json.loads(account)["key"].splitlines()[1]
+    cephx = stack.keyring.read_text().split("key = ")[1].split()[0]
+    out = res.stdout + res.stderr
+    for secret in (stack.wapi.password, stack.bind.tsig_secret, key_body, account_key_body, cephx):
+        assert secret not in out
