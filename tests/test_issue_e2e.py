@@ -301,13 +301,10 @@ def test_stopped_mon_fails_within_seconds_and_touches_nothing(stack: Stack, cli:
     settings = stack.settings()
     settings["ceph"]["timeout"] = 2.0
     config = stack.write_config(settings)
-    stack.ceph.stop_mon()
-    try:
+    with stack.ceph.mon_stopped():
         started = time.monotonic()
         res = cli(config, "issue")
         took = time.monotonic() - started
-    finally:
-        stack.ceph.start_mon()
     assert_one_error_line(res, "cannot connect to the Ceph cluster", "check that the mons are up")
     assert took < 10, took
     assert no_challenge_records(stack)
@@ -317,13 +314,10 @@ def test_stopped_osd_fails_within_seconds_and_touches_nothing(stack: Stack, cli:
     settings = stack.settings()
     settings["ceph"]["timeout"] = 2.0
     config = stack.write_config(settings)
-    stack.ceph.stop_osd()
-    try:
+    with stack.ceph.osd_stopped():
         started = time.monotonic()
         res = cli(config, "issue")
         took = time.monotonic() - started
-    finally:
-        stack.ceph.start_osd()
     assert_one_error_line(res, "timed out")
     assert took < 10, took
     assert no_challenge_records(stack)

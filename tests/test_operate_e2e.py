@@ -179,14 +179,11 @@ def test_failed_last_issue_attempt_is_critical_on_every_gateway(stack: Stack, ga
 def test_stopped_cluster_is_unknown_within_seconds(stack: Stack, gateway: Gateway) -> None:
     gateway.settings["ceph"]["timeout"] = 2.0
     gateway.config()
-    stack.ceph.stop_mon()
-    try:
+    with stack.ceph.mon_stopped():
         started = time.monotonic()
         code, line = check(gateway)
         took = time.monotonic() - started
         status = run_cli(gateway.config(), "status")
-    finally:
-        stack.ceph.start_mon()
     assert code == UNKNOWN, line
     assert line.startswith("RGWTLS UNKNOWN - cannot read the pool: cannot connect to the Ceph cluster")
     assert took < 10

@@ -16,7 +16,6 @@ import os
 import random
 import shlex
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,24 +128,14 @@ def _restart_argv(d: DeployConfig) -> list[str]:
 
 
 def _restart(d: DeployConfig) -> None:
+    from rgwtls.command import CommandFailed, run
+
     argv = _restart_argv(d)
     log.info("restarting radosgw: %s", shlex.join(argv))
     try:
-        res = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=d.restart_timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise DeployError(f"the restart command did not finish within {d.restart_timeout:g}s") from None
-    except OSError as e:
-        raise DeployError(f"cannot run the restart command {argv[0]}: {e.strerror}") from None
-    if res.returncode != 0:
-        said = (res.stderr.strip() or res.stdout.strip()).splitlines()
-        raise DeployError(f"the restart command failed (exit {res.returncode}{': ' + said[-1] if said else ''})")
+        run(argv, d.restart_timeout)
+    except CommandFailed as e:
+        raise DeployError(f"the restart command {e.problem}") from None
 
 
 def server_name(d: DeployConfig, names: tuple[str, ...]) -> str:

@@ -304,6 +304,24 @@ class CephCluster:
             # A clean shutdown tells the mon at once; don't let a later start race it.
             _wait("osd marked down", lambda: not self._osd_info()["up"], 10.0)
 
+    @contextlib.contextmanager
+    def mon_stopped(self) -> Iterator[None]:
+        """The mon down for the block, up again after it, also when the block fails."""
+        self.stop_mon()
+        try:
+            yield
+        finally:
+            self.start_mon()
+
+    @contextlib.contextmanager
+    def osd_stopped(self) -> Iterator[None]:
+        """The OSD down for the block (the mon answers, no operation does), up again after."""
+        self.stop_osd()
+        try:
+            yield
+        finally:
+            self.start_osd()
+
     def stop(self) -> None:
         """Stop every gateway, the OSD and the mon, by handle. Safe to call twice."""
         for gw in list(self.gateways):

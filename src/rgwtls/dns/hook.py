@@ -8,9 +8,9 @@ so that a site's existing hook works unchanged.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
+from rgwtls.command import CommandFailed, run
 from rgwtls.config import HookConfig
 from rgwtls.dns import Challenge
 from rgwtls.errors import DnsError
@@ -33,23 +33,7 @@ class Hook:
         self._run("clean_challenge", ch)
 
     def _run(self, op: str, ch: Challenge) -> None:
-        argv = [self.cfg.command, op, ch.domain, ch.token, ch.value]
         try:
-            res = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=self.cfg.timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise DnsError(
-                f"hook: {self.cfg.command} {op} {ch.domain} did not finish within {self.cfg.timeout:g}s"
-            ) from None
-        except OSError as e:
-            raise DnsError(f"hook: cannot run {self.cfg.command}: {e.strerror}") from None
-        if res.returncode != 0:
-            said = (res.stderr.strip() or res.stdout.strip()).splitlines()
-            tail = f": {said[-1]}" if said else ""
-            raise DnsError(f"hook: {self.cfg.command} {op} {ch.domain} failed (exit {res.returncode}){tail}")
+            run([self.cfg.command, op, ch.domain, ch.token, ch.value], self.cfg.timeout)
+        except CommandFailed as e:
+            raise DnsError(f"hook: {self.cfg.command} {op} {ch.domain} {e.problem}") from None
