@@ -260,4 +260,4 @@ def test_syslog_option_logs_without_changing_what_cron_mails(stack: Stack, gatew
     res = run_cli(gateway.config(), "--syslog", "deploy")
     assert res.code == 0, res.stderr
     # Quiet on stderr still; where /dev/log is missing, one warning says so.
-    assert res.stderr in ("", ) or res.stderr.startswith("WARNING: syslog is not available")
+    assert res.stderr in ("",) or res.stderr.startswith("WARNING: syslog is not available")
