@@ -103,6 +103,7 @@ auth allow insecure global id reclaim = false
 run dir = {w}/run
 admin socket = {w}/run/$cluster-$name.asok
 log file = {w}/log/$cluster-$name.log
+mon cluster log file = default={w}/log/$cluster.$channel.log cluster={w}/log/$cluster.log
 pid file = {w}/run/$cluster-$name.pid
 crash dir = {w}/crash
 log to stderr = false

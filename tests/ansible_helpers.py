@@ -1,0 +1,247 @@
+"""Run the Ansible role against a fleet of "hosts" on this one machine, and read what it left.
+
+Every host of the inventory uses `ansible_connection=local` and has its own
+install prefix (venv, config, keyrings, cron file) under the test's directory,
+and its own supervised radosgw. Ansible itself keeps everything under the same
+directory too: ANSIBLE_HOME, its temporary directories, HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ANSIBLE_DIR = REPO / "ansible"
+ROLE_DIR = ANSIBLE_DIR / "roles" / "rgwtls"
+SITE_YML = ANSIBLE_DIR / "site.yml"
+VENV_BIN = Path(sys.executable).parent
+
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)\s+ignored=(?P<ignored>\d+)",
+    re.MULTILINE,
+)
+
+
+@dataclass
+class Play:
+    """One ansible-playbook run: its exit status, its whole output, and the PLAY RECAP per host."""
+
+    code: int
+    output: str
+    recap: dict[str, dict[str, int]]
+
+    def changed(self) -> dict[str, int]:
+        return {host: counts["changed"] for host, counts in self.recap.items()}
+
+    def failed(self) -> dict[str, int]:
+        return {host: counts["failed"] + counts["unreachable"] for host, counts in self.recap.items()}
+
+
+def parse_recap(output: str) -> dict[str, dict[str, int]]:
+    tail = output[output.rindex("PLAY RECAP") :] if "PLAY RECAP" in output else ""
+    return {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in _RECAP.finditer(tail)}
+
+
+def ansible_env(home: Path) -> dict[str, str]:
+    """The environment of every ansible command: nothing of it outside `home`."""
+    for sub in ("ansible", "tmp-local", "tmp-remote", "cache"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "PIP_"))}
+    env.update(
+        HOME=str(home),
+        XDG_CACHE_HOME=str(home / "cache"),
+        PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+        ANSIBLE_HOME=str(home / "ansible"),
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp-local"),
+        ANSIBLE_REMOTE_TEMP=str(home / "tmp-remote"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_STDOUT_CALLBACK="default",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_DEPRECATION_WARNINGS="0",
+    )
+    return env
+
+
+@dataclass
+class Host:
+    """One inventory host: its name, its install prefix, and its own variables."""
+
+    name: str
+    prefix: Path
+    vars: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cron_file(self) -> Path:
+        return self.prefix / "etc/cron.d/rgwtls"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.prefix / "etc/rgwtls"
+
+    @property
+    def keyring_dir(self) -> Path:
+        return self.prefix / "etc/ceph"
+
+    def cron_jobs(self) -> dict[str, CronJob]:
+        return parse_cron_file(self.cron_file)
+
+    def layout_vars(self) -> dict[str, Any]:
+        """The role's paths, all under this host's prefix."""
+        for d in (self.cron_file.parent, self.keyring_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return {
+            "ansible_connection": "local",
+            # Interpreter discovery picks a Python without the role's needs here.
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            "rgwtls_install_dir": str(self.prefix / "opt/rgwtls"),
+            "rgwtls_config_dir": str(self.config_dir),
+            "rgwtls_state_dir": str(self.prefix / "var/lib/rgwtls"),
+            "rgwtls_ceph_keyring_dir": str(self.keyring_dir),
+            "rgwtls_cron_file": str(self.cron_file),
+            "rgwtls_systemd_unit_dir": str(self.prefix / "etc/systemd/system"),
+        }
+
+
+@dataclass
+class CronJob:
+    schedule: list[str]
+    user: str
+    command: str
+
+
+def parse_cron_file(path: Path) -> dict[str, CronJob]:
+    """The jobs of a cron.d file by their `#Ansible: NAME` marker: schedule, user, command."""
+    jobs: dict[str, CronJob] = {}
+    if not path.exists():
+        return jobs
+    name = None
+    for line in path.read_text().splitlines():
+        if line.startswith("#Ansible: "):
+            name = line.removeprefix("#Ansible: ")
+        elif line.strip() and not line.startswith("#") and name is not None:
+            # MIN HOUR DOM MON DOW USER COMMAND: a cron.d line has a user field.
+            *schedule, user, command = line.split(maxsplit=6)
+            jobs[name] = CronJob(schedule, user, command)
+            name = None
+    return jobs
+
+
+class Fleet:
+    """An inventory of local hosts (group `rgws`) and the playbook to run against it."""
+
+    def __init__(self, workdir: Path, hosts: list[Host], group_vars: dict[str, Any], vault: dict[str, str]):
+        self.workdir = workdir
+        self.hosts = {h.name: h for h in hosts}
+        self.home = workdir / "home"
+        self.env = ansible_env(self.home)
+        self.inventory = workdir / "inventory"
+        self.vault_password_file = workdir / "vault-password"
+        self.vault_password_file.write_text("a vault password for the tests\n")
+        self.vault_password_file.chmod(0o600)
+        group_dir = self.inventory / "group_vars" / "rgws"
+        group_dir.mkdir(parents=True)
+        (group_dir / "main.yml").write_text(json.dumps(group_vars, indent=2))
+        # The secrets as a site keeps them: an ansible-vault encrypted file.
+        vault_file = group_dir / "vault.yml"
+        vault_file.write_text(json.dumps(vault, indent=2))
+        self.run_tool(
+            "ansible-vault", "encrypt", "--vault-password-file", str(self.vault_password_file), str(vault_file)
+        )
+        self.order: list[str] = []
+        self.write_inventory(list(self.hosts))
+
+    def write_inventory(self, order: list[str]) -> None:
+        """The group `rgws` in this order: its first host is the issuer."""
+        hosts = {name: {**self.hosts[name].layout_vars(), **self.hosts[name].vars} for name in order}
+        doc = {"all": {"children": {"rgws": {"hosts": hosts}}}}
+        (self.inventory / "hosts.yml").write_text(json.dumps(doc, indent=2))
+        self.order = list(order)
+
+    def run_tool(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [str(VENV_BIN / tool), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.workdir,
+            timeout=timeout,
+            check=False,
+        )
+        if res.returncode != 0 and tool != "ansible-playbook":
+            raise AssertionError(f"{tool} {' '.join(args)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
+        return res
+
+    def ensure_order(self, order: list[str]) -> None:
+        """Converge with the group in this order, unless the last run had it already."""
+        if order != self.order:
+            play = self.play(order=order)
+            if play.code != 0:
+                raise AssertionError(play.output)
+
+    def play(self, *args: str, order: list[str] | None = None, timeout: float = 300) -> Play:
+        """ansible-playbook site.yml against this fleet, in this host order."""
+        if order is not None and order != self.order:
+            self.write_inventory(order)
+        res = self.run_tool(
+            "ansible-playbook",
+            "-i",
+            str(self.inventory / "hosts.yml"),
+            "--vault-password-file",
+            str(self.vault_password_file),
+            str(SITE_YML),
+            *args,
+            timeout=timeout,
+        )
+        output = res.stdout + res.stderr
+        return Play(res.returncode, output, parse_recap(res.stdout))
+
+
+def snapshot(root: Path, content: bool = True) -> dict[str, tuple[int, int, bytes]]:
+    """Every file, directory and link under root: mode, mtime, and content (or link target)."""
+    out: dict[str, tuple[int, int, bytes]] = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        data = b""
+        if p.is_symlink():
+            data = os.readlink(p).encode()
+        elif content and p.is_file():
+            data = p.read_bytes()
+        out[str(p)] = (st.st_mode, st.st_mtime_ns, data)
+    return out
+
+
+def build_wheelhouse(dest: Path) -> Path:
+    """rgwtls' wheel and its dependencies' wheels, built from a copy of the source tree.
+
+    A copy, so that the build's build/ and egg-info land in the temporary directory.
+    """
+    src = dest.parent / "rgwtls-src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=lambda d, names: [
+            n
+            for n in names
+            if n in {".git", ".venv", "build", "dist", "tests", "bench", "ansible", "__pycache__"}
+            or n.endswith((".egg-info", "_cache"))
+        ],
+    )
+    subprocess.run(
+        [str(VENV_BIN / "pip"), "wheel", "--quiet", "--no-cache-dir", "--wheel-dir", str(dest), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    return dest
