@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from rgwtls.config import CertificateConfig
+from rgwtls.errors import AcmeError
 from rgwtls.issue import _decide
 from rgwtls.store import CertSet
 from tests.certmaker import make_cert
@@ -26,10 +27,13 @@ class FakeAcme:
 
 
 class FakeSession:
-    def __init__(self, ari: dt.datetime | None = None) -> None:
+    def __init__(self, ari: dt.datetime | None = None, down: bool = False) -> None:
         self.fake = FakeAcme(ari)
+        self.down = down
 
     def acme(self) -> FakeAcme:
+        if self.down:
+            raise AcmeError("ACME: could not fetch the directory https://ca.example/dir: cannot reach it")
         return self.fake
 
 
@@ -98,3 +102,13 @@ def test_future_ari_window_wins_over_the_lifetime_rule() -> None:
     d = decide(a_set(90, 20), FakeSession(ari=NOW + dt.timedelta(days=3)))
     assert not d.due
     assert "ARI" in d.reason
+
+
+def test_unreachable_ca_on_a_day_nothing_is_due_is_not_a_failure() -> None:
+    d = decide(a_set(90, 60), FakeSession(down=True))
+    assert not d.due
+    assert "60 days left" in d.reason
+
+
+def test_unreachable_ca_still_lets_the_lifetime_rule_renew() -> None:
+    assert decide(a_set(90, 20), FakeSession(down=True)).due

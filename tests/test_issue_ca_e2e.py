@@ -159,3 +159,21 @@ def test_new_order_sends_replaces_only_when_given() -> None:
         == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
     )
     assert "replaces" not in _NewOrder(identifiers=ident).to_partial_json()
+
+
+def test_ca_down_on_a_day_nothing_is_due_warns_and_exits_zero(
+    stack: Stack, cli: CLI, tmp_path: Path, test_ca: TestCA
+) -> None:
+    with pebble_server(tmp_path / "pebble", test_ca, stack.bind.port) as own:
+        settings = stack.settings()
+        settings["acme"].update(directory=own.directory_url, retries=1)
+        config = stack.write_config(settings)
+        assert cli(config, "issue").code == 0
+    # The CA is gone; the certificate has 90 days left.
+    res = cli(config, "issue")
+    assert res.code == 0, res.stderr
+    assert res.lines == [line for line in res.lines if line.startswith("WARNING: renewal info unavailable")]
+    assert len(res.lines) == 1
+    s = stored_set(stack)
+    assert s is not None
+    assert s["generation"] == 1

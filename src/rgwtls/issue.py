@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from rgwtls import certs
 from rgwtls.config import CertificateConfig, Config
 from rgwtls.dns import Challenge, DnsProvider, make_provider
-from rgwtls.errors import RgwtlsError
+from rgwtls.errors import AcmeError, RgwtlsError
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, CertSet, Pool
 
@@ -179,7 +179,13 @@ def _decide(
     if info.not_after <= now:
         return Decision(True, f"it expired at {info.not_after:%Y-%m-%d %H:%M} UTC")
     days_left = info.remaining(now).total_seconds() / 86400
-    ari = session.acme().renewal_time(current.cert_pem)
+    try:
+        ari = session.acme().renewal_time(current.cert_pem)
+    except AcmeError as e:
+        # A CA that is down on a day nothing is due is no failure of ours; if
+        # the lifetime rule says renew, obtaining will report it.
+        log.warning("renewal info unavailable, deciding by the lifetime: %s", e)
+        ari = None
     if ari is not None:
         if now >= ari:
             return Decision(True, f"the CA's renewal window (ARI) opened at {ari:%Y-%m-%d %H:%M} UTC", info.ari_id)
