@@ -420,3 +420,17 @@ def test_config_key_layout_serves_the_certificate_and_restarts_each_gateway_once
     # The store is shared by the fleet; this host remembers it restarted onto it.
     assert run_cli(gateway.config(), "deploy").code == 0
     assert gateway.restarts() == 1
+    # A failed restart puts the previous value back into the store.
+    served, value = gateway.served(), stack.ceph.mon_command({"prefix": "config-key get", "key": key})
+    issue(stack, "--force")
+    flag = tmp_path / "failed-once"
+    script = tmp_path / "restart.sh"
+    script.write_text(
+        f"#!/bin/sh\nif [ ! -e {flag} ]; then touch {flag}; exit 1; fi\nexec {gateway.rgw.restart_command}\n"
+    )
+    script.chmod(0o755)
+    gateway.settings["deploy"]["restart_command"] = str(script)
+    res = run_cli(gateway.config(), "deploy")
+    assert_one_error_line(res, "restored the previous certificate and restarted: it is served again")
+    assert stack.ceph.mon_command({"prefix": "config-key get", "key": key}) == value
+    assert gateway.served() == served

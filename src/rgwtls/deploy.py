@@ -289,18 +289,25 @@ class ConfigKey(Target):
         self._built = _pem(s)
         return self._built
 
+    # Before a value this host has not restarted onto: it then differs from
+    # any build, while the certificate in it still counts for the "older"
+    # check and is what a rollback restores.
+    UNVERIFIED = b"not restarted onto on this host:\n"
+
     def installed(self) -> bytes | None:
-        # What this host last verified, if the store still holds it.
-        mine = _read(self.state)
         current = self.pool.config_key_get(self.d.config_key)
-        return current if current is not None and mine == hashlib.sha256(current).hexdigest().encode() else mine
+        if current is None:
+            return None
+        if _read(self.state) == hashlib.sha256(current).hexdigest().encode():
+            return current
+        return self.UNVERIFIED + current
 
     def install(self, data: bytes) -> None:
         self.pool.config_key_set(self.d.config_key, data)
 
     def restore(self, previous: bytes | None) -> None:
-        if previous is not None and previous.startswith(b"-----"):
-            self.pool.config_key_set(self.d.config_key, previous)
+        if previous is not None:
+            self.pool.config_key_set(self.d.config_key, previous.removeprefix(self.UNVERIFIED))
 
     def commit(self) -> None:
         if self._built is not None:
