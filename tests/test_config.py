@@ -94,3 +94,9 @@ def test_private_secret_is_read_silently(tmp_path: Path, caplog: pytest.LogCaptu
     with caplog.at_level(logging.WARNING):
         config.read_secret(str(secret), "k", tmp_path / "c.toml")
     assert caplog.text == ""
+
+
+def test_ceph_user_must_be_a_full_entity_name(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + "[ceph]\nuser = 'rgwtls'\n")
+    with pytest.raises(ConfigError, match=r"ceph.user: must be a cephx entity name such as client.rgwtls"):
+        config.load(p)

@@ -288,6 +288,8 @@ def _check(cfg: Config, where: _Where) -> None:
 
     Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
     Threshold.parse(cfg.check.critical, f"config {where.path}: check.critical")
+    if not cfg.ceph.user.startswith("client."):
+        raise where.error("ceph.user", f"must be a cephx entity name such as client.rgwtls, not {cfg.ceph.user!r}")
     d = cfg.deploy
     if d.layout not in ("pem", "split", "config-key"):
         raise where.error("deploy.layout", "must be pem, split or config-key")
