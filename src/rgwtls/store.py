@@ -225,35 +225,48 @@ class Pool:
 
     # -- the issuer lock -----------------------------------------------------
 
-    @contextlib.contextmanager
-    def issuer_lock(self) -> Iterator[None]:
-        """A cluster-wide exclusive lock that expires by itself if its holder dies."""
-        obj, lock = "issuer.lock", "rgwtls-issuer"
+    def _try_lock(self, ns: str, obj: str, name: str, duration: float, what: str) -> str | None:
+        """Take an exclusive RADOS lock that expires by itself; its cookie, or None if another holds it.
+
+        The holder is written beside the lock, so that whoever finds it taken
+        can say by whom.
+        """
         cookie = secrets.token_hex(8)
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         holder = f"{socket.gethostname()} pid {os.getpid()} since {since}"
-        self._ioctx.set_namespace(NS_ISSUER)
+        self._ioctx.set_namespace(ns)
         try:
-            self._ioctx.lock_exclusive(obj, lock, cookie, desc=holder, duration=int(self.cfg.lock_duration))
+            self._ioctx.lock_exclusive(obj, name, cookie, desc=holder, duration=int(duration))
         except rados.ObjectBusy:
-            other = self._lock_holder(obj)
+            return None
+        except rados.Error as e:
+            raise StoreError(f"cannot take {what} in {self._describe()}: {_reason(e)}") from None
+        with contextlib.suppress(rados.Error):
+            self._ioctx.set_xattr(obj, "holder", holder.encode())
+        return cookie
+
+    def _unlock(self, ns: str, obj: str, name: str, cookie: str, what: str) -> None:
+        self._ioctx.set_namespace(ns)
+        try:
+            self._ioctx.unlock(obj, name, cookie)
+        except rados.Error as e:
+            log.warning("could not release %s (it expires by itself): %s", what, _reason(e))
+
+    @contextlib.contextmanager
+    def issuer_lock(self) -> Iterator[None]:
+        """A cluster-wide exclusive lock, so that two issuers never run at once, whoever started them."""
+        obj, name, what = "issuer.lock", "rgwtls-issuer", "the issuer lock"
+        cookie = self._try_lock(NS_ISSUER, obj, name, self.cfg.lock_duration, what)
+        if cookie is None:
             raise LockHeld(
-                f"another issuer holds the lock in pool {self.cfg.pool} ({other}); "
+                f"another issuer holds the lock in pool {self.cfg.pool} ({self._lock_holder(obj)}); "
                 "nothing issued. It expires by itself after "
                 f"{int(self.cfg.lock_duration)}s if that issuer died"
-            ) from None
-        except rados.Error as e:
-            raise StoreError(f"cannot take the issuer lock in {self._describe()}: {_reason(e)}") from None
+            )
         try:
-            with contextlib.suppress(rados.Error):
-                self._ioctx.set_xattr(obj, "holder", holder.encode())
             yield
         finally:
-            self._ioctx.set_namespace(NS_ISSUER)
-            try:
-                self._ioctx.unlock(obj, lock, cookie)
-            except rados.Error as e:
-                log.warning("could not release the issuer lock (it expires by itself): %s", _reason(e))
+            self._unlock(NS_ISSUER, obj, name, cookie, what)
 
     @contextlib.contextmanager
     def restart_slot(self, slots: int, wait: float, hold: float) -> Iterator[None]:
@@ -262,31 +275,19 @@ class Pool:
         Each slot is an exclusive lock that expires after `hold` seconds, so a
         gateway that dies while restarting frees its slot by itself.
         """
-        lock = "rgwtls-restart"
-        cookie = secrets.token_hex(8)
-        holder = f"{socket.gethostname()} pid {os.getpid()}"
+        name = "rgwtls-restart"
         deadline = time.monotonic() + wait
         pause = 0.1
         while True:
-            self._ioctx.set_namespace(NS_DEPLOY)
             for i in range(slots):
-                obj = f"restart-slot.{i}"
-                try:
-                    self._ioctx.lock_exclusive(obj, lock, cookie, desc=holder, duration=int(hold))
-                except rados.ObjectBusy:
+                obj, what = f"restart-slot.{i}", f"restart slot {i}"
+                cookie = self._try_lock(NS_DEPLOY, obj, name, hold, what)
+                if cookie is None:
                     continue
-                except rados.Error as e:
-                    raise StoreError(f"cannot take a restart slot in {self._describe()}: {_reason(e)}") from None
                 try:
-                    with contextlib.suppress(rados.Error):
-                        self._ioctx.set_xattr(obj, "holder", holder.encode())
                     yield
                 finally:
-                    self._ioctx.set_namespace(NS_DEPLOY)
-                    try:
-                        self._ioctx.unlock(obj, lock, cookie)
-                    except rados.Error as e:
-                        log.warning("could not release restart slot %d (it expires by itself): %s", i, _reason(e))
+                    self._unlock(NS_DEPLOY, obj, name, cookie, what)
                 return
             if time.monotonic() >= deadline:
                 others = ", ".join(self._lock_holder(f"restart-slot.{i}") for i in range(slots))
