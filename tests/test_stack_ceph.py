@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import rados
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
+from tests.certmaker import make_cert
 from tests.stack.ceph import (
     CephCluster,
     RadosGW,
@@ -42,30 +41,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephCluster]:
 
 def _self_signed(workdir: Path, cn: str) -> tuple[Path, bytes]:
     """A PEM with key and self-signed certificate, and the certificate in DER."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    key_pem, cert_pem = make_cert((cn,), now - dt.timedelta(hours=1), now + dt.timedelta(days=1))
     pem = workdir / f"{cn}.pem"
-    pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
+    pem.write_text(key_pem + cert_pem)
     pem.chmod(0o600)
-    return pem, cert.public_bytes(serialization.Encoding.DER)
+    return pem, x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)
 
 
 def _write_and_read(ioctx: rados.Ioctx, obj: str, data: bytes) -> bytes:
