@@ -212,7 +212,9 @@ class Acme:
             return None
         return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
 
-    def new_order(self, domains: Sequence[str], csr_pem: bytes, replaces: str | None) -> messages.OrderResource:
+    def new_order(self, domains: Sequence[str], replaces: str | None) -> messages.OrderResource:
+        """The order and its authorizations; the CSR comes only with `finalize`."""
+
         def call() -> messages.OrderResource:
             idents = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d) for d in domains]
             order = _NewOrder(identifiers=idents, replaces=replaces)
@@ -222,9 +224,7 @@ class Acme:
             for url in body.authorizations:
                 a = self._post(url, None)
                 authzrs.append(messages.AuthorizationResource(body=messages.Authorization.from_json(a.json()), uri=url))
-            return messages.OrderResource(
-                body=body, uri=resp.headers.get("Location"), authorizations=authzrs, csr_pem=csr_pem
-            )
+            return messages.OrderResource(body=body, uri=resp.headers.get("Location"), authorizations=authzrs)
 
         return self._guard(f"create an order for {', '.join(domains)}", call)
 
@@ -278,8 +278,9 @@ class Acme:
         after = _retry_after(resp)
         time.sleep(min(after if after is not None else self.cfg.poll_interval, remaining, 10.0))
 
-    def finalize(self, orderr: messages.OrderResource, deadline: float) -> str:
+    def finalize(self, orderr: messages.OrderResource, csr_pem: bytes, deadline: float) -> str:
         """Send the CSR, poll the order until valid, download the full chain."""
+        orderr = orderr.update(csr_pem=csr_pem)
         orderr = self._guard("finalize the order", lambda: self.client.begin_finalization(orderr))
         body = orderr.body
         while body.status in (messages.STATUS_PENDING, messages.STATUS_PROCESSING, messages.STATUS_READY):
