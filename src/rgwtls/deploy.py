@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
-import random
 import shlex
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +61,8 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
             notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_argv(d))
             return False
         if d.splay > 0:
+            import random
+
             time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
         hold = d.restart_timeout + 2 * d.verify_timeout + 60
         with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, hold):
@@ -124,7 +123,7 @@ def _roll_back(
 
 
 def _restart_argv(d: DeployConfig) -> list[str]:
-    return shlex.split(d.restart_command.format(host=socket.gethostname().split(".")[0]))
+    return shlex.split(d.restart_command.format(host=os.uname().nodename.split(".")[0]))
 
 
 def _restart(d: DeployConfig) -> None:
@@ -298,7 +297,7 @@ class ConfigKey(Target):
         current = self.pool.config_key_get(self.d.config_key)
         if current is None:
             return None
-        if _read(self.state) == hashlib.sha256(current).hexdigest().encode():
+        if _read(self.state) == _digest(current):
             return current
         return self.UNVERIFIED + current
 
@@ -312,7 +311,13 @@ class ConfigKey(Target):
     def commit(self) -> None:
         if self._built is not None:
             self.state.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.state, hashlib.sha256(self._built).hexdigest().encode(), self.d)
+            atomic_write(self.state, _digest(self._built), self.d)
+
+
+def _digest(data: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest().encode()
 
 
 def make_target(d: DeployConfig, pool: Pool, name: str) -> Target:

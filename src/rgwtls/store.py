@@ -23,8 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import secrets
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -231,9 +229,11 @@ class Pool:
         The holder is written beside the lock, so that whoever finds it taken
         can say by whom.
         """
+        import secrets
+
         cookie = secrets.token_hex(8)
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        holder = f"{socket.gethostname()} pid {os.getpid()} since {since}"
+        holder = f"{os.uname().nodename} pid {os.getpid()} since {since}"
         self._ioctx.set_namespace(ns)
         try:
             self._ioctx.lock_exclusive(obj, name, cookie, desc=holder, duration=int(duration))
@@ -275,6 +275,8 @@ class Pool:
         Each slot is an exclusive lock that expires after `hold` seconds, so a
         gateway that dies while restarting frees its slot by itself.
         """
+        import random
+
         name = "rgwtls-restart"
         deadline = time.monotonic() + wait
         pause = 0.1
@@ -297,7 +299,7 @@ class Pool:
                 )
             log.info("waiting for a restart slot: %d gateway(s) restarting", slots)
             # Jitter, so that gateways that wait together do not retry together.
-            time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
+            time.sleep(pause * random.uniform(0.5, 1.5))  # noqa: S311 - spreading retries, not secrecy
             pause = min(pause * 2, 2.0)
 
     def _lock_holder(self, obj: str) -> str:
