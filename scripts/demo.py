@@ -78,6 +78,9 @@ def main() -> None:
         say("rgwtls deploy again: nothing changed, so nothing is printed and nothing restarts")
         run([rgwtls, "deploy"], {"RGWTLS_CONFIG": str(deploy_cfg)})
 
+        say("rgwtls status and rgwtls check: what an operator and the monitoring see")
+        run([rgwtls, "status"], {"RGWTLS_CONFIG": str(deploy_cfg)})
+        run([rgwtls, "check"], {"RGWTLS_CONFIG": str(deploy_cfg)})
         say("what the gateway serves now:")
         cert = x509.load_der_x509_certificate(rgw.certificate())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

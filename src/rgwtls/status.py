@@ -163,7 +163,10 @@ def render(report: Report) -> str:
     """The readable table."""
 
     def when(iso: str) -> str:
-        return iso.replace("T", " ").replace("Z", " UTC")[:20] if iso else "?"
+        try:
+            return f"{dt.datetime.fromisoformat(iso.replace('Z', '+00:00')).astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+        except ValueError:
+            return iso or "?"
 
     def cert_line(f: CertFacts) -> str:
         return f"expires {when(f.not_after)} ({f.days_left:.1f} days left), serial {f.serial[:16]}"
@@ -176,7 +179,8 @@ def render(report: Report) -> str:
         if st.pool:
             p = st.pool
             lines.append(f"  pool      generation {p.generation}, {cert_line(p)}")
-            lines.append(f"            issued {when(p.issued_at)} by {p.issued_by}; names {', '.join(p.names)}")
+            lines.append(f"            issued {when(p.issued_at)} by {p.issued_by}")
+            lines.append(f"  names     {', '.join(p.names)}")
         elif not report.error:
             lines.append("  pool      none: run 'rgwtls issue' on the issuer")
         if st.staging:
