@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from rgwtls import probe
 from rgwtls.errors import RgwtlsError
@@ -45,10 +46,23 @@ def make_csr(key: PrivateKey, domains: Sequence[str]) -> bytes:
     return csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def public_key_matches(key: PrivateKey, cert_pem: str) -> bool:
-    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+def same_public_key(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
+    """Whether the certificate is for this private key."""
     fmt, enc = serialization.PublicFormat.SubjectPublicKeyInfo, serialization.Encoding.DER
     return bool(key.public_key().public_bytes(enc, fmt) == cert.public_key().public_bytes(enc, fmt))
+
+
+def public_key_matches(key: PrivateKey, cert_pem: str) -> bool:
+    return same_public_key(key, x509.load_pem_x509_certificate(cert_pem.encode()))
+
+
+def dns_names(cert: x509.Certificate) -> frozenset[str]:
+    """The DNS names of the SAN, lower-cased: DNS names are case-insensitive."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
 
 
 def split_pem_chain(fullchain: str) -> tuple[str, str]:
@@ -78,13 +92,8 @@ class CertInfo:
 
 def cert_info(cert_pem: str) -> CertInfo:
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = frozenset()
     return CertInfo(
-        names=names,
+        names=dns_names(cert),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         serial=cert.serial_number,
@@ -111,8 +120,7 @@ def ari_cert_id(cert: x509.Certificate) -> str | None:
 
 
 def key_matches_cert(key_pem: str, cert_pem: str) -> bool:
-    key = serialization.load_pem_private_key(key_pem.encode(), password=None)
-    cert = x509.load_pem_x509_certificate(cert_pem.encode())
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    return bool(key.public_key().public_bytes(enc, fmt) == cert.public_key().public_bytes(enc, fmt))
+    return same_public_key(
+        serialization.load_pem_private_key(key_pem.encode(), password=None),
+        x509.load_pem_x509_certificate(cert_pem.encode()),
+    )

@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography import x509
 
+from rgwtls.certs import dns_names
 from rgwtls.config import Config
 from rgwtls.errors import RgwtlsError
 from rgwtls.probe import fingerprint, served_certificate
@@ -43,11 +44,7 @@ class CertFacts:
 
     @classmethod
     def of(cls, cert: x509.Certificate, now: dt.datetime) -> CertFacts:
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            names = sorted(san.get_values_for_type(x509.DNSName))
-        except x509.ExtensionNotFound:
-            names = []
+        names = sorted(dns_names(cert))
         nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
         return cls(
             fingerprint(cert),

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from rgwtls.certs import dns_names, same_public_key
 from rgwtls.errors import DeployError
 from rgwtls.probe import fingerprint
 from rgwtls.store import CertSet
@@ -29,20 +30,12 @@ class Checked:
         return fingerprint(self.cert)
 
 
-def covers(cert_names: set[str], name: str) -> bool:
+def covers(cert_names: frozenset[str], name: str) -> bool:
     """RFC 6125 matching: a wildcard covers exactly one leftmost label."""
     if name in cert_names:
         return True
     head, _, rest = name.partition(".")
     return bool(head) and not name.startswith("*.") and f"*.{rest}" in cert_names
-
-
-def dns_names(cert: x509.Certificate) -> set[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return {n.lower() for n in san.get_values_for_type(x509.DNSName)}
 
 
 def check_set(
@@ -60,9 +53,7 @@ def check_set(
     except ValueError:
         raise DeployError(f"{where}: the certificate or chain does not parse; run 'rgwtls issue --force'") from None
     # The private key matches the certificate.
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+    if not same_public_key(key, cert):
         raise DeployError(f"{where}: the private key does not match the certificate; run 'rgwtls issue --force'")
     # The chain issues the certificate, link by link.
     if not chain:
