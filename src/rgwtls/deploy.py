@@ -68,7 +68,7 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
         with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, hold):
             # 5. Install atomically, keeping the previous for rollback.
             try:
-                target.install(built)
+                target.install(built, installed)
             except DeployError:
                 with contextlib.suppress(DeployError):
                     target.restore(installed)
@@ -187,7 +187,8 @@ class Target:
     def installed(self) -> bytes | None:
         raise NotImplementedError
 
-    def install(self, data: bytes) -> None:
+    def install(self, data: bytes, previous: bytes | None) -> None:
+        """Write `data`; `previous` is what `installed()` returned, kept beside it for a rollback."""
         raise NotImplementedError
 
     def restore(self, previous: bytes | None) -> None:
@@ -197,9 +198,13 @@ class Target:
         """Record a verified deployment, where the target needs to."""
 
 
+def _joined(*pems: str) -> bytes:
+    return "".join(p if p.endswith("\n") else p + "\n" for p in pems).encode()
+
+
 def _pem(s: CertSet) -> bytes:
     """civetweb's and beast's single file: key, then certificate, then chain."""
-    return "".join(p if p.endswith("\n") else p + "\n" for p in (s.key_pem, s.cert_pem, s.chain_pem)).encode()
+    return _joined(s.key_pem, s.cert_pem, s.chain_pem)
 
 
 class PemFile(Target):
@@ -216,10 +221,9 @@ class PemFile(Target):
     def installed(self) -> bytes | None:
         return _read(self.path)
 
-    def install(self, data: bytes) -> None:
-        old = _read(self.path)
-        if old is not None:
-            atomic_write(self.path.with_name(self.path.name + ".previous"), old, self.d, like=self.path)
+    def install(self, data: bytes, previous: bytes | None) -> None:
+        if previous is not None:
+            atomic_write(self.path.with_name(self.path.name + ".previous"), previous, self.d, like=self.path)
         atomic_write(self.path, data, self.d)
 
     def restore(self, previous: bytes | None) -> None:
@@ -242,19 +246,17 @@ class SplitFiles(Target):
         return f"{self.key} and {self.cert}"
 
     def build(self, s: CertSet) -> bytes:
-        cert = "".join(p if p.endswith("\n") else p + "\n" for p in (s.cert_pem, s.chain_pem))
-        return cert.encode() + self.SEP + s.key_pem.encode()
+        return _joined(s.cert_pem, s.chain_pem) + self.SEP + s.key_pem.encode()
 
     def installed(self) -> bytes | None:
         cert, key = _read(self.cert), _read(self.key)
         return None if cert is None or key is None else cert + self.SEP + key
 
-    def install(self, data: bytes) -> None:
+    def install(self, data: bytes, previous: bytes | None) -> None:
         # radosgw reads both only at its restart, which comes after both renames.
         cert, _, key = data.partition(self.SEP)
-        old = self.installed()
-        if old is not None:
-            old_cert, _, old_key = old.partition(self.SEP)
+        if previous is not None:
+            old_cert, _, old_key = previous.partition(self.SEP)
             atomic_write(self.cert.with_name(self.cert.name + ".previous"), old_cert, self.d, like=self.cert)
             atomic_write(self.key.with_name(self.key.name + ".previous"), old_key, self.d, like=self.key)
         atomic_write(self.key, key, self.d)
@@ -266,7 +268,7 @@ class SplitFiles(Target):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
         else:
-            self.install(previous)
+            self.install(previous, None)
 
 
 class ConfigKey(Target):
@@ -301,7 +303,8 @@ class ConfigKey(Target):
             return current
         return self.UNVERIFIED + current
 
-    def install(self, data: bytes) -> None:
+    def install(self, data: bytes, previous: bytes | None) -> None:
+        # The store keeps no copy; `previous` stays in memory for a rollback.
         self.pool.config_key_set(self.d.config_key, data)
 
     def restore(self, previous: bytes | None) -> None:
