@@ -38,3 +38,15 @@ class LockHeld(StoreError):
 
 class DeployError(RgwtlsError):
     """A set could not be deployed; the gateway keeps (or got back) what it served."""
+
+
+class Interrupted(RgwtlsError):
+    """A signal (SIGTERM, SIGINT, SIGHUP) stopped the run; raised where the run was, so it unwinds like any failure.
+
+    Layers that go on after an error of one item (issue's loop over
+    certificates) must re-raise this one: the operator asked the run to stop.
+    """
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(f"interrupted by {signame}")
+        self.signame = signame
