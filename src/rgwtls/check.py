@@ -8,42 +8,18 @@ days: this is what notices a silent cron failure before the outage.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rgwtls.errors import ConfigError
+# Threshold lives in config, the lowest layer, which validates check.warning
+# and check.critical at load; it is re-exported here for the check command.
+from rgwtls.config import Threshold as Threshold
 
 if TYPE_CHECKING:
-    # Annotations only: config validation parses thresholds on every run,
-    # and must not pull in the status machinery (and cryptography) for it.
-    from rgwtls.status import CertFacts, Report
+    # Annotations only: `rgwtls check` imports this before it reads the pool.
+    from rgwtls.status import Report
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """Days left ("14") or a fraction of the lifetime left ("20%")."""
-
-    value: float
-    fraction: bool
-
-    @classmethod
-    def parse(cls, text: str, what: str) -> Threshold:
-        raw = text.strip()
-        try:
-            if raw.endswith("%"):
-                return cls(float(raw[:-1]) / 100, True)
-            return cls(float(raw), False)
-        except ValueError:
-            raise ConfigError(f"{what}: {text!r} is neither days (14) nor a share of the lifetime (20%)") from None
-
-    def days(self, facts: CertFacts) -> float:
-        return self.value * facts.lifetime_days if self.fraction else self.value
-
-    def reached(self, facts: CertFacts) -> bool:
-        return facts.days_left <= self.days(facts)
 
 
 def judge(report: Report, warning: Threshold, critical: Threshold, grace: float) -> tuple[int, str]:

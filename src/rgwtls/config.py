@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+import shlex
 import stat
+import string
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rgwtls.errors import ConfigError
 
@@ -57,8 +60,10 @@ class CephConfig:
     # Bounds every librados wait (connect, mon and OSD operations): a dead
     # cluster otherwise hangs a cron job for 300 s or forever.
     timeout: float = 10.0
-    # The issuer lock expires by itself after this long, should an issuer die.
-    lock_duration: float = 1800.0
+    # The issuer lock's lifetime. A live issuer renews it every third of it,
+    # so it only bounds how long a dead issuer on another host blocks issuance
+    # (a dead one on this host is taken over at once).
+    lock_duration: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -126,13 +131,15 @@ class DeployConfig:
     key_path: str = "/etc/ceph/rgw.key"
     cert_path: str = "/etc/ceph/rgw.crt"
     config_key: str = ""
-    # Owner and group of new files (existing files keep theirs); empty: the caller's.
+    # Owner, group and mode (octal) of new files (existing files keep theirs);
+    # empty owner or group: the caller's.
     owner: str = ""
     group: str = ""
-    # Remembers, per host, what this host last deployed (the config-key layout
-    # is shared by all gateways, so the store itself cannot tell).
+    mode: str = "0640"
+    # This host's own state: deploy's host lock, per-host records, and the
+    # issuer's set kept when the pool could not store it.
     state_dir: str = "/var/lib/rgwtls"
-    # {host} is the short host name.
+    # Split like a shell would, then {host} (the short host name) is put into each word.
     restart_command: str = "systemctl restart ceph-radosgw@rgw.{host}"
     restart_timeout: float = 120.0
     # At most this many gateways of the fleet restart at the same moment.
@@ -145,6 +152,81 @@ class DeployConfig:
     # SNI and name checked in the handshake; empty: the first non-wildcard name.
     verify_server_name: str = ""
     verify_timeout: float = 30.0
+
+    def restart_argv(self, host: str) -> list[str]:
+        """The restart command for this host; validated at load, so it cannot fail here.
+
+        The command is split first and each word formatted after, so a host
+        name can never add, remove or join words.
+        """
+        return [word.format(host=host) for word in _restart_words(self.restart_command)]
+
+    @property
+    def file_mode(self) -> int:
+        return int(self.mode, 8)
+
+
+def _restart_words(command: str) -> list[str]:
+    """The words of deploy.restart_command; ValueError says what is wrong with it, for the loader."""
+    try:
+        words = shlex.split(command)
+    except ValueError as e:
+        raise ValueError(f"cannot be split like a shell would ({e})") from None
+    if not words:
+        raise ValueError("must name a command")
+    for word in words:
+        try:
+            fields = list(string.Formatter().parse(word))
+        except ValueError as e:
+            raise ValueError(f"{word!r}: {e}; write a literal brace as {{{{ or }}}}") from None
+        for _, name, spec, conversion in fields:
+            if name is None:
+                continue
+            if name != "host" or spec or conversion:
+                shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                raise ValueError(
+                    f"{word!r}: {shown} is not allowed; the only placeholder is {{host}} "
+                    "(write a literal brace as {{ or }})"
+                )
+    return words
+
+
+class _Lifetime(Protocol):
+    """What a threshold is judged against (status's CertFacts), without importing it: config is the lowest layer."""
+
+    @property
+    def lifetime_days(self) -> float: ...
+
+    @property
+    def days_left(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Days left ("14") or a share of the lifetime left ("20%"), for check.warning and check.critical."""
+
+    value: float
+    fraction: bool
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> Threshold:
+        raw = text.strip()
+        try:
+            fraction = raw.endswith("%")
+            number = float(raw[:-1] if fraction else raw)
+        except ValueError:
+            raise ConfigError(f"{what}: {text!r} is neither days (14) nor a share of the lifetime (20%)") from None
+        if fraction and not 0 <= number <= 100:
+            raise ConfigError(f"{what}: {text!r} is not a share of the lifetime between 0% and 100%")
+        if not fraction and not (math.isfinite(number) and number >= 0):
+            raise ConfigError(f"{what}: {text!r} is not a number of days of 0 or more")
+        return cls(number / 100 if fraction else number, fraction)
+
+    def days(self, facts: _Lifetime) -> float:
+        return self.value * facts.lifetime_days if self.fraction else self.value
+
+    def reached(self, facts: _Lifetime) -> bool:
+        return facts.days_left <= self.days(facts)
 
 
 @dataclass(frozen=True)
@@ -191,12 +273,29 @@ def config_path(cli_value: str | None) -> Path:
 
 
 def load(path: Path) -> Config:
+    """Read, check and parse the file.
+
+    A file others may write is refused, as sshd refuses one: its
+    restart_command and hook.command run as root. The mode is taken from the
+    opened file, so it is the one whose text is read.
+    """
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            data = f.read()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; pass --config or set RGWTLS_CONFIG") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"config {path} is writable by group or others (mode {mode:04o}): its restart_command and "
+            f"hook.command run as root; run: chmod go-w {path}"
+        )
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     return parse(raw, path)
@@ -273,9 +372,42 @@ def _build(cls: type[T], raw: Any, where: _Where, prefix: str) -> T:
         key = f"{prefix}.{name}"
         if name in raw:
             values[name] = _coerce(raw[name], hints[name], key, where)
+            _check_number(name, values[name], key, where)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise where.error(key, "required")
     return cls(**values)
+
+
+# No wait, timeout or lifetime needs more, and a sane bound keeps every later
+# sum, sleep and socket timeout clear of OverflowError.
+MAX_SECONDS = 365 * 24 * 3600.0
+# Names of number keys that 0 would break: a zero timeout fails at once, a zero interval spins.
+POSITIVE = ("timeout", "interval", "duration")
+# Integer keys with bounds of their own; every other integer must be 0 or more.
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "port": (1, 65535),
+    "nameserver_port": (1, 65535),
+    "ttl": (0, 2**31 - 1),  # RFC 2181
+    "retries": (0, 100),
+    "nonce_retries": (0, 100),
+    "max_parallel_restarts": (1, 10_000),
+}
+
+
+def _check_number(name: str, value: Any, key: str, where: _Where) -> None:
+    """Bounds by type and name, so that every number is checked, including ones added later."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise where.error(key, f"must be a finite number, not {value}")
+        if any(word in name for word in POSITIVE):
+            if not 0 < value <= MAX_SECONDS:
+                raise where.error(key, f"must be more than 0 and at most {MAX_SECONDS:g} (seconds), not {value:g}")
+        elif not 0 <= value <= MAX_SECONDS:
+            raise where.error(key, f"must be 0 or more and at most {MAX_SECONDS:g} (seconds), not {value:g}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        low, high = INT_BOUNDS.get(name, (0, 2**31 - 1))
+        if not low <= value <= high:
+            raise where.error(key, f"must be between {low} and {high}, not {value}")
 
 
 def _check(cfg: Config, where: _Where) -> None:
@@ -284,8 +416,6 @@ def _check(cfg: Config, where: _Where) -> None:
         raise where.error("acme.key_type", f"must be one of {', '.join(KEY_TYPES)}")
     if cfg.dns.provider not in ("infoblox", "rfc2136", "hook"):
         raise where.error("dns.provider", "must be infoblox, rfc2136 or hook")
-    from rgwtls.check import Threshold
-
     Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
     Threshold.parse(cfg.check.critical, f"config {where.path}: check.critical")
     if not cfg.ceph.user.startswith("client."):
@@ -297,8 +427,11 @@ def _check(cfg: Config, where: _Where) -> None:
         raise where.error("deploy.config_key", "must start with rgw/cert/ for the config-key layout")
     if d.certificate and d.certificate not in {c.name for c in cfg.certificates}:
         raise where.error("deploy.certificate", f"no [[certificate]] is named {d.certificate!r}")
-    if d.max_parallel_restarts < 1:
-        raise where.error("deploy.max_parallel_restarts", "must be at least 1")
+    try:
+        _restart_words(d.restart_command)
+    except ValueError as e:
+        raise where.error("deploy.restart_command", str(e)) from None
+    _check_mode(d.mode, where)
     names: set[str] = set()
     for i, cert in enumerate(cfg.certificates):
         key = f"certificate[{i}]"
@@ -314,6 +447,19 @@ def _check(cfg: Config, where: _Where) -> None:
         for domain in cert.domains:
             if domain != domain.lower().rstrip(".") or " " in domain or "*" in domain[1:]:
                 raise where.error(f"{key}.domains", f"{domain!r} is not a lower-case domain name")
+
+
+def _check_mode(mode: str, where: _Where) -> None:
+    """deploy.mode: the file holds the private key, so others get no access at all."""
+    if not mode or any(c not in "01234567" for c in mode):
+        raise where.error("deploy.mode", f"{mode!r} is not an octal mode such as 0640")
+    bits = int(mode, 8)
+    if bits > 0o777:
+        raise where.error("deploy.mode", f"{mode} sets more than the permission bits (0777); use 0640 or 0600")
+    if bits & 0o004:
+        raise where.error("deploy.mode", f"{mode} lets every user read the private key; use 0640 or 0600")
+    if bits & 0o007:
+        raise where.error("deploy.mode", f"{mode} gives every user access to the private key; use 0640 or 0600")
 
 
 def read_secret(path_value: str, key: str, cfg_path: Path) -> str:
