@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -99,4 +100,162 @@ def test_private_secret_is_read_silently(tmp_path: Path, caplog: pytest.LogCaptu
 def test_ceph_user_must_be_a_full_entity_name(tmp_path: Path) -> None:
     p = write(tmp_path, MINIMAL + "[ceph]\nuser = 'rgwtls'\n")
     with pytest.raises(ConfigError, match=r"ceph.user: must be a cephx entity name such as client.rgwtls"):
+        config.load(p)
+
+
+# -- numbers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "problem"),
+    [
+        ("ceph", "timeout = inf", r"ceph.timeout: must be a finite number, not inf"),
+        ("ceph", "timeout = nan", r"ceph.timeout: must be a finite number, not nan"),
+        ("deploy", "splay = -inf", r"deploy.splay: must be a finite number, not -inf"),
+        ("acme", "retry_backoff = -1", r"acme.retry_backoff: must be 0 or more"),
+        ("check", "grace = 1e300", r"check.grace: must be 0 or more and at most 3.1536e\+07"),
+        ("ceph", "lock_duration = 0", r"ceph.lock_duration: must be more than 0"),
+        ("acme", "poll_interval = 0.0", r"acme.poll_interval: must be more than 0"),
+        ("dns", "propagation_timeout = -5", r"dns.propagation_timeout: must be more than 0"),
+        ("dns.hook", "timeout = 0", r"dns.hook.timeout: must be more than 0"),
+        ("dns.rfc2136", "port = 0", r"dns.rfc2136.port: must be between 1 and 65535, not 0"),
+        ("dns", "nameserver_port = 65536", r"dns.nameserver_port: must be between 1 and 65535"),
+        ("dns.infoblox", "ttl = -1", r"dns.infoblox.ttl: must be between 0 and"),
+        ("acme", "retries = -1", r"acme.retries: must be between 0 and 100"),
+        ("acme", "nonce_retries = 1000000", r"acme.nonce_retries: must be between 0 and 100"),
+        ("deploy", "max_parallel_restarts = 0", r"deploy.max_parallel_restarts: must be between 1 and"),
+    ],
+)
+def test_out_of_range_number_names_the_key_and_the_file(tmp_path: Path, section: str, line: str, problem: str) -> None:
+    p = write(tmp_path, MINIMAL + f"[{section}]\n{line}\n")
+    with pytest.raises(ConfigError, match=rf"^config {p}: {problem}"):
+        config.load(p)
+
+
+def test_zero_is_accepted_where_it_means_none(tmp_path: Path) -> None:
+    cfg = config.load(
+        write(tmp_path, MINIMAL + "[deploy]\nsplay = 0\nrestart_wait = 0\n[acme]\nretries = 0\nretry_backoff = 0\n")
+    )
+    assert (cfg.deploy.splay, cfg.deploy.restart_wait, cfg.acme.retries) == (0.0, 0.0, 0)
+
+
+def test_lock_duration_defaults_to_five_minutes(tmp_path: Path) -> None:
+    assert config.load(write(tmp_path, MINIMAL)).ceph.lock_duration == 300.0
+
+
+# -- restart_command -------------------------------------------------------------------
+
+
+def test_restart_argv_puts_the_host_into_each_word(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, MINIMAL + "[deploy]\nrestart_command = \"ssh -l {host} 'rgw {host}' {{x}}\"\n"))
+    assert cfg.deploy.restart_argv("gw1") == ["ssh", "-l", "gw1", "rgw gw1", "{x}"]
+
+
+def test_restart_argv_never_splits_a_host_name_into_words() -> None:
+    argv = config.DeployConfig().restart_argv("evil; rm -rf / 'x")
+    assert argv == ["systemctl", "restart", "ceph-radosgw@rgw.evil; rm -rf / 'x"]
+
+
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [
+        ("", "must name a command"),
+        ("   ", "must name a command"),
+        ("/bin/true 'x", "cannot be split like a shell would"),
+        ("restart {hostname}", r"\{hostname\} is not allowed; the only placeholder is \{host\}"),
+        ("restart {}", r"\{\} is not allowed"),
+        ("restart {0}", r"\{0\} is not allowed"),
+        ("restart {host!r}", r"\{host!r\} is not allowed"),
+        ("restart {host:>20}", r"\{host:>20\} is not allowed"),
+        ("restart {host.upper}", r"\{host.upper\} is not allowed"),
+        ("restart x}", r"Single '\}' encountered"),
+        ("restart {host", r"expected '\}'"),
+    ],
+)
+def test_bad_restart_command_is_refused_at_load(tmp_path: Path, command: str, problem: str) -> None:
+    p = write(tmp_path, MINIMAL + f"[deploy]\nrestart_command = {command!r}\n")
+    with pytest.raises(ConfigError, match=rf"^config {p}: deploy.restart_command: .*{problem}"):
+        config.load(p)
+
+
+# -- deploy.mode -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "bits"), [("0640", 0o640), ("0600", 0o600), ("640", 0o640), ("0400", 0o400)])
+def test_private_mode_is_accepted(tmp_path: Path, mode: str, bits: int) -> None:
+    cfg = config.load(write(tmp_path, MINIMAL + f"[deploy]\nmode = '{mode}'\n"))
+    assert cfg.deploy.file_mode == bits
+
+
+def test_mode_defaults_to_0640() -> None:
+    assert config.DeployConfig().file_mode == 0o640
+
+
+@pytest.mark.parametrize(
+    ("mode", "problem"),
+    [
+        ("0644", "0644 lets every user read the private key; use 0640 or 0600"),
+        ("0602", "0602 gives every user access to the private key; use 0640 or 0600"),
+        ("0o640", "'0o640' is not an octal mode"),
+        ("0648", "'0648' is not an octal mode"),
+        ("", "'' is not an octal mode"),
+        ("-640", "'-640' is not an octal mode"),
+        ("4640", "4640 sets more than the permission bits"),
+    ],
+)
+def test_mode_that_is_not_private_or_not_octal_is_refused(tmp_path: Path, mode: str, problem: str) -> None:
+    p = write(tmp_path, MINIMAL + f"[deploy]\nmode = '{mode}'\n")
+    with pytest.raises(ConfigError, match=rf"^config {p}: deploy.mode: {re.escape(problem)}"):
+        config.load(p)
+
+
+# -- thresholds ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "fraction"), [("14", 14.0, False), ("0", 0.0, False), ("20%", 0.2, True), ("100%", 1.0, True)]
+)
+def test_threshold_parses_days_and_shares(text: str, value: float, fraction: bool) -> None:
+    assert config.Threshold.parse(text, "x") == config.Threshold(value, fraction)
+
+
+@pytest.mark.parametrize("text", ["-5", "inf", "nan", "200%", "-1%", "nan%", "ten"])
+def test_threshold_out_of_range_is_refused_with_the_key(tmp_path: Path, text: str) -> None:
+    p = write(tmp_path, MINIMAL + f"[check]\nwarning = '{text}'\n")
+    with pytest.raises(ConfigError, match=rf"^config {p}: check.warning: '{re.escape(text)}' is "):
+        config.load(p)
+
+
+def test_threshold_is_still_importable_from_check() -> None:
+    from rgwtls.check import Threshold
+
+    assert Threshold is config.Threshold
+
+
+# -- the file's own mode ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
+def test_config_writable_by_group_or_others_is_refused(tmp_path: Path, mode: int) -> None:
+    p = write(tmp_path, MINIMAL)
+    p.chmod(mode)
+    with pytest.raises(ConfigError) as err:
+        config.load(p)
+    assert str(err.value) == (
+        f"config {p} is writable by group or others (mode {mode:04o}): its restart_command and "
+        f"hook.command run as root; run: chmod go-w {p}"
+    )
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o444])
+def test_config_only_its_owner_may_write_loads(tmp_path: Path, mode: int) -> None:
+    p = write(tmp_path, MINIMAL)
+    p.chmod(mode)
+    assert config.load(p).certificates[0].name == "cog.example.org"
+
+
+def test_config_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "rgwtls.toml"
+    p.write_bytes(b"# \xff\n" + MINIMAL.encode())
+    with pytest.raises(ConfigError, match=rf"^config file {p} is not UTF-8"):
         config.load(p)
