@@ -124,3 +124,13 @@ def key_matches_cert(key_pem: str, cert_pem: str) -> bool:
         serialization.load_pem_private_key(key_pem.encode(), password=None),
         x509.load_pem_x509_certificate(cert_pem.encode()),
     )
+
+
+def first_cert(blob: bytes | None) -> x509.Certificate | None:
+    """The first certificate in an installed file (key first or not), or None if there is none."""
+    if not blob:
+        return None
+    try:
+        return x509.load_pem_x509_certificates(blob)[0]
+    except (ValueError, IndexError):
+        return None

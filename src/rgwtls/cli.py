@@ -7,6 +7,7 @@ gateway every few minutes and must not pay for the ACME stack.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from rgwtls import __version__
-from rgwtls.errors import RgwtlsError
+from rgwtls.errors import Interrupted, RgwtlsError
 
 log = logging.getLogger("rgwtls")
 
@@ -59,10 +60,29 @@ def _load(ctx: click.Context) -> Any:
     return config.load(config.config_path(ctx.obj["config_file"]))
 
 
-def _run(ctx: click.Context, command: str, textfile: Path | None, fn: Any, **kwargs: Any) -> Any:
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Unwind the run from where it is, so that its finally blocks clean up and roll back.
+
+    A second signal finds the default action back and ends the process at
+    once: the next run recovers from whatever that leaves.
+    """
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_DFL)
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _run(
+    ctx: click.Context, command: str, textfile: Path | None, fn: Any, stoppable: bool = False, **kwargs: Any
+) -> Any:
     started = time.monotonic()
     cfg = None
     ok = False
+    if stoppable:
+        for s in STOP_SIGNALS:
+            signal.signal(s, _interrupt)
     try:
         cfg = _load(ctx)
         result = fn(cfg, **kwargs)
@@ -93,8 +113,12 @@ def _write_metrics(
         if report is None:
             report = status.gather(cfg, served=command != "issue")
         metrics.write(textfile, command, ok, started, report, check_state)
-    except (OSError, RgwtlsError) as e:
-        log.warning("could not write the metrics to %s: %s", textfile, e)
+    except Exception as e:  # metrics never turn a run into a traceback, nor a success into a failure
+        log.warning("could not write the metrics to %s: %s", textfile, _describe(e))
+
+
+def _describe(e: Exception) -> str:
+    return str(e) if isinstance(e, RgwtlsError | OSError) else f"unexpected {type(e).__name__}: {e}"
 
 
 @main.command()
@@ -112,7 +136,7 @@ def issue(ctx: click.Context, staging: bool, force: bool, cert_name: str | None,
     """Obtain or renew the certificates through ACME DNS-01 and store them in the pool."""
     from rgwtls.issue import issue as run_issue
 
-    _run(ctx, "issue", textfile, run_issue, staging=staging, force=force, only=cert_name)
+    _run(ctx, "issue", textfile, run_issue, stoppable=True, staging=staging, force=force, only=cert_name)
 
 
 @main.command()
@@ -127,7 +151,7 @@ def deploy(ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool, 
     """Install the pool's certificate on this gateway and restart radosgw, only if it changed."""
     from rgwtls.deploy import deploy as run_deploy
 
-    _run(ctx, "deploy", textfile, run_deploy, dry_run=dry_run, staging=staging, allow_older=allow_older)
+    _run(ctx, "deploy", textfile, run_deploy, stoppable=True, dry_run=dry_run, staging=staging, allow_older=allow_older)
 
 
 @main.command()

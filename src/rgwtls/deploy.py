@@ -8,17 +8,19 @@ is one RADOS read and one file read, and it never imports the ACME stack.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+from rgwtls import files
 from rgwtls.config import Config, DeployConfig
-from rgwtls.errors import DeployError
+from rgwtls.errors import DeployError, RgwtlsError
+from rgwtls.files import host_lock
 from rgwtls.log import notice
 from rgwtls.store import CertSet, Pool
 
@@ -29,84 +31,174 @@ log = logging.getLogger(__name__)
 
 
 def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_older: bool = False) -> bool:
-    """Deploy the pool's current set if it differs from the installed one; True if it changed."""
+    """Make this gateway serve the pool's current set; True if it restarted radosgw.
+
+    Level-triggered: every run compares the pool's set with what is installed
+    AND with what the gateway serves, so a run killed between installing and
+    verifying is finished by the next one, whatever the kill interrupted.
+    """
     d = cfg.deploy
     cert_cfg = cfg.certificate(d.certificate or cfg.certificates[0].name)[0]
     names = d.names or cert_cfg.domains
-    with Pool(cfg.ceph) as pool:
-        # 1. Read the set in one atomic read.
-        new = pool.read_set(cert_cfg.name, staging)
-        if new is None:
-            kind = "staging " if staging else ""
-            raise DeployError(
-                f"no {kind}certificate {cert_cfg.name} in pool {cfg.ceph.pool} yet; "
-                f"run 'rgwtls issue{' --staging' if staging else ''}' on the issuer"
-            )
-        target = make_target(d, pool, cert_cfg.name)
-        installed = target.installed()
-        # 2. Build what radosgw reads, and 3. compare: nothing changed, nothing
-        # to do. This is every cron run but one, so it needs no cryptography:
-        # what is installed was validated when it was installed.
-        built = target.build(new)
-        if built == installed:
-            log.info("%s: generation %d is installed; nothing to do", cert_cfg.name, new.generation)
+    # 0. One run per host: two would restart radosgw twice.
+    with host_lock(Path(d.state_dir), "deploy.lock", HOST_LOCK_WAIT) as mine:
+        if not mine:
+            log.info("another rgwtls deploy runs on this host; it does the work, this one exits")
             return False
-        # 4. Validate before touching anything.
-        from rgwtls.validate import check_set
+        with Pool(cfg.ceph) as pool:
+            # 1. Read the set in one atomic read.
+            new = pool.read_set(cert_cfg.name, staging)
+            if new is None:
+                kind = "staging " if staging else ""
+                raise DeployError(
+                    f"no {kind}certificate {cert_cfg.name} in pool {cfg.ceph.pool} yet; "
+                    f"run 'rgwtls issue{' --staging' if staging else ''}' on the issuer"
+                )
+            target = make_target(d, pool, cert_cfg.name)
+            installed = target.installed()
+            # 2. Build what radosgw reads, and 3. compare it with what is
+            # installed and with what is served. This is every cron run but
+            # one, so it needs no cryptography: one read, one handshake.
+            built = target.build(new)
+            if built == installed:
+                want = _fingerprint_or_none(new)
+                served = _served(d, names)
+                if want is not None and served == want:
+                    log.info("%s: generation %d is installed and served; nothing to do", cert_cfg.name, new.generation)
+                    return False
+                return _finish(cfg, pool, target, new, names, served, dry_run)
+            return _install(cfg, pool, target, new, names, installed, built, dry_run, allow_older)
 
-        checked = check_set(new, names, dt.datetime.now(dt.UTC), _first_cert(installed), allow_older)
-        expires = checked.cert.not_valid_after_utc
-        what = f"{cert_cfg.name} generation {new.generation} (expires {expires:%Y-%m-%d})"
-        if dry_run:
-            notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_argv(d))
-            return False
-        if d.splay > 0:
-            import random
 
-            time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
-        hold = d.restart_timeout + 2 * d.verify_timeout + 60
-        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, hold):
-            # 5. Install atomically, keeping the previous for rollback.
-            try:
-                target.install(built, installed)
-            except DeployError:
-                with contextlib.suppress(DeployError):
-                    target.restore(installed)
-                raise
-            # 6. Restart, and 7. verify the new certificate is served.
-            try:
-                _restart(d)
-                _verify_served(d, names, checked.fingerprint)
-            except DeployError as e:
-                _roll_back(d, target, installed, names, e)
-        target.commit()
+HOST_LOCK_WAIT = 5.0
+
+
+def _install(
+    cfg: Config,
+    pool: Pool,
+    target: Target,
+    new: CertSet,
+    names: tuple[str, ...],
+    installed: bytes | None,
+    built: bytes,
+    dry_run: bool,
+    allow_older: bool,
+) -> bool:
+    d = cfg.deploy
+    # 4. Validate before touching anything.
+    from rgwtls.certs import first_cert
+    from rgwtls.validate import check_set
+
+    checked = check_set(new, names, dt.datetime.now(dt.UTC), first_cert(installed), allow_older)
+    what = _what(new, checked.cert)
+    if dry_run:
+        notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_line(d))
+        return False
+    if d.splay > 0:
+        import random
+
+        time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)):
+        # 5. Install atomically, keeping the previous for rollback.
+        try:
+            target.install(built, installed)
+        except RgwtlsError as e:
+            _restore_quietly(target, installed)
+            raise e from None
+        # 6. Restart, and 7. verify the new certificate is served; a signal
+        # here rolls back like any failure.
+        try:
+            _restart(d)
+            _verify_served(d, names, checked.fingerprint)
+        except RgwtlsError as e:
+            _roll_back(d, target, installed, names, e)
+    target.commit()
+    notice(log, "%s: installed %s to %s, restarted radosgw, and it serves it", new.name, what, target.describe())
+    return True
+
+
+def _finish(
+    cfg: Config, pool: Pool, target: Target, new: CertSet, names: tuple[str, ...], served: str, dry_run: bool
+) -> bool:
+    """The set is installed but not served: an earlier run was stopped before its restart or check ended."""
+    d = cfg.deploy
+    from rgwtls.validate import check_set
+
+    checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True)
+    what = _what(new, checked.cert)
+    seen = f"serves certificate {served[:16]}" if _is_fingerprint(served) else served
+    if dry_run:
         notice(
-            log,
-            "%s: installed %s to %s, restarted radosgw, and it serves it",
-            cert_cfg.name,
-            what,
-            target.describe(),
+            log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _restart_line(d)
         )
-        return True
+        return False
+    notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
+    previous = target.previous()
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)):
+        try:
+            _restart(d)
+            _verify_served(d, names, checked.fingerprint)
+        except RgwtlsError as e:
+            if previous is None:
+                raise DeployError(f"{e}; there is no previous certificate to roll back to") from None
+            _roll_back(d, target, previous, names, e)
+    target.commit()
+    notice(log, "%s: restarted radosgw onto %s, and it serves it", new.name, what)
+    return True
 
 
-def _first_cert(blob: bytes | None) -> x509.Certificate | None:
-    if not blob:
-        return None
-    from cryptography import x509
+def _what(new: CertSet, cert: x509.Certificate) -> str:
+    return f"{new.name} generation {new.generation} (expires {cert.not_valid_after_utc:%Y-%m-%d})"
+
+
+def _slot_hold(d: DeployConfig) -> float:
+    # A slot outlives a gateway that died holding it by at most this long.
+    return d.restart_timeout + 2 * d.verify_timeout + 60
+
+
+def _fingerprint_or_none(s: CertSet) -> str | None:
+    from rgwtls.probe import pem_fingerprint
 
     try:
-        return x509.load_pem_x509_certificates(blob)[0]
-    except (ValueError, IndexError):
+        return pem_fingerprint(s.cert_pem)
+    except ValueError:
         return None
+
+
+def _is_fingerprint(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _served(d: DeployConfig, names: tuple[str, ...]) -> str:
+    """The fingerprint the gateway serves now, or what went wrong asking it."""
+    from rgwtls.probe import served_fingerprint, server_name
+
+    try:
+        return served_fingerprint(d.verify_endpoint, server_name(d, names), min(5.0, d.verify_timeout))
+    except (OSError, ValueError) as e:
+        return f"answers no TLS handshake ({e})"
+
+
+def _restore_quietly(target: Target, previous: bytes | None) -> None:
+    try:
+        target.restore(previous)
+    except RgwtlsError as e:
+        log.warning("could not put the previous file back: %s", e)
 
 
 def _roll_back(
-    d: DeployConfig, target: Target, previous: bytes | None, names: tuple[str, ...], cause: DeployError
-) -> None:
+    d: DeployConfig, target: Target, previous: bytes | None, names: tuple[str, ...], cause: RgwtlsError
+) -> NoReturn:
     """Put the previous certificate back, restart, and check it is served again."""
-    target.restore(previous)
-    old = _first_cert(previous)
+    try:
+        target.restore(previous)
+    except RgwtlsError as e:
+        raise DeployError(
+            f"{cause}; could not put the previous certificate back ({e}): this gateway needs attention now"
+        ) from None
+    from rgwtls.certs import first_cert
+
+    old = first_cert(previous)
     if old is None:
         raise DeployError(f"{cause}; removed the new file again (there was none before)") from None
     try:
@@ -114,7 +206,7 @@ def _roll_back(
         from rgwtls.probe import fingerprint
 
         _verify_served(d, names, fingerprint(old))
-    except DeployError as again:
+    except RgwtlsError as again:
         raise DeployError(
             f"{cause}; restored the previous certificate, but the gateway does not serve it either "
             f"({again}): this gateway needs attention now"
@@ -123,7 +215,11 @@ def _roll_back(
 
 
 def _restart_argv(d: DeployConfig) -> list[str]:
-    return shlex.split(d.restart_command.format(host=os.uname().nodename.split(".")[0]))
+    return d.restart_argv(os.uname().nodename.split(".")[0])
+
+
+def _restart_line(d: DeployConfig) -> str:
+    return shlex.join(_restart_argv(d))
 
 
 def _restart(d: DeployConfig) -> None:
@@ -137,22 +233,10 @@ def _restart(d: DeployConfig) -> None:
         raise DeployError(f"the restart command {e.problem}") from None
 
 
-def server_name(d: DeployConfig, names: tuple[str, ...]) -> str:
-    if d.verify_server_name:
-        return d.verify_server_name
-    plain = [n for n in names if not n.startswith("*.")]
-    return plain[0] if plain else "rgwtls-check." + names[0][2:]
-
-
-def served_fingerprint(endpoint: str, sni: str, timeout: float) -> str:
-    """SHA-256 of the certificate the endpoint serves for this name; raises OSError."""
-    from rgwtls.probe import fingerprint, served_certificate
-
-    return fingerprint(served_certificate(endpoint, sni, timeout))
-
-
 def _verify_served(d: DeployConfig, names: tuple[str, ...], want: str) -> None:
     """Handshake until the wanted certificate is served; a live port alone proves nothing."""
+    from rgwtls.probe import served_fingerprint, server_name
+
     sni = server_name(d, names)
     deadline = time.monotonic() + d.verify_timeout
     seen = "no handshake tried"
@@ -187,6 +271,10 @@ class Target:
     def installed(self) -> bytes | None:
         raise NotImplementedError
 
+    def previous(self) -> bytes | None:
+        """What a rollback restores when the installed set itself is not served."""
+        return None
+
     def install(self, data: bytes, previous: bytes | None) -> None:
         """Write `data`; `previous` is what `installed()` returned, kept beside it for a rollback."""
         raise NotImplementedError
@@ -203,14 +291,60 @@ def _joined(*pems: str) -> bytes:
 
 
 def _pem(s: CertSet) -> bytes:
-    """civetweb's and beast's single file: key, then certificate, then chain."""
+    """beast's single file: key, then certificate, then chain."""
     return _joined(s.key_pem, s.cert_pem, s.chain_pem)
 
 
-class PemFile(Target):
+def _loads(key: bool, cert: bool) -> Callable[[bytes], None]:
+    """A check that the bytes read back are what radosgw can load: a key, certificates, a key for the leaf."""
+
+    def check(data: bytes) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        from rgwtls.certs import same_public_key
+
+        try:
+            k = serialization.load_pem_private_key(data, password=None) if key else None
+            leaf = x509.load_pem_x509_certificates(data)[0] if cert else None
+        except (ValueError, TypeError, IndexError):
+            raise ValueError(
+                "does not parse back as "
+                + ("a key and " if key and cert else "a ")
+                + ("certificate" if cert else "key")
+            ) from None
+        if k is not None and leaf is not None and not same_public_key(k, leaf):
+            raise ValueError("holds a key that does not match its certificate")
+
+    return check
+
+
+class _Files:
+    """Shared by the file layouts: the site's access kept, .previous beside the real file."""
+
     def __init__(self, d: DeployConfig) -> None:
-        self.path = Path(d.path)
         self.d = d
+
+    def access(self, path: Path) -> files.Access:
+        return files.access_for(path, self.d.file_mode, self.d.owner, self.d.group, lambda m: log.warning("%s", m))
+
+    @staticmethod
+    def previous_of(path: Path) -> Path:
+        return path.with_name(path.name + ".previous")
+
+    def write(self, path: Path, data: bytes, previous: bytes | None, check: Callable[[bytes], None]) -> None:
+        real = files.real_path(path)
+        files.remove_stale_temporaries(real)
+        access = self.access(real)
+        if previous is not None:
+            files.atomic_write(self.previous_of(real), previous, access)
+        files.atomic_write(real, data, access, check)
+
+
+class PemFile(Target, _Files):
+    def __init__(self, d: DeployConfig) -> None:
+        _Files.__init__(self, d)
+        self.path = Path(d.path)
 
     def describe(self) -> str:
         return str(self.path)
@@ -219,28 +353,30 @@ class PemFile(Target):
         return _pem(s)
 
     def installed(self) -> bytes | None:
-        return _read(self.path)
+        return files.read(self.path)
+
+    def previous(self) -> bytes | None:
+        return files.read(self.previous_of(files.real_path(self.path)))
 
     def install(self, data: bytes, previous: bytes | None) -> None:
-        if previous is not None:
-            atomic_write(self.path.with_name(self.path.name + ".previous"), previous, self.d, like=self.path)
-        atomic_write(self.path, data, self.d)
+        self.write(self.path, data, previous, _loads(key=True, cert=True))
 
     def restore(self, previous: bytes | None) -> None:
         if previous is None:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            files.remove(files.real_path(self.path))
         else:
-            atomic_write(self.path, previous, self.d)
+            real = files.real_path(self.path)
+            files.atomic_write(real, previous, self.access(real))
 
 
-class SplitFiles(Target):
+class SplitFiles(Target, _Files):
     """beast's ssl_private_key plus ssl_certificate (certificate and chain)."""
 
     SEP = b"\0"
 
     def __init__(self, d: DeployConfig) -> None:
-        self.key, self.cert, self.d = Path(d.key_path), Path(d.cert_path), d
+        _Files.__init__(self, d)
+        self.key, self.cert = Path(d.key_path), Path(d.cert_path)
 
     def describe(self) -> str:
         return f"{self.key} and {self.cert}"
@@ -248,27 +384,34 @@ class SplitFiles(Target):
     def build(self, s: CertSet) -> bytes:
         return _joined(s.cert_pem, s.chain_pem) + self.SEP + s.key_pem.encode()
 
-    def installed(self) -> bytes | None:
-        cert, key = _read(self.cert), _read(self.key)
+    def _pair(self, cert: bytes | None, key: bytes | None) -> bytes | None:
         return None if cert is None or key is None else cert + self.SEP + key
+
+    def installed(self) -> bytes | None:
+        return self._pair(files.read(self.cert), files.read(self.key))
+
+    def previous(self) -> bytes | None:
+        return self._pair(
+            files.read(self.previous_of(files.real_path(self.cert))),
+            files.read(self.previous_of(files.real_path(self.key))),
+        )
 
     def install(self, data: bytes, previous: bytes | None) -> None:
         # radosgw reads both only at its restart, which comes after both renames.
         cert, _, key = data.partition(self.SEP)
-        if previous is not None:
-            old_cert, _, old_key = previous.partition(self.SEP)
-            atomic_write(self.cert.with_name(self.cert.name + ".previous"), old_cert, self.d, like=self.cert)
-            atomic_write(self.key.with_name(self.key.name + ".previous"), old_key, self.d, like=self.key)
-        atomic_write(self.key, key, self.d)
-        atomic_write(self.cert, cert, self.d)
+        old_cert, old_key = previous.partition(self.SEP)[::2] if previous is not None else (None, None)
+        self.write(self.key, key, old_key, _loads(key=True, cert=False))
+        self.write(self.cert, cert, old_cert, _loads(key=False, cert=True))
 
     def restore(self, previous: bytes | None) -> None:
         if previous is None:
             for p in (self.cert, self.key):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-        else:
-            self.install(previous, None)
+                files.remove(files.real_path(p))
+            return
+        cert, _, key = previous.partition(self.SEP)
+        for path, data in ((self.key, key), (self.cert, cert)):
+            real = files.real_path(path)
+            files.atomic_write(real, data, self.access(real))
 
 
 class ConfigKey(Target):
@@ -299,7 +442,7 @@ class ConfigKey(Target):
         current = self.pool.config_key_get(self.d.config_key)
         if current is None:
             return None
-        if _read(self.state) == _digest(current):
+        if files.read(self.state) == _digest(current):
             return current
         return self.UNVERIFIED + current
 
@@ -313,8 +456,7 @@ class ConfigKey(Target):
 
     def commit(self) -> None:
         if self._built is not None:
-            self.state.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.state, _digest(self._built), self.d)
+            files.atomic_write(self.state, _digest(self._built), files.Access(0o600, os.getuid(), os.getgid()))
 
 
 def _digest(data: bytes) -> bytes:
@@ -329,58 +471,3 @@ def make_target(d: DeployConfig, pool: Pool, name: str) -> Target:
     if d.layout == "config-key":
         return ConfigKey(d, pool, name)
     return PemFile(d)
-
-
-# -- files ----------------------------------------------------------------------------------
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise DeployError(f"cannot read {path}: {e.strerror}") from None
-
-
-def _owner(d: DeployConfig, existing: Path) -> tuple[int, int]:
-    """Keep the installed file's owner; a new file gets the configured one."""
-    try:
-        st = existing.stat()
-        return st.st_uid, st.st_gid
-    except FileNotFoundError:
-        pass
-    import grp
-    import pwd
-
-    try:
-        uid = pwd.getpwnam(d.owner).pw_uid if d.owner else os.getuid()
-        gid = grp.getgrnam(d.group).gr_gid if d.group else os.getgid()
-    except KeyError as e:
-        raise DeployError(f"deploy.owner/group: no such user or group {e}") from None
-    return uid, gid
-
-
-def atomic_write(path: Path, data: bytes, d: DeployConfig, like: Path | None = None) -> None:
-    """Write a temporary file beside it (0600, owner kept), fsync, rename over, fsync the directory."""
-    uid, gid = _owner(d, like or path)
-    tmp = path.with_name(f".{path.name}.rgwtls-{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if (uid, gid) != (os.getuid(), os.getgid()):
-                os.fchown(fd, uid, gid)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise DeployError(f"cannot write {path}: {e.strerror}; nothing was changed") from None

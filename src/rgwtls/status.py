@@ -15,10 +15,10 @@ from typing import Any
 
 from cryptography import x509
 
-from rgwtls.certs import dns_names
+from rgwtls.certs import dns_names, first_cert
 from rgwtls.config import Config
 from rgwtls.errors import RgwtlsError
-from rgwtls.probe import fingerprint, served_certificate
+from rgwtls.probe import fingerprint, served_certificate, server_name
 from rgwtls.store import CertSet, Pool
 
 SCHEMA_VERSION = 1
@@ -110,7 +110,7 @@ def _pool_facts(s: CertSet | None, now: dt.datetime) -> PoolFacts | None:
 
 def gather(cfg: Config, served: bool = True, staging: bool = False) -> Report:
     """All the facts; a cluster that cannot be reached is reported, not raised."""
-    from rgwtls.deploy import _first_cert, make_target, server_name
+    from rgwtls.deploy import make_target
 
     now = dt.datetime.now(dt.UTC)
     report = Report(socket.gethostname(), [Status(c.name) for c in cfg.certificates])
@@ -130,7 +130,7 @@ def gather(cfg: Config, served: bool = True, staging: bool = False) -> Report:
                 raw = pool.read(pool.set_namespace(staging), f"{st.name}/last-issue")
                 st.last_issue = json.loads(raw) if raw else None
                 if st.name == mine:
-                    installed = _first_cert(make_target(d, pool, st.name).installed())
+                    installed = first_cert(make_target(d, pool, st.name).installed())
                     if installed is not None:
                         st.deployed = HostFacts(**asdict(CertFacts.of(installed, now)), where=_where(cfg))
     except RgwtlsError as e:
