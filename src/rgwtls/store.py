@@ -23,15 +23,18 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import rados
 
 from rgwtls.config import CephConfig
 from rgwtls.errors import LockHeld, StoreError
+from rgwtls.log import notice
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,13 @@ SET_FORMAT = "rgwtls-set/1"
 # with a long chain.
 MAX_OBJECT = 1 << 20
 LEGACY_OBJECTS = ("privkey.pem", "cert.pem", "chain.pem")
+ISSUER_LOCK = "issuer.lock"
+ISSUER_LOCK_NAME = "rgwtls-issuer"
+HOLDER_XATTR = "holder"
+# LIBRADOS_LOCK_FLAG_MUST_RENEW: renew only a lock we still hold (ENOENT if it
+# lapsed, EBUSY if another took it); flag 1, MAY_RENEW, would quietly take a
+# lapsed lock again although another issuer may have held it meanwhile.
+LOCK_FLAG_MUST_RENEW = 2
 
 
 @dataclass(frozen=True)
@@ -218,32 +228,79 @@ class Pool:
             self.write(ns, f"{new.name}/previous", old)
         self.write(ns, f"{new.name}/current", new.to_bytes())
         if legacy:
-            for obj, pem in zip(LEGACY_OBJECTS, (new.key_pem, new.cert_pem, new.chain_pem), strict=True):
-                self.write(ns, obj, pem.encode())
+            self.write_legacy(new, staging)
 
-    # -- the issuer lock -----------------------------------------------------
+    def write_legacy(self, new: CertSet, staging: bool) -> None:
+        """The seed's objects, for `rados get` and old scripts; written after `current`, so a crash can skip them."""
+        ns = self.set_namespace(staging)
+        for obj, pem in zip(LEGACY_OBJECTS, (new.key_pem, new.cert_pem, new.chain_pem), strict=True):
+            self.write(ns, obj, pem.encode())
+
+    # -- locks: the issuer lock and the restart slots --------------------------
 
     def _try_lock(self, ns: str, obj: str, name: str, duration: float, what: str) -> str | None:
-        """Take an exclusive RADOS lock that expires by itself; its cookie, or None if another holds it.
+        """Take an exclusive RADOS lock that expires by itself; its cookie, or None if a live holder has it.
 
         The holder is written beside the lock, so that whoever finds it taken
-        can say by whom.
+        can say by whom, and can tell that a holder on its own host is dead:
+        that one is taken over at once instead of blocking until it expires.
         """
         import secrets
 
         cookie = secrets.token_hex(8)
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        holder = f"{os.uname().nodename} pid {os.getpid()} since {since}"
+        me = Holder.me(cookie)
+        taken_from: Holder | None = None
+        for attempt in range(3):
+            self._ioctx.set_namespace(ns)
+            try:
+                self._ioctx.lock_exclusive(obj, name, cookie, desc=me.describe(), duration=_seconds(duration))
+            except rados.ObjectBusy:
+                if attempt == 2:
+                    return None
+                taken_from = self._break_if_dead(ns, obj, name, what) or taken_from
+                continue
+            except rados.Error as e:
+                raise StoreError(f"cannot take {what} in {self._describe()}: {_reason(e)}") from None
+            with contextlib.suppress(rados.Error):
+                self._ioctx.set_xattr(obj, HOLDER_XATTR, me.to_bytes())
+            if taken_from is not None:
+                notice(log, "took over %s from %s, which is no longer running", what, taken_from.describe())
+            return cookie
+        return None
+
+    def _break_if_dead(self, ns: str, obj: str, name: str, what: str) -> Holder | None:
+        """Remove the lock of a holder on this host that is gone; the holder, if it was removed.
+
+        python-rados has no break_lock, but cls_lock keeps the lock in the
+        object's `lock.<name>` xattr. It is removed in one write operation
+        that asserts the object version read together with the holder, so a
+        lock renewed, released or taken meanwhile is left alone. The holder
+        xattr counts only if the lock names its cookie: a holder that has
+        taken the lock but not yet written its own record is not mistaken for
+        the one before it.
+        """
         self._ioctx.set_namespace(ns)
         try:
-            self._ioctx.lock_exclusive(obj, name, cookie, desc=holder, duration=int(duration))
-        except rados.ObjectBusy:
+            xattrs = dict(self._ioctx.get_xattrs(obj))
+            version = self._ioctx.get_last_version()
+        except rados.ObjectNotFound:
             return None
         except rados.Error as e:
-            raise StoreError(f"cannot take {what} in {self._describe()}: {_reason(e)}") from None
-        with contextlib.suppress(rados.Error):
-            self._ioctx.set_xattr(obj, "holder", holder.encode())
-        return cookie
+            raise StoreError(f"cannot read who holds {what} in {self._describe()}: {_reason(e)}") from None
+        lock = xattrs.get(f"lock.{name}")
+        holder = Holder.from_bytes(xattrs.get(HOLDER_XATTR))
+        if lock is None or holder is None or holder.cookie.encode() not in lock or not holder.dead_here():
+            return None
+        try:
+            with rados.WriteOpCtx() as op:
+                op.assert_version(version)
+                op.rm_xattr(f"lock.{name}")
+                self._ioctx.operate_write_op(op, obj)
+        except (rados.TimedOut, rados.PermissionError) as e:
+            raise StoreError(f"cannot take over {what} in {self._describe()}: {_reason(e)}") from None
+        except rados.Error:
+            return None  # the object changed under us (ERANGE): look again
+        return holder
 
     def _unlock(self, ns: str, obj: str, name: str, cookie: str, what: str) -> None:
         self._ioctx.set_namespace(ns)
@@ -253,19 +310,26 @@ class Pool:
             log.warning("could not release %s (it expires by itself): %s", what, _reason(e))
 
     @contextlib.contextmanager
-    def issuer_lock(self) -> Iterator[None]:
-        """A cluster-wide exclusive lock, so that two issuers never run at once, whoever started them."""
-        obj, name, what = "issuer.lock", "rgwtls-issuer", "the issuer lock"
+    def issuer_lock(self) -> Iterator[IssuerLock]:
+        """A cluster-wide exclusive lock, so that two issuers never run at once, whoever started them.
+
+        It expires `ceph.lock_duration` after its last renewal, and the
+        running issuer renews it every third of that, so a long run keeps it
+        and a dead one frees it soon; a dead one on this host frees it at once.
+        """
+        obj, name, what = ISSUER_LOCK, ISSUER_LOCK_NAME, "the issuer lock"
         cookie = self._try_lock(NS_ISSUER, obj, name, self.cfg.lock_duration, what)
         if cookie is None:
             raise LockHeld(
-                f"another issuer holds the lock in pool {self.cfg.pool} ({self._lock_holder(obj)}); "
-                "nothing issued. It expires by itself after "
-                f"{int(self.cfg.lock_duration)}s if that issuer died"
+                f"another issuer holds the lock in pool {self.cfg.pool} ({self._lock_holder(NS_ISSUER, obj)}); "
+                "nothing issued. It expires by itself "
+                f"{int(self.cfg.lock_duration)}s after its last renewal if that issuer died"
             )
+        lock = IssuerLock(self, cookie)
         try:
-            yield
+            yield lock
         finally:
+            lock.stop()
             self._unlock(NS_ISSUER, obj, name, cookie, what)
 
     @contextlib.contextmanager
@@ -273,7 +337,8 @@ class Pool:
         """One of `slots` fleet-wide restart slots: a counting semaphore made of RADOS locks.
 
         Each slot is an exclusive lock that expires after `hold` seconds, so a
-        gateway that dies while restarting frees its slot by itself.
+        gateway that dies while restarting frees its slot by itself; one that
+        died on this host frees it at once.
         """
         import random
 
@@ -292,7 +357,7 @@ class Pool:
                     self._unlock(NS_DEPLOY, obj, name, cookie, what)
                 return
             if time.monotonic() >= deadline:
-                others = ", ".join(self._lock_holder(f"restart-slot.{i}") for i in range(slots))
+                others = ", ".join(self._lock_holder(NS_DEPLOY, f"restart-slot.{i}") for i in range(slots))
                 raise LockHeld(
                     f"no restart slot free within {wait:g}s: {slots} gateway(s) restarting ({others}); "
                     "nothing changed here, the next run tries again"
@@ -302,11 +367,182 @@ class Pool:
             time.sleep(pause * random.uniform(0.5, 1.5))  # noqa: S311 - spreading retries, not secrecy
             pause = min(pause * 2, 2.0)
 
-    def _lock_holder(self, obj: str) -> str:
+    def _lock_holder(self, ns: str, obj: str) -> str:
+        self._ioctx.set_namespace(ns)
         try:
-            return str(self._ioctx.get_xattr(obj, "holder").decode())
+            raw = bytes(self._ioctx.get_xattr(obj, HOLDER_XATTR))
         except rados.Error:
             return "holder unknown"
+        holder = Holder.from_bytes(raw)
+        if holder is None:
+            return raw.decode(errors="replace")
+        if holder.host == _host() and not holder.dead_here():
+            return f"{holder.describe()}, still running on this host"
+        return holder.describe()
+
+    def _renew(self, ioctx: Any, cookie: str) -> None:
+        """Extend our issuer lock; rados.Error if it is no longer ours (ENOENT: lapsed, EBUSY: taken)."""
+        ioctx.lock_exclusive(
+            ISSUER_LOCK,
+            ISSUER_LOCK_NAME,
+            cookie,
+            desc=Holder.me(cookie).describe(),
+            duration=_seconds(self.cfg.lock_duration),
+            flags=LOCK_FLAG_MUST_RENEW,
+        )
+
+
+class IssuerLock:
+    """The issuer lock while we hold it: renewed in a thread until released, confirmed before a store.
+
+    The thread has its own I/O context: the pool's shared one switches
+    namespaces under whoever else uses it. It is opened on the same cluster
+    connection, because cls_lock knows a holder by its client instance and
+    cookie together.
+    """
+
+    def __init__(self, pool: Pool, cookie: str) -> None:
+        self._pool = pool
+        self._cookie = cookie
+        self._duration = pool.cfg.lock_duration
+        self._renewed = time.monotonic()
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="issuer-lock", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        ioctx: Any = None
+        try:
+            ioctx = self._pool._cluster.open_ioctx(self._pool.cfg.pool)
+            ioctx.set_namespace(NS_ISSUER)
+            while not self._stop.wait(self._duration / 3):
+                try:
+                    self._pool._renew(ioctx, self._cookie)
+                    self._renewed = time.monotonic()
+                except (rados.ObjectBusy, rados.ObjectNotFound) as e:
+                    self._lost = f"renewing it failed: {_reason(e)}"
+                    return
+                except rados.Error as e:
+                    # A slow OSD: the lock is still ours until it lapses; try again next time.
+                    log.info("could not renew the issuer lock: %s", _reason(e))
+        except Exception as e:  # a daemon thread must not die silently: say so at the next confirm
+            self._lost = f"the renewal thread failed: {type(e).__name__}: {e}"
+        finally:
+            if ioctx is not None:
+                ioctx.close()
+
+    def confirm(self) -> None:
+        """Renew once more, now: StoreError unless the lock is still ours, so that we never store after losing it."""
+        lost = self._lost
+        if lost is None and time.monotonic() - self._renewed >= self._duration:
+            lost = f"not renewed for {self._duration:g}s, so it lapsed"
+        if lost is None:
+            self._pool._ioctx.set_namespace(NS_ISSUER)
+            try:
+                self._pool._renew(self._pool._ioctx, self._cookie)
+                self._renewed = time.monotonic()
+            except rados.Error as e:
+                lost = f"renewing it failed: {_reason(e)}"
+        if lost is not None:
+            raise LockHeld(
+                f"the issuer lock in pool {self._pool.cfg.pool} is no longer ours ({lost}); "
+                "another issuer may have taken over"
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self._pool.cfg.timeout + 1)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock: enough for a later run on the same host to know that the holder died.
+
+    Host and pid alone would take a reused pid for the holder; the boot id
+    and the process's start time (clock ticks after boot) make a pair that
+    no later process repeats. The cookie ties the record to the lock it
+    describes.
+    """
+
+    host: str
+    boot_id: str
+    pid: int
+    start: int
+    since: str
+    cookie: str
+
+    @classmethod
+    def me(cls, cookie: str) -> Holder:
+        pid = os.getpid()
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return cls(_host(), _boot_id(), pid, _process_start(pid) or 0, since, cookie)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Holder | None:
+        """The record, or None if absent or written by an older rgwtls (plain text)."""
+        if not raw:
+            return None
+        try:
+            doc = json.loads(raw)
+            return cls(
+                str(doc["host"]),
+                str(doc["boot_id"]),
+                int(doc["pid"]),
+                int(doc["start"]),
+                str(doc["since"]),
+                str(doc["cookie"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def describe(self) -> str:
+        return f"{self.host} pid {self.pid} since {self.since}"
+
+    def dead_here(self) -> bool:
+        """True only if the holder ran on this host and is certainly gone; another host's processes we cannot see."""
+        if self.host != _host() or not self.boot_id or not self.start:
+            return False
+        mine = _boot_id()
+        if not mine:
+            return False
+        if mine != self.boot_id:
+            return True  # this host rebooted since: every process of then is gone
+        return _process_start(self.pid) != self.start
+
+
+def _host() -> str:
+    return os.uname().nodename
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat, the start time; None if no such process is running (a zombie is gone too)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = stat.rsplit(")", 1)[-1].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None
+
+
+def _seconds(duration: float) -> int:
+    return max(1, round(duration))
 
 
 def _name(ns: str, obj: str) -> str:
