@@ -8,6 +8,7 @@ refused here with one line, while the gateway still serves what it served.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -38,10 +39,46 @@ def covers(cert_names: frozenset[str], name: str) -> bool:
     return bool(head) and not name.startswith("*.") and f"*.{rest}" in cert_names
 
 
+# One PEM block, label and all; what lies between two of them must be whitespace.
+_PEM_BLOCK = re.compile(r"-----BEGIN ([^\r\n-]+)-----.*?-----END \1-----", re.DOTALL)
+_WHITESPACE = " \t\r\n"
+
+
+def pem_problem(text: str, what: str, label: str, one: bool) -> str | None:
+    """Why this PEM text is not clean PEM radosgw can load, or None.
+
+    The parsers read the first block and ignore the rest, so a NUL byte or
+    stray text after it passes them; radosgw (OpenSSL, reading a C string)
+    then cannot load the file. `label` is how each block's label must end.
+    """
+    blocks = _PEM_BLOCK.findall(text)
+    if one and not blocks:
+        return f"{what} has no PEM block"
+    if _PEM_BLOCK.sub("", text).strip(_WHITESPACE):
+        return f"{what} has bytes outside its PEM block{'' if one else 's'}"
+    if any(not (" " <= c <= "~" or c in _WHITESPACE) for c in text):
+        return f"{what} has bytes in its PEM block{'' if one else 's'} that are not printable ASCII"
+    if one and len(blocks) > 1:
+        return f"{what} is {len(blocks)} PEM blocks, not one"
+    wrong = [b for b in blocks if not b.endswith(label)]
+    if wrong:
+        return f"{what} holds a PEM block labelled {wrong[0]}"
+    return None
+
+
 def check_set(
     s: CertSet, names: tuple[str, ...], now: dt.datetime, deployed: x509.Certificate | None, allow_older: bool
 ) -> Checked:
     where = f"the set {s.name} (generation {s.generation}) in the pool"
+    # Each part is PEM and nothing else, every byte of it.
+    for text, what, label, one in (
+        (s.key_pem, "the private key", "PRIVATE KEY", True),
+        (s.cert_pem, "the certificate", "CERTIFICATE", True),
+        (s.chain_pem, "the chain", "CERTIFICATE", False),
+    ):
+        problem = pem_problem(text, what, label, one)
+        if problem:
+            raise DeployError(f"{where}: {problem}; run 'rgwtls issue --force'")
     # Everything parses as PEM.
     try:
         key = serialization.load_pem_private_key(s.key_pem.encode(), password=None)
