@@ -34,6 +34,12 @@ def good() -> CertSet:
     )
 
 
+def with_pem(s: CertSet, field: str, text: str) -> CertSet:
+    """The set with one of key_pem, cert_pem, chain_pem replaced."""
+    pems = {"key_pem": s.key_pem, "cert_pem": s.cert_pem, "chain_pem": s.chain_pem, field: text}
+    return dataclasses.replace(s, key_pem=pems["key_pem"], cert_pem=pems["cert_pem"], chain_pem=pems["chain_pem"])
+
+
 def refused(s: CertSet) -> str:
     with pytest.raises(DeployError) as err:
         check_set(s, NAMES, NOW, None, allow_older=False)
@@ -74,7 +80,7 @@ def test_whitespace_around_and_between_blocks_passes(good: CertSet) -> None:
 def test_bytes_outside_the_pem_blocks_are_refused(
     good: CertSet, field: str, mutate: Callable[[str], str], problem: str
 ) -> None:
-    bad = dataclasses.replace(good, **{field: mutate(getattr(good, field))})
+    bad = with_pem(good, field, mutate(getattr(good, field)))
     assert refused(bad) == problem
 
 
@@ -87,7 +93,7 @@ def test_unprintable_byte_inside_a_pem_block_is_refused(good: CertSet, field: st
     text = getattr(good, field)
     lines = text.split("\n")
     lines[1] = lines[1][:10] + byte + lines[1][10:]
-    problem = refused(dataclasses.replace(good, **{field: "\n".join(lines)}))
+    problem = refused(with_pem(good, field, "\n".join(lines)))
     assert problem.startswith(f"{what} has bytes in its PEM block")
     assert problem.endswith("that are not printable ASCII")
 
