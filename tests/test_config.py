@@ -20,11 +20,13 @@ domains = ["cog.example.org", "*.cog.example.org"]
 def write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "rgwtls.toml"
     p.write_text(text)
+    p.chmod(0o644)
     return p
 
 
-def test_example_config_loads_with_every_section() -> None:
-    cfg = config.load(EXAMPLE)
+def test_example_config_loads_with_every_section(tmp_path: Path) -> None:
+    # A copy of mode 0644, as installation.md installs it: a checkout under umask 002 is group-writable.
+    cfg = config.load(write(tmp_path, EXAMPLE.read_text()))
     assert cfg.certificates[0].domains == ("cog.example.org", "*.cog.example.org")
     assert cfg.dns.infoblox.wapi_version == "2.11"
     assert cfg.ceph.pool == "rgwtls"
@@ -257,5 +259,6 @@ def test_config_only_its_owner_may_write_loads(tmp_path: Path, mode: int) -> Non
 def test_config_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "rgwtls.toml"
     p.write_bytes(b"# \xff\n" + MINIMAL.encode())
+    p.chmod(0o644)
     with pytest.raises(ConfigError, match=rf"^config file {p} is not UTF-8"):
         config.load(p)
