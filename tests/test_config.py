@@ -126,6 +126,7 @@ def test_ceph_user_must_be_a_full_entity_name(tmp_path: Path) -> None:
         ("acme", "retries = -1", r"acme.retries: must be between 0 and 100"),
         ("acme", "nonce_retries = 1000000", r"acme.nonce_retries: must be between 0 and 100"),
         ("deploy", "max_parallel_restarts = 0", r"deploy.max_parallel_restarts: must be between 1 and"),
+        ("acme", "timeout = 0.5", r"acme.timeout: must be at least 1 \(whole seconds\), not 0.5"),
     ],
 )
 def test_out_of_range_number_names_the_key_and_the_file(tmp_path: Path, section: str, line: str, problem: str) -> None:

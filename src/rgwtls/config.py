@@ -414,6 +414,9 @@ def _check(cfg: Config, where: _Where) -> None:
     """Cross-field checks the types cannot express."""
     if cfg.acme.key_type not in KEY_TYPES:
         raise where.error("acme.key_type", f"must be one of {', '.join(KEY_TYPES)}")
+    if cfg.acme.timeout < 1:
+        # The ACME client takes whole seconds, and 0 means no time at all to requests.
+        raise where.error("acme.timeout", f"must be at least 1 (whole seconds), not {cfg.acme.timeout:g}")
     if cfg.dns.provider not in ("infoblox", "rfc2136", "hook"):
         raise where.error("dns.provider", "must be infoblox, rfc2136 or hook")
     Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
