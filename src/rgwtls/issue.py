@@ -1,26 +1,33 @@
 """`rgwtls issue`: from the configured names to a stored certificate set.
 
 Reads top to bottom as the protocol: lock, decide, account, order, present,
-propagate, answer, finalize, store, clean up.
+propagate, answer, finalize, store, clean up. The set is stored before the
+records are removed, and if the pool cannot take it, it is kept in a private
+file on this host for the next run to store: a certificate the CA issued is
+never thrown away.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rgwtls import certs
 from rgwtls.config import CertificateConfig, Config
 from rgwtls.dns import Challenge, DnsProvider, make_provider
-from rgwtls.errors import AcmeError, RgwtlsError
+from rgwtls.errors import AcmeError, Interrupted, RgwtlsError, StoreError
 from rgwtls.log import notice
-from rgwtls.store import NS_ISSUER, CertSet, Pool
+from rgwtls.store import NS_ISSUER, CertSet, IssuerLock, Pool
 
 if TYPE_CHECKING:
     from rgwtls.acmeflow import Acme
@@ -42,21 +49,23 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     directory = cfg.acme.staging_directory if staging else cfg.acme.directory
     issued = 0
     failures: list[str] = []
-    with Pool(cfg.ceph) as pool, pool.issuer_lock():
-        # A crashed run may have left challenge records: remove them first.
+    with Pool(cfg.ceph) as pool, pool.issuer_lock() as lock:
+        # A killed run may have left challenge records: remove them first.
         _clean_journal(pool, cfg)
         session = _Session(cfg, pool, directory, staging)
         for cert in wanted:
             try:
-                if _issue_one(cfg, pool, session, cert, staging, force, directory):
+                if _issue_one(cfg, pool, lock, session, cert, staging, force, directory):
                     issued += 1
                 _record_attempt(pool, cert.name, staging, None)
-            except RgwtlsError as e:
-                # Recorded where every gateway can read it, for `rgwtls check`.
-                _record_attempt(pool, cert.name, staging, str(e))
-                if len(wanted) == 1:
-                    raise
-                log.error("%s: %s", cert.name, e)
+            except Exception as e:
+                # Every failure, ours or not, is recorded where every gateway
+                # can read it, so that `rgwtls check` sees it.
+                said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
+                _record_attempt(pool, cert.name, staging, said)
+                if isinstance(e, Interrupted) or len(wanted) == 1:
+                    raise  # the operator asked the run to stop: not on to the next certificate
+                log.error("%s: %s", cert.name, said)
                 failures.append(cert.name)
     if failures:
         raise RgwtlsError(f"{len(failures)} of {len(wanted)} certificates failed: {', '.join(failures)}")
@@ -66,6 +75,7 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
 def _issue_one(
     cfg: Config,
     pool: Pool,
+    lock: IssuerLock,
     session: _Session,
     cert: CertificateConfig,
     staging: bool,
@@ -78,13 +88,19 @@ def _issue_one(
     except RgwtlsError as e:
         log.warning("%s; it will be replaced", e)
         current = None
+    kept = _kept_path(cfg, cert.name, staging)
+    if _store_kept(cfg, pool, lock, cert, current, staging, directory, kept):
+        return True
     decision = _decide(cert, current, session, force, directory)
     if not decision.due:
         log.info("%s: %s; nothing to do", cert.name, decision.reason)
         return False
     log.info("%s: renewing: %s", cert.name, decision.reason)
-    new = _obtain(cfg, pool, session, cert, current, decision)
-    pool.write_set(new, staging, legacy=cert is cfg.certificates[0])
+    with _Records(cfg, pool, cert.name) as records:
+        new = _obtain(cfg, session, records, cert, current, decision)
+        # Stored before the records are removed: nothing that may fail
+        # afterwards can cost the certificate the CA has just issued.
+        _store(cfg, pool, lock, new, staging, kept)
     info = certs.cert_info(new.cert_pem)
     notice(
         log,
@@ -110,12 +126,16 @@ def _record_attempt(pool: Pool, name: str, staging: bool, error: str | None) -> 
         doc = json.loads(raw) if raw else {}
         if not isinstance(doc, dict):
             doc = {}
+    except Interrupted:
+        raise
     except (RgwtlsError, ValueError):
         doc = {}
     doc.update(at=now, host=socket.gethostname(), ok=error is None, error=error)
     doc["last_success" if error is None else "last_failure"] = now
     try:
         pool.write(ns, obj, json.dumps(doc).encode())
+    except Interrupted:
+        raise
     except RgwtlsError as e:
         log.warning("could not record this attempt in the pool: %s", e)
 
@@ -206,8 +226,8 @@ def _decide(
 
 def _obtain(
     cfg: Config,
-    pool: Pool,
     session: _Session,
+    records: _Records,
     cert: CertificateConfig,
     current: CertSet | None,
     decision: Decision,
@@ -225,27 +245,15 @@ def _obtain(
     replaces = decision.replaces if acme.has_ari else None
     order = acme.new_order(cert.domains, replaces)
     pending = acme.dns_challenges(order)
-    provider = make_provider(cfg) if pending else None
-    attempted: list[Challenge] = []
-    try:
-        if provider is not None:
-            # The journal is written before the first record exists, so a
-            # crash at any point leaves a list of what to clean up.
-            _write_journal(pool, [p.challenge for p in pending])
-            for p in pending:
-                attempted.append(p.challenge)
-                provider.present(p.challenge)
-                log.info("%s: published TXT %s via %s", cert.name, p.challenge.record_name, provider.name)
-            expected: dict[str, set[str]] = {}
-            for p in pending:
-                expected.setdefault(p.challenge.record_name, set()).add(p.challenge.value)
-            wait_for_values(expected, cfg.dns)
-            acme.answer_and_wait(pending, deadline)
-        key = new_key.result()
-        fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
-    finally:
-        if provider is not None and _cleanup(provider, attempted):
-            pool.remove(NS_ISSUER, JOURNAL)
+    if pending:
+        records.present([p.challenge for p in pending])
+        expected: dict[str, set[str]] = {}
+        for p in pending:
+            expected.setdefault(p.challenge.record_name, set()).add(p.challenge.value)
+        wait_for_values(expected, cfg.dns)
+        acme.answer_and_wait(pending, deadline)
+    key = new_key.result()
+    fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
     return _build_set(cert, key, fullchain, current, session.directory)
 
 
@@ -273,12 +281,45 @@ def _build_set(
     )
 
 
+class _Records:
+    """The challenge records of one order: journaled before they exist, removed when the order is done.
+
+    Removal comes after the set is stored, and its failures are warnings:
+    they never hide the error that got us here, nor cost a stored set. What
+    they leave, the journal lists for the next run.
+    """
+
+    def __init__(self, cfg: Config, pool: Pool, name: str) -> None:
+        self.cfg, self.pool, self.name = cfg, pool, name
+        self.provider: DnsProvider | None = None
+        self.attempted: list[Challenge] = []
+
+    def present(self, challenges: list[Challenge]) -> None:
+        self.provider = make_provider(self.cfg)
+        # The journal is written before the first record exists, so a kill
+        # at any point leaves a list of what to clean up.
+        _write_journal(self.pool, challenges)
+        for ch in challenges:
+            self.attempted.append(ch)
+            self.provider.present(ch)
+            log.info("%s: published TXT %s via %s", self.name, ch.record_name, self.provider.name)
+
+    def __enter__(self) -> _Records:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.provider is not None and _cleanup(self.provider, self.attempted):
+            _remove_journal(self.pool)
+
+
 def _cleanup(provider: DnsProvider, challenges: list[Challenge]) -> bool:
     """Remove every record; log failures without hiding the error that got us here."""
     clean = True
     for ch in challenges:
         try:
             provider.cleanup(ch)
+        except Interrupted:
+            raise
         except RgwtlsError as e:
             log.warning("cleanup: %s; remove it by hand", e)
             clean = False
@@ -290,16 +331,179 @@ def _write_journal(pool: Pool, challenges: list[Challenge]) -> None:
     pool.write(NS_ISSUER, JOURNAL, json.dumps(doc).encode())
 
 
+def _remove_journal(pool: Pool) -> None:
+    try:
+        pool.remove(NS_ISSUER, JOURNAL)
+    except Interrupted:
+        raise
+    except RgwtlsError as e:
+        log.warning("%s; the next run removes the records it lists again", e)
+
+
 def _clean_journal(pool: Pool, cfg: Config) -> None:
-    raw = pool.read(NS_ISSUER, JOURNAL)
+    """Remove the records a killed run left: they are in the journal, which it wrote before making them."""
+    try:
+        raw = pool.read(NS_ISSUER, JOURNAL)
+    except StoreError as e:
+        log.warning("%s; records an earlier run left stay until the next run", e)
+        return
     if not raw:
         return
     try:
         left = [Challenge(**c) for c in json.loads(raw)]
     except (ValueError, TypeError):
         log.warning("the challenge journal in pool %s is unreadable; removing it", cfg.ceph.pool)
-        pool.remove(NS_ISSUER, JOURNAL)
+        _remove_journal(pool)
         return
     notice(log, "removing %d challenge record(s) left by an earlier run", len(left))
     if _cleanup(make_provider(cfg), left):
-        pool.remove(NS_ISSUER, JOURNAL)
+        _remove_journal(pool)
+
+
+# -- the issued set: stored at once, else kept on this host -------------------------
+
+
+def _store(cfg: Config, pool: Pool, lock: IssuerLock, new: CertSet, staging: bool, kept: Path) -> None:
+    """Store the set; if that fails, it stays in a private file on this host, and the error says so.
+
+    The file is written first, so that a kill while storing loses nothing
+    either; it goes once the pool has the set.
+    """
+    not_kept = _keep(kept, new)
+    if not_kept is not None:
+        log.info("%s: cannot keep the new set in %s (%s); storing it without that safety net", new.name, kept, not_kept)
+    legacy = new.name == cfg.certificates[0].name
+    try:
+        lock.confirm()
+        pool.write_set(new, staging, legacy)
+    except Exception as e:
+        raise _issued_but_not_stored(new, kept, not_kept, e) from None
+    _discard(kept)
+
+
+def _issued_but_not_stored(new: CertSet, kept: Path, not_kept: str | None, e: Exception) -> RgwtlsError:
+    """One line saying that a certificate WAS issued, where it is, and what the next run does with it."""
+    until = certs.cert_info(new.cert_pem).not_after.strftime("%Y-%m-%d %H:%M UTC")
+    said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
+    if not_kept is None:
+        fate = f"it is kept in {kept} and the next run stores it instead of ordering again"
+    else:
+        fate = f"keeping it in {kept} failed too ({not_kept}), so it is lost; the next run orders a new one"
+    text = f"{new.name}: a certificate was issued (valid until {until}) but not stored: {said}; {fate}"
+    if isinstance(e, Interrupted):
+        stopped = Interrupted(e.signame)
+        stopped.args = (text,)
+        return stopped
+    return StoreError(text)
+
+
+def _store_kept(
+    cfg: Config,
+    pool: Pool,
+    lock: IssuerLock,
+    cert: CertificateConfig,
+    current: CertSet | None,
+    staging: bool,
+    directory: str,
+    path: Path,
+) -> bool:
+    """Store the set an earlier run issued but could not store, instead of ordering again; True if it was stored."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        log.warning("%s: cannot read the certificate kept in %s (%s); ordering as usual", cert.name, path, e.strerror)
+        return False
+    try:
+        kept = CertSet.from_bytes(data, str(path))
+        info = certs.cert_info(kept.cert_pem)
+        matches = certs.key_matches_cert(kept.key_pem, kept.cert_pem)
+    except (RgwtlsError, ValueError) as e:
+        log.warning("%s: dropping %s: %s", cert.name, path, e)
+        _discard(path)
+        return False
+    until = info.not_after.strftime("%Y-%m-%d %H:%M UTC")
+    now = _now()
+    stale = None
+    if not matches:
+        stale = "its key does not match its certificate"
+    elif info.names != set(cert.domains) or kept.name != cert.name:
+        stale = "its names are no longer the configured ones"
+    elif kept.directory != directory:
+        stale = f"another CA issued it ({kept.directory})"
+    elif info.not_after <= now:
+        stale = f"it expired at {until}"
+    elif current is not None:
+        stored = certs.cert_info(current.cert_pem)
+        if stored.fingerprint == info.fingerprint:
+            # The pool got it before the run was stopped; only the seed's objects may be missing.
+            if cert.name == cfg.certificates[0].name:
+                pool.write_legacy(current, staging)
+            log.info("%s: the certificate kept in %s is already in the pool", cert.name, path)
+            _discard(path)
+            return False
+        if stored.not_before >= info.not_before:
+            stale = "the pool holds a newer one"
+    if stale is not None:
+        log.warning("%s: dropping the certificate kept in %s (valid until %s): %s", cert.name, path, until, stale)
+        _discard(path)
+        return False
+    new = dataclasses.replace(kept, generation=(current.generation + 1) if current else 1)
+    _store(cfg, pool, lock, new, staging, path)
+    notice(
+        log,
+        "%s: stored generation %d in pool %s%s, the certificate an earlier run issued and kept in %s "
+        "(valid until %s); nothing ordered",
+        cert.name,
+        new.generation,
+        cfg.ceph.pool,
+        " (staging)" if staging else "",
+        path,
+        until,
+    )
+    return True
+
+
+def _kept_path(cfg: Config, name: str, staging: bool) -> Path:
+    return Path(cfg.deploy.state_dir) / "issued" / f"{name}{'.staging' if staging else ''}.json"
+
+
+def _keep(path: Path, new: CertSet) -> str | None:
+    """Write the set to a new 0600 file, atomically; None if it is kept, else why not.
+
+    It holds a private key: the file is created 0600 and exclusive, never
+    widened, written whole, fsynced, then renamed into place.
+    """
+    import secrets
+
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.makedirs(path.parent.parent, mode=0o700, exist_ok=True)
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            data = memoryview(new.to_bytes())
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return f"{e.strerror or e}: {e.filename or path}"
+    return None
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("could not remove %s (%s); the next run removes it", path, e.strerror)
