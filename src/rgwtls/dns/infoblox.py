@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import requests
 
@@ -60,7 +61,11 @@ class Infoblox:
         what = f"could not create TXT record {ch.record_name} in view {self.cfg.view}"
         resp = self._call("POST", "record:txt", what, json=body, ok=(201, 400))
         if resp.status_code == 201:
-            self._refs[(ch.record_name, ch.value)] = str(resp.json())
+            ref = _parsed(resp, what)
+            if not isinstance(ref, str) or not ref.startswith("record:txt/"):
+                # The record may exist all the same: cleanup finds it by name and value.
+                raise DnsError(f"infoblox: {what}: {_request(resp)} with {_sample(resp)}, not a record:txt reference")
+            self._refs[(ch.record_name, ch.value)] = ref
             return
         err = _wapi_error(resp)
         # The appliance answers "A parent was not found" (no such zone in the
@@ -94,10 +99,11 @@ class Infoblox:
         }
         what = f"could not search TXT records at {ch.record_name}"
         resp = self._call("GET", "record:txt", what, params=params)
-        try:
-            found: list[dict[str, Any]] = list(resp.json())
-        except ValueError:
-            raise DnsError(f"infoblox: {what}: the answer is not JSON") from None
+        found = _parsed(resp, what)
+        if not isinstance(found, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("_ref"), str) for r in found
+        ):
+            raise DnsError(f"infoblox: {what}: {_request(resp)} with {_sample(resp)}, not a list of records")
         return [
             str(r["_ref"])
             for r in found
@@ -127,6 +133,9 @@ class Infoblox:
                 problem = f"no answer from {url} within {self.cfg.timeout:g}s"
             except requests.ConnectionError as e:
                 problem = f"cannot connect to {url}: {_root_cause(e)}"
+            except requests.RequestException as e:
+                # A broken answer (bad chunking, bad encoding, redirect loop): worth another try.
+                problem = f"{method} {path} failed: {type(e).__name__}: {_root_cause(e)}"
             else:
                 if resp.status_code == 401 and auth is None:
                     # The cookie expired: log in again, at once.
@@ -146,6 +155,30 @@ class Infoblox:
                 log.info("infoblox: %s (attempt %d of %d), retrying", problem, attempt, attempts)
                 time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
         raise DnsError(f"infoblox: {what}: {problem} (after {attempts} attempts)")
+
+
+def _parsed(resp: requests.Response, what: str) -> Any:
+    """The answer's JSON; a DnsError naming the request and status if it is not JSON (an HTML page, a cut-off body)."""
+    try:
+        return resp.json()
+    except ValueError:
+        raise DnsError(
+            f"infoblox: {what}: {_request(resp)} with something that is not JSON ({_sample(resp)})"
+        ) from None
+
+
+def _request(resp: requests.Response) -> str:
+    """`POST record:txt answered 201`: what was asked, and the status that came back."""
+    method = resp.request.method if resp.request is not None else "?"
+    path = urlsplit(resp.url).path.split("/wapi/", 1)[-1].split("/", 1)[-1] or resp.url
+    return f"{method} {unquote(path)} answered {resp.status_code}"
+
+
+def _sample(resp: requests.Response) -> str:
+    """The start of the answer, on one line, to tell an HTML error page from a cut-off body."""
+    kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
+    text = " ".join(resp.text[:80].split())
+    return f"{kind}, {len(resp.content)} bytes: {text!r}" if text else f"{kind}, empty"
 
 
 def _wapi_error(resp: requests.Response) -> dict[str, Any]:

@@ -57,21 +57,21 @@ class Rfc2136:
         verb = "add" if add else "delete"
         where = f"{self.cfg.server}:{self.cfg.port}"
         zone = self._zone(ch.record_name)
-        upd = dns.update.UpdateMessage(zone, keyring=self._keyring, keyalgorithm=self._algorithm)
-        name = dns.name.from_text(ch.record_name)
-        if add:
-            upd.add(name, self.cfg.ttl, "TXT", _quoted(ch.value))
-        else:
-            upd.delete(name, "TXT", _quoted(ch.value))
         try:
+            upd = dns.update.UpdateMessage(zone, keyring=self._keyring, keyalgorithm=self._algorithm)
+            name = dns.name.from_text(ch.record_name)
+            if add:
+                upd.add(name, self.cfg.ttl, "TXT", _quoted(ch.value))
+            else:
+                upd.delete(name, "TXT", _quoted(ch.value))
             resp = dns.query.tcp(upd, self.cfg.server, port=self.cfg.port, timeout=self.cfg.timeout)
         except dns.exception.Timeout:
             raise DnsError(
                 f"rfc2136: could not {verb} TXT record {ch.record_name}: no answer from {where} "
                 f"within {self.cfg.timeout:g}s"
             ) from None
-        except (OSError, dns.exception.DNSException) as e:
-            raise DnsError(f"rfc2136: could not {verb} TXT record {ch.record_name} at {where}: {e}") from None
+        except _FAILURES as e:
+            raise DnsError(f"rfc2136: could not {verb} TXT record {ch.record_name} at {where}: {_said(e)}") from None
         rcode = resp.rcode()
         if rcode != dns.rcode.NOERROR:
             hint = (
@@ -86,20 +86,22 @@ class Rfc2136:
 
     def _zone(self, record_name: str) -> dns.name.Name:
         """The configured zone, else the closest enclosing zone the server itself has an SOA for."""
-        if self.cfg.zone:
-            return dns.name.from_text(self.cfg.zone)
         if record_name in self._zones:
             return self._zones[record_name]
-        name = dns.name.from_text(record_name)
-        candidate = name
+        try:
+            if self.cfg.zone:
+                return dns.name.from_text(self.cfg.zone)
+            candidate = dns.name.from_text(record_name)
+        except _FAILURES as e:
+            raise DnsError(f"rfc2136: {self.cfg.zone or record_name} is not a domain name: {_said(e)}") from None
         while candidate != dns.name.root:
             q = dns.message.make_query(candidate, dns.rdatatype.SOA)
             try:
                 resp = dns.query.udp(q, self.cfg.server, port=self.cfg.port, timeout=self.cfg.timeout)
-            except (OSError, dns.exception.DNSException) as e:
+            except _FAILURES as e:
                 raise DnsError(
                     f"rfc2136: cannot find the zone of {record_name} at "
-                    f"{self.cfg.server}:{self.cfg.port}: {e}; set dns.rfc2136.zone"
+                    f"{self.cfg.server}:{self.cfg.port}: {_said(e)}; set dns.rfc2136.zone"
                 ) from None
             if any(rr.rdtype == dns.rdatatype.SOA and rr.name == candidate for rr in resp.answer):
                 self._zones[record_name] = candidate
@@ -109,6 +111,15 @@ class Rfc2136:
             f"rfc2136: {self.cfg.server}:{self.cfg.port} is authoritative for no zone above "
             f"{record_name}; set dns.rfc2136.zone"
         )
+
+
+# What a query or an update may raise besides DNSException: socket errors, and
+# EOFError when the server closes a TCP connection before its answer.
+_FAILURES = (OSError, EOFError, ValueError, dns.exception.DNSException)
+
+
+def _said(e: Exception) -> str:
+    return str(e) or type(e).__name__
 
 
 def _quoted(value: str) -> str:
