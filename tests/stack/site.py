@@ -89,6 +89,7 @@ class Stack:
     def write_config(self, settings: dict[str, Any], name: str = "rgwtls.toml") -> Path:
         path = self.dir / name
         path.write_text(to_toml(settings))
+        path.chmod(0o644)  # rgwtls refuses a config others may write, whatever the umask
         tomllib.loads(path.read_text())  # what we wrote must be TOML
         return path
 
