@@ -66,11 +66,12 @@ def test_issue_then_deploy_serves_the_wildcard_certificate_to_a_real_client(stac
     assert ("DNS", f"*.{ZONE}") in peer["subjectAltName"]
     assert gateway.served() == fingerprint_of_pool(stack)
     assert gateway.restarts() == 1
-    # Key, then certificate, then chain; private to its owner; the old file kept.
+    # Key, then certificate, then chain; the site's root:ceph 0640 kept; the old file kept.
     text = gateway.pem.read_text()
     assert text.index("PRIVATE KEY") < text.index("BEGIN CERTIFICATE")
     assert text.count("BEGIN CERTIFICATE") >= 2
-    assert gateway.pem.stat().st_mode & 0o777 == 0o600
+    assert gateway.pem.stat().st_mode & 0o777 == 0o640
+    assert gateway.readable_by_gateway(gateway.pem)
     assert gateway.pem.with_name("rgw.pem.previous").exists()
 
 

@@ -180,8 +180,10 @@ def _served(d: DeployConfig, names: tuple[str, ...]) -> str:
 
 
 def _restore_quietly(target: Target, previous: bytes | None) -> None:
+    """After a failed install: each file is replaced whole, so only a layout of two may need it."""
     try:
-        target.restore(previous)
+        if target.installed() != previous:
+            target.restore(previous)
     except RgwtlsError as e:
         log.warning("could not put the previous file back: %s", e)
 
