@@ -12,7 +12,9 @@ stack holds its handle and stops exactly the processes it started.
 - `RadosGW`: radosgw with the beast frontend, HTTPS only (Debian's 16.2 civetweb
   cannot do SSL on OpenSSL 3). Ready means a TLS handshake completes, because
   with a key that does not match its certificate radosgw listens but fails
-  every handshake.
+  every handshake. It runs as Debian's unit runs it: started as root with
+  `--setuser ceph --setgroup ceph`, so it reads its keyring and certificate as
+  root and serves as `ceph`, and its own files are laid out as on a site.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import grp
 import json
 import os
+import pwd
 import socket
 import ssl
+import stat
 import struct
 import subprocess
 import sys
@@ -452,6 +457,68 @@ def peer_certificate(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -
 
 
 RGW_CAPS = {"mon": "allow rw", "osd": "allow rwx"}
+# Debian's ceph-common creates them; its radosgw unit drops to them.
+RGW_USER = "ceph"
+RGW_GROUP = "ceph"
+
+
+def _searchable_by(st: os.stat_result, uid: int, gid: int) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def let_through(path: Path, user: str = RGW_USER, group: str = RGW_GROUP) -> None:
+    """Make `path` and every directory above it searchable by `user`/`group`, and nothing more.
+
+    pytest's tmp dirs are 0700 root; a daemon that dropped to `user` could not
+    reach its own files below them. A directory of group root or `group` gets
+    `group` and g+x (search, no listing); any other one o+x. Called on every
+    start, since each new pytest session sets its root tmp dir back to 0700.
+    """
+    uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    for d in [path, *path.parents]:
+        st = d.stat()
+        if _searchable_by(st, uid, gid):
+            continue
+        if st.st_gid in (0, gid):
+            os.chown(d, -1, gid)
+            d.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXGRP)
+        else:
+            d.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+
+
+def give(path: Path, mode: int, user: str = "root", group: str = RGW_GROUP) -> Path:
+    """Set owner, group and mode of `path`; chown first, so a wider mode never meets the old group."""
+    os.chown(path, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
+    path.chmod(mode)
+    return path
+
+
+def readable_by(path: Path, user: str, group: str) -> bool:
+    """Whether `user` with only the primary group `group` can read `path`: really reading it.
+
+    A child `cat`s it as that user, with no supplementary groups (as radosgw
+    runs after `--setuser`/`--setgroup`). It starts in the file's directory,
+    entered as root before dropping: the file and its own directory are what
+    a deploy controls, while pytest's private tmp dirs above them are the test
+    run's, and any new pytest session makes them 0700 again.
+    """
+    res = subprocess.run(
+        ["cat", "--", path.name],
+        cwd=path.parent,
+        user=user,
+        group=group,
+        extra_groups=[],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=10,
+        check=False,
+    )
+    return res.returncode == 0
 
 
 class RadosGW:
@@ -471,9 +538,17 @@ class RadosGW:
         self.pem = pem
         self.name = f"client.rgw.{name}"
         self.port = port if port is not None else free_port()
+        self.user = RGW_USER
+        self.group = RGW_GROUP
         workdir.mkdir(parents=True, exist_ok=True)
         self.keyring = cluster.workdir / f"{self.name}.keyring"
-        self.log = workdir / f"{self.name}.log"
+        # Its own dirs, ceph:ceph as Debian's /var/run/ceph, /var/log/ceph and
+        # /var/lib/ceph/radosgw/ceph-rgw.NAME: after dropping, radosgw still
+        # writes its log and reopens it (SIGHUP) there.
+        self.run_dir = workdir / "run"
+        self.log_dir = workdir / "log"
+        self.data_dir = workdir / "data"
+        self.log = self.log_dir / f"{self.name}.log"
         argv: list[str | os.PathLike[str]] = [
             "radosgw",
             "-f",
@@ -488,22 +563,25 @@ class RadosGW:
             "--rgw-frontends",
             f"beast ssl_endpoint=127.0.0.1:{self.port} ssl_certificate={pem}",
             "--rgw-data",
-            workdir,
+            self.data_dir,
             "--admin-socket",
-            workdir / f"{self.name}.asok",
+            self.run_dir / f"{self.name}.asok",
             "--log-file",
             self.log,
+            "--setuser",
+            self.user,
+            "--setgroup",
+            self.group,
         ]
         # Supervised, it runs under rgwsup.py, whose `ctl SOCK restart` is the
         # restart command a `deploy` in another process can run.
         self.sup_sock = workdir / f"{self.name}.sup"
+        self.supervised = supervised
         if supervised:
             argv = [sys.executable, RGWSUP, "serve", self.sup_sock, "--", *argv]
-        self.server = Server(
-            f"radosgw {self.name}",
-            argv,
-            workdir / f"{self.name}.out",
-        )
+        # No supplementary groups, as systemd starts it: root's group 0 would
+        # stay with radosgw after it drops to ceph.
+        self.server = Server(f"radosgw {self.name}", argv, workdir / f"{self.name}.out", extra_groups=[])
 
     @property
     def pid(self) -> int:
@@ -512,10 +590,34 @@ class RadosGW:
     def running(self) -> bool:
         return self.server.running()
 
+    def _prepare_files(self) -> None:
+        """What `ceph` needs after the drop, as on a site: its dirs, the way to them, its keyring.
+
+        The workdir (where tests keep the PEM) becomes root:ceph 0750, so the
+        gateway may read there but not write. Redone at every start: pytest
+        resets its tmp root, and `create_user` rewrites the keyring 0600.
+        """
+        give(self.workdir, 0o750)
+        for d in (self.run_dir, self.log_dir, self.data_dir):
+            d.mkdir(exist_ok=True)
+            give(d, 0o750, self.user, self.group)
+        give(self.keyring, 0o640, "root", self.group)
+        let_through(self.workdir, self.user, self.group)
+        let_through(self.cluster.workdir, self.user, self.group)
+
+    def readable_by_gateway(self, path: Path) -> bool:
+        """Whether radosgw, once it dropped to its user and group, could read `path`."""
+        return readable_by(path, self.user, self.group)
+
+    def radosgw_pid(self) -> int:
+        """The pid of radosgw itself (supervised, `pid` is the supervisor's)."""
+        return int(self.supervisor("pid")) if self.supervised else self.pid
+
     def start(self, timeout: float = 20.0) -> None:
         """Start radosgw; return once a TLS handshake on its port completes."""
         if self.server.running():
             return
+        self._prepare_files()
         self.server.start()
         last: list[BaseException] = []
 
@@ -552,9 +654,13 @@ class RadosGW:
         return f"{sys.executable} {RGWSUP} ctl {self.sup_sock} restart"
 
     def supervisor(self, request: str) -> str:
-        """Ask the supervisor: `pid` of radosgw now, `count` of restarts."""
+        """Ask the supervisor: `pid` of radosgw now, `count` of restarts.
+
+        It answers one request at a time, so this waits out a restart in
+        progress, which under load takes about as long as radosgw's start.
+        """
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
+            s.settimeout(60)
             s.connect(str(self.sup_sock))
             s.sendall(request.encode())
             answer = s.recv(4096).decode().split()

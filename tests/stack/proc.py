@@ -20,12 +20,15 @@ class Server:
         log: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        extra_groups: Sequence[str | int] | None = None,
     ) -> None:
+        """`extra_groups`: the supplementary groups to start with (`[]`: none), else ours."""
         self.name = name
         self.argv = [str(a) for a in argv]
         self.log = log
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
+        self.extra_groups = None if extra_groups is None else list(extra_groups)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
@@ -38,6 +41,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
+                extra_groups=self.extra_groups,
                 start_new_session=True,
             )
         return self
