@@ -8,6 +8,11 @@ again, and returns once it is started, as `systemctl restart` does. On
 SIGTERM the supervisor stops its child and exits. Standalone on purpose: the
 restart command runs it by path, outside the test package.
 
+Like systemd, it outlives its clients: a request once received is carried
+out whether or not its client is still there for the answer (tests SIGKILL a
+deploy, and its `ctl`, in the middle of a restart). It serves one connection
+at a time, so two restarts asked at once are done one after the other.
+
 Requests: `restart`, `restart PEM` (start once with another ssl_certificate,
 to play a gateway that comes up serving the wrong certificate), `pid`,
 `count` (restarts so far).
@@ -15,6 +20,7 @@ to play a gateway that comes up serving the wrong certificate), `pid`,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,6 +50,36 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
             child.wait()
 
 
+def _answer(
+    conn: socket.socket, child: subprocess.Popen[bytes], argv: list[str], restarts: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Serve one connection; the child and restart count after it.
+
+    A client that hung up, before or after its request, costs it nothing: the
+    request it sent is done, the answer it no longer waits for is dropped.
+    """
+    try:
+        words = conn.recv(4096).decode(errors="replace").split()
+    except OSError:
+        return child, restarts
+    if words[:1] == ["restart"]:
+        _stop(child)
+        child = _start(argv, words[1] if len(words) > 1 else None)
+        restarts += 1
+        answer = f"ok {child.pid}\n"
+    elif words[:1] == ["pid"]:
+        answer = f"ok {child.pid}\n"
+    elif words[:1] == ["count"]:
+        answer = f"ok {restarts}\n"
+    elif not words:
+        return child, restarts  # connected and left without asking anything
+    else:
+        answer = "error unknown request\n"
+    with contextlib.suppress(OSError):
+        conn.sendall(answer.encode())
+    return child, restarts
+
+
 def serve(sock_path: str, argv: list[str]) -> int:
     stopping = False
 
@@ -62,26 +98,14 @@ def serve(sock_path: str, argv: list[str]) -> int:
         srv.settimeout(0.1)
         try:
             while not stopping:
+                child.poll()  # reap a radosgw that died on its own
                 try:
                     conn, _ = srv.accept()
-                except TimeoutError:
-                    continue
-                except InterruptedError:
+                except (TimeoutError, InterruptedError):
                     continue
                 with conn:
                     conn.settimeout(5)
-                    words = conn.recv(4096).decode().split()
-                    if words[:1] == ["restart"]:
-                        _stop(child)
-                        child = _start(argv, words[1] if len(words) > 1 else None)
-                        restarts += 1
-                        conn.sendall(f"ok {child.pid}\n".encode())
-                    elif words[:1] == ["pid"]:
-                        conn.sendall(f"ok {child.pid}\n".encode())
-                    elif words[:1] == ["count"]:
-                        conn.sendall(f"ok {restarts}\n".encode())
-                    else:
-                        conn.sendall(b"error unknown request\n")
+                    child, restarts = _answer(conn, child, argv, restarts)
         finally:
             _stop(child)
             os.unlink(sock_path)
@@ -91,7 +115,8 @@ def serve(sock_path: str, argv: list[str]) -> int:
 def ctl(sock_path: str, request: list[str]) -> int:
     deadline = time.monotonic() + 30
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(30)
+        # Requests wait behind a restart in progress, which under load takes a while.
+        s.settimeout(60)
         while True:
             try:
                 s.connect(sock_path)
