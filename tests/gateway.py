@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from rgwtls.deploy import served_fingerprint
+from rgwtls.probe import served_fingerprint
 from tests.certmaker import pem_file
-from tests.stack.ceph import RadosGW, start_radosgw
+from tests.stack.ceph import RadosGW, give, start_radosgw
 from tests.stack.site import DOMAINS, ZONE, Stack
 
 
 class Gateway:
-    """One supervised radosgw with its own PEM, and a deploy config for it."""
+    """One supervised radosgw with its own PEM, and a deploy config for it.
 
-    def __init__(self, stack: Stack, keyring: Path, workdir: Path, name: str = "a") -> None:
+    radosgw runs as `user`/`group` after reading its PEM as root, as Debian's
+    unit runs it. The PEM starts as sites commonly keep it, root:ceph 0640;
+    `mode`, `owner` and `group` choose another start, for a deploy test that
+    must keep what it finds.
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        keyring: Path,
+        workdir: Path,
+        name: str = "a",
+        *,
+        mode: int = 0o640,
+        owner: str = "root",
+        group: str = "ceph",
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.stack = stack
         self.pem = workdir / "rgw.pem"
-        # What the gateway served before rgwtls: a certificate from elsewhere, a month old.
-        self.pem.write_text(pem_file(DOMAINS, days_before=30))
-        self.pem.chmod(0o600)
+        # What the gateway served before rgwtls: a certificate from elsewhere, a
+        # month old. Created 0600: the key is never readable by others, even for a moment.
+        fd = os.open(self.pem, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(pem_file(DOMAINS, days_before=30))
+        give(self.pem, mode, owner, group)
         self.rgw: RadosGW = start_radosgw(stack.ceph, workdir, self.pem, name=name, supervised=True)
         self.settings = stack.settings()
         self.settings["ceph"]["user"] = "client.rgwtls-deploy"
@@ -33,6 +53,20 @@ class Gateway:
             "state_dir": str(workdir / "state"),
         }
         self.name = name
+
+    @property
+    def user(self) -> str:
+        """The user radosgw runs as once it dropped root."""
+        return self.rgw.user
+
+    @property
+    def group(self) -> str:
+        """radosgw's group once it dropped root: the group a PEM is shared with."""
+        return self.rgw.group
+
+    def readable_by_gateway(self, path: Path) -> bool:
+        """Whether radosgw's user and group can read `path`, by really reading it as them."""
+        return self.rgw.readable_by_gateway(path)
 
     def config(self) -> Path:
         return self.stack.write_config(self.settings, f"deploy-{self.name}.toml")

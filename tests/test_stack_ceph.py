@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import grp
 import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +20,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.certmaker import make_cert
+from tests.gateway import Gateway
 from tests.stack.ceph import (
+    RGW_GROUP,
+    RGW_USER,
     CephCluster,
     RadosGW,
     ceph_cluster,
+    give,
     peer_certificate,
     processes_using,
+    readable_by,
     start_radosgw,
 )
 
@@ -47,6 +58,36 @@ def _self_signed(workdir: Path, cn: str) -> tuple[Path, bytes]:
     pem.write_text(key_pem + cert_pem)
     pem.chmod(0o600)
     return pem, x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)
+
+
+@pytest.fixture(scope="module")
+def supervised(cluster: CephCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadosGW]:
+    """One radosgw under rgwsup.py for the module: each start costs seconds."""
+    workdir = tmp_path_factory.mktemp("rgw-sup")
+    pem, _ = _self_signed(workdir, "sup.test")
+    gw = start_radosgw(cluster, workdir / "rgw", pem, name="sup", supervised=True)
+    yield gw
+    gw.stop()
+
+
+def _user_of(pid: int) -> str:
+    return subprocess.run(
+        ["ps", "-o", "user=", "-p", str(pid)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _ids_of(pid: int) -> dict[str, list[str]]:
+    """Uid, Gid and Groups lines of /proc/PID/status."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.split() for k, _, v in (line.partition(":") for line in lines) if k in ("Uid", "Gid", "Groups")}
+
+
+def _wait_serving(gw: RadosGW, timeout: float = 30.0) -> None:
+    def handshake() -> bool:
+        peer_certificate(gw.port, timeout=1.0)
+        return True
+
+    gw.server.wait_until(handshake, timeout, "serving HTTPS again")
 
 
 def _write_and_read(ioctx: rados.Ioctx, obj: str, data: bytes) -> bytes:
@@ -134,3 +175,98 @@ def test_connect_fails_fast_while_the_mon_is_down(cluster: CephCluster) -> None:
     finally:
         cluster.start_mon()
     assert "rgwtls" in cluster.mon_command({"prefix": "osd pool ls"})
+
+
+def test_radosgw_reads_its_files_as_root_then_serves_as_the_ceph_user_alone(supervised: RadosGW) -> None:
+    pid = supervised.radosgw_pid()
+    assert pid != supervised.pid  # radosgw itself, not its supervisor
+    assert _user_of(pid) == RGW_USER == supervised.user
+    uid, gid = pwd.getpwnam(RGW_USER).pw_uid, grp.getgrnam(RGW_GROUP).gr_gid
+    ids = _ids_of(pid)
+    assert set(ids["Uid"]) == {str(uid)}  # real, effective, saved, fs: no way back to root
+    assert set(ids["Gid"]) == {str(gid)}
+    assert ids["Groups"] == []  # not root's group 0, as systemd starts it
+    # Its PEM is 0600 root and it serves it: it read it before this drop.
+    assert f"set uid:gid to {uid}:{gid} ({RGW_USER}:{RGW_GROUP})" in supervised.log.read_text()
+    assert stat.S_IMODE(supervised.keyring.stat().st_mode) == 0o640
+    assert supervised.keyring.stat().st_gid == gid
+
+
+def test_unsupervised_radosgw_runs_as_the_ceph_user_too(cluster: CephCluster, tmp_path: Path) -> None:
+    pem, _ = _self_signed(tmp_path, "plain.test")
+    gw = start_radosgw(cluster, tmp_path / "rgw", pem, name="plain")
+    try:
+        assert _user_of(gw.pid) == RGW_USER
+    finally:
+        gw.stop()
+
+
+def test_readable_by_gateway_really_reads_as_the_gateway_group(supervised: RadosGW) -> None:
+    pem = supervised.workdir / "probe.pem"
+    pem.write_text("secret")
+    assert not supervised.readable_by_gateway(give(pem, 0o600, "root", "root"))
+    assert not supervised.readable_by_gateway(give(pem, 0o640, "root", "root"))
+    assert not supervised.readable_by_gateway(give(pem, 0o604, "root", RGW_GROUP))  # others, not the group
+    assert supervised.readable_by_gateway(give(pem, 0o640, "root", RGW_GROUP))
+    assert supervised.readable_by_gateway(give(pem, 0o400, RGW_USER, "root"))
+    assert not readable_by(supervised.workdir / "missing.pem", RGW_USER, RGW_GROUP)
+
+
+def test_supervisor_finishes_a_restart_whose_client_hung_up_at_once(supervised: RadosGW) -> None:
+    before, count = supervised.radosgw_pid(), int(supervised.supervisor("count"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(supervised.sup_sock))
+        s.sendall(b"restart")
+    # Answered after the restart: the supervisor takes one request at a time.
+    assert int(supervised.supervisor("count")) == count + 1
+    assert supervised.running()
+    assert supervised.radosgw_pid() != before
+    _wait_serving(supervised)
+    assert _user_of(supervised.radosgw_pid()) == RGW_USER
+
+
+def test_two_restarts_asked_at_once_are_done_one_after_the_other(supervised: RadosGW) -> None:
+    count = int(supervised.supervisor("count"))
+    ctls = [subprocess.Popen(supervised.restart_command.split(), stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    answers = [c.communicate(timeout=120)[0].split() for c in ctls]
+    assert [c.returncode for c in ctls] == [0, 0]
+    # Each was answered with the radosgw its restart started: two, the last one running.
+    assert answers[0][0] == answers[1][0] == "ok"
+    assert answers[0][1] != answers[1][1]
+    assert int(supervised.supervisor("count")) == count + 2
+    started = {int(answers[0][1]), int(answers[1][1])}
+    assert supervised.radosgw_pid() in started
+    # The one the second restart stopped is reaped, not left a zombie.
+    assert not Path(f"/proc/{(started - {supervised.radosgw_pid()}).pop()}").exists()
+    _wait_serving(supervised)
+
+
+def test_supervisor_finishes_a_restart_whose_ctl_was_killed_during_it(supervised: RadosGW) -> None:
+    before, count = supervised.radosgw_pid(), int(supervised.supervisor("count"))
+    log_start = supervised.log.stat().st_size
+    # As a deploy's restart command runs it, in the deploy's process group.
+    ctl = subprocess.Popen(supervised.restart_command.split(), stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        # The old radosgw got its SIGTERM: the restart is under way.
+        while "received  signal: Terminated" not in supervised.log.read_text()[log_start:]:
+            assert ctl.poll() is None, "ctl returned before the restart was seen under way"
+            assert time.monotonic() < deadline, "the restart did not begin"
+            time.sleep(0.01)
+        os.killpg(ctl.pid, signal.SIGKILL)
+    finally:
+        ctl.kill()
+        ctl.wait()
+    assert ctl.returncode == -signal.SIGKILL
+    assert int(supervised.supervisor("count")) == count + 1
+    assert supervised.radosgw_pid() != before
+    _wait_serving(supervised)
+
+
+def test_gateway_pem_starts_as_a_site_keeps_it_readable_by_the_gateway_group(gateway: Gateway) -> None:
+    st = gateway.pem.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, grp.getgrnam(gateway.group).gr_gid)
+    assert gateway.user == RGW_USER
+    assert gateway.readable_by_gateway(gateway.pem)
+    gateway.pem.chmod(0o600)
+    assert not gateway.readable_by_gateway(gateway.pem)
