@@ -231,7 +231,7 @@ def test_metrics_files_read_by_a_prometheus_parser(stack: Stack, gateway: Gatewa
     assert value(issued, "rgwtls_certificate_expiry_timestamp_seconds", certificate=ZONE, source="pool") > now
     assert value(issued, "rgwtls_issue_last_success_timestamp_seconds", certificate=ZONE) <= now
     deployed = families(textfile / "rgwtls_deploy.prom")
-    for source in ("pool", "deployed", "served"):
+    for source in ("deployed", "served"):
         assert value(deployed, "rgwtls_certificate_expiry_timestamp_seconds", certificate=ZONE, source=source) > now
     assert value(deployed, "rgwtls_deployed_generation", certificate=ZONE) == 1
     assert value(deployed, "rgwtls_certificate_matches_pool", certificate=ZONE, source="served") == 1

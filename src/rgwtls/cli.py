@@ -111,7 +111,9 @@ def _write_metrics(
 
     try:
         if report is None:
-            report = status.gather(cfg, served=command != "issue")
+            # issue writes the pool's side, deploy this host's: see metrics.py, one series, one owner.
+            here = command != "issue"
+            report = status.gather(cfg, served=here, deployed=here)
         metrics.write(textfile, command, ok, started, report, check_state)
     except Exception as e:  # metrics never turn a run into a traceback, nor a success into a failure
         log.warning("could not write the metrics to %s: %s", textfile, _describe(e))

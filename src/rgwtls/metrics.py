@@ -1,9 +1,26 @@
 """Prometheus metrics for node_exporter's textfile collector.
 
 `--textfile DIR` writes `DIR/rgwtls_<command>.prom` atomically (temporary file,
-rename), so the collector never reads half a file. Each command writes its
-own file; the last success and failure times of a command are carried over
-from its previous file, since each run only knows its own outcome.
+rename), so the collector never reads half a file.
+
+One series, one owner: node_exporter merges every file of the directory into
+one scrape, and a series found in two files is a gathering error on every
+scrape (and the first file's value wins). So each command writes only what it
+alone knows, and the facts of a run carry its `command` label:
+
+- every command: its own run (`rgwtls_last_run_*`, `rgwtls_runs_total`,
+  `rgwtls_pool_up`), labelled `command`;
+- issue: the pool's side (generation, expiry of the production and staging
+  sets, the last attempt recorded in the pool);
+- deploy: this host's side (the deployed file and the served certificate,
+  each compared with the pool);
+- check: its verdict.
+
+A family written by several commands has one HELP and TYPE (`FAMILIES`), since
+node_exporter also rejects a family whose HELP differs between files. What a
+run cannot read is left out, never written as 0. The last success and failure
+times and the run counters are carried over from the command's previous file,
+since each run only knows its own outcome.
 """
 
 from __future__ import annotations
@@ -12,25 +29,75 @@ import datetime as dt
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rgwtls.status import Report
 
-_HELP = {
-    "rgwtls_certificate_expiry_timestamp_seconds": "When the certificate expires, by where it was seen.",
-    "rgwtls_certificate_generation": "The generation of the set in the pool.",
-    "rgwtls_deployed_generation": "The pool generation this host serves, if it serves the pool's.",
-    "rgwtls_certificate_matches_pool": "1 if the deployed or served certificate is the pool's.",
-    "rgwtls_issue_last_success_timestamp_seconds": "When issue last succeeded for the certificate.",
-    "rgwtls_issue_last_failure_timestamp_seconds": "When issue last failed for the certificate.",
-    "rgwtls_last_success_timestamp_seconds": "When this command last succeeded on this host.",
-    "rgwtls_last_failure_timestamp_seconds": "When this command last failed on this host.",
-    "rgwtls_last_run_timestamp_seconds": "When this command last ran on this host.",
-    "rgwtls_last_run_success": "1 if the last run of this command succeeded.",
-    "rgwtls_last_run_duration_seconds": "How long the last run of this command took.",
-    "rgwtls_pool_up": "1 if the pool could be read.",
-    "rgwtls_check_status": "The last check's state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+EVERY = "every command"
+
+
+@dataclass(frozen=True)
+class Family:
+    type: str
+    help: str
+    owner: str  # the command that writes it, or EVERY (then labelled `command`)
+    labels: tuple[str, ...] = ()
+
+
+FAMILIES: dict[str, Family] = {
+    "rgwtls_last_run_timestamp_seconds": Family(
+        "gauge", "When this command last ran on this host.", EVERY, ("command",)
+    ),
+    "rgwtls_last_run_success": Family("gauge", "1 if the last run of this command succeeded.", EVERY, ("command",)),
+    "rgwtls_last_run_duration_seconds": Family(
+        "gauge", "How long the last run of this command took.", EVERY, ("command",)
+    ),
+    "rgwtls_last_success_timestamp_seconds": Family(
+        "gauge", "When this command last succeeded on this host.", EVERY, ("command",)
+    ),
+    "rgwtls_last_failure_timestamp_seconds": Family(
+        "gauge", "When this command last failed on this host.", EVERY, ("command",)
+    ),
+    "rgwtls_runs_total": Family(
+        "counter", "Runs of this command on this host, by result.", EVERY, ("command", "result")
+    ),
+    "rgwtls_pool_up": Family("gauge", "1 if this command's run could read the pool.", EVERY, ("command",)),
+    "rgwtls_certificate_generation": Family(
+        "gauge", "The generation of the production set in the pool.", "issue", ("certificate",)
+    ),
+    "rgwtls_certificate_issued_timestamp_seconds": Family(
+        "gauge", "When the production set in the pool was issued.", "issue", ("certificate",)
+    ),
+    "rgwtls_certificate_expiry_timestamp_seconds": Family(
+        "gauge",
+        "When the certificate expires, by where it was seen: pool and staging (issue), deployed and served (deploy).",
+        "issue+deploy",
+        ("certificate", "source"),
+    ),
+    "rgwtls_issue_last_attempt_success": Family(
+        "gauge", "1 if the last issue attempt recorded in the pool succeeded.", "issue", ("certificate",)
+    ),
+    "rgwtls_issue_last_success_timestamp_seconds": Family(
+        "gauge", "When issue last succeeded for the certificate, from the pool's record.", "issue", ("certificate",)
+    ),
+    "rgwtls_issue_last_failure_timestamp_seconds": Family(
+        "gauge", "When issue last failed for the certificate, from the pool's record.", "issue", ("certificate",)
+    ),
+    "rgwtls_certificate_matches_pool": Family(
+        "gauge",
+        "1 if the deployed file or the served certificate is the pool's production set.",
+        "deploy",
+        ("certificate", "source"),
+    ),
+    "rgwtls_deployed_generation": Family(
+        "gauge", "The pool generation this host serves, when it serves the pool's set.", "deploy", ("certificate",)
+    ),
+    "rgwtls_check_status": Family("gauge", "The last check's state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", "check"),
 }
+
+# Which `source` of the expiry each command owns.
+_EXPIRY_SOURCES = {"issue": ("pool", "staging"), "deploy": ("deployed", "served")}
 
 
 def _ts(iso: str | None) -> float | None:
@@ -42,21 +109,92 @@ def _ts(iso: str | None) -> float | None:
         return None
 
 
+def escape(value: str) -> str:
+    """A label value as the text format wants it: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(**labels: str) -> str:
     if not labels:
         return ""
-    inner = ",".join(f'{k}="{v}"'.replace("\\", "\\\\").replace("\n", " ") for k, v in sorted(labels.items()))
-    return "{" + inner + "}"
+    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in sorted(labels.items())) + "}"
 
 
-def _previous(path: Path, name: str, command: str) -> float | None:
-    """A value of our own previous file: carried over across runs."""
+def _previous(text: str, name: str, **labels: str) -> float | None:
+    """A value of our own previous file, found by its exact series: carried over across runs."""
+    m = re.search(rf"^{re.escape(name + _labels(**labels))} (\S+)$", text, re.M)
     try:
-        text = path.read_text()
-    except OSError:
+        return float(m.group(1)) if m else None
+    except ValueError:
         return None
-    m = re.search(rf'^{name}\{{command="{command}"\}} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else None
+
+
+def samples(
+    command: str,
+    ok: bool,
+    duration: float,
+    report: Report | None,
+    check_state: int | None = None,
+    previous: str = "",
+    now: float | None = None,
+) -> dict[str, list[tuple[str, float]]]:
+    """What `command` writes: for each family it owns, its (labels, value) pairs."""
+    now = time.time() if now is None else now
+    out: dict[str, list[tuple[str, float]]] = {k: [] for k in FAMILIES}
+
+    def add(name: str, value: float | None, **labels: str) -> None:
+        if value is not None:
+            out[name].append((_labels(**labels), value))
+
+    def carried(name: str, **labels: str) -> float | None:
+        return _previous(previous, name, command=command, **labels)
+
+    run = {"command": command}
+    add("rgwtls_last_run_timestamp_seconds", now, **run)
+    add("rgwtls_last_run_success", 1.0 if ok else 0.0, **run)
+    add("rgwtls_last_run_duration_seconds", round(duration, 3), **run)
+    add("rgwtls_last_success_timestamp_seconds", now if ok else carried("rgwtls_last_success_timestamp_seconds"), **run)
+    add("rgwtls_last_failure_timestamp_seconds", carried("rgwtls_last_failure_timestamp_seconds") if ok else now, **run)
+    for result in ("success", "failure"):
+        count = carried("rgwtls_runs_total", result=result) or 0.0
+        add("rgwtls_runs_total", count + (1 if ok == (result == "success") else 0), result=result, **run)
+    if report is not None:
+        add("rgwtls_pool_up", 0.0 if report.error else 1.0, **run)
+    if command == "check":
+        add("rgwtls_check_status", None if check_state is None else float(check_state))
+    for st in report.certificates if report is not None else []:
+        cert = st.name
+        if command == "issue":
+            if st.pool is not None:
+                add("rgwtls_certificate_generation", float(st.pool.generation), certificate=cert)
+                add("rgwtls_certificate_issued_timestamp_seconds", _ts(st.pool.issued_at), certificate=cert)
+            li = st.last_issue or {}
+            if "ok" in li:
+                add("rgwtls_issue_last_attempt_success", 1.0 if li["ok"] else 0.0, certificate=cert)
+            add("rgwtls_issue_last_success_timestamp_seconds", _ts(li.get("last_success")), certificate=cert)
+            add("rgwtls_issue_last_failure_timestamp_seconds", _ts(li.get("last_failure")), certificate=cert)
+        sides = {"pool": st.pool, "staging": st.staging, "deployed": st.deployed, "served": st.served}
+        for source in _EXPIRY_SOURCES.get(command, ()):
+            facts = sides[source]
+            if facts is None:
+                continue
+            add("rgwtls_certificate_expiry_timestamp_seconds", _ts(facts.not_after), certificate=cert, source=source)
+            matches = getattr(facts, "matches_pool", None)
+            if command == "deploy" and matches is not None:
+                add("rgwtls_certificate_matches_pool", 1.0 if matches else 0.0, certificate=cert, source=source)
+        if command == "deploy" and st.pool is not None and st.served is not None and st.served.matches_pool:
+            add("rgwtls_deployed_generation", float(st.pool.generation), certificate=cert)
+    return out
+
+
+def render(values: dict[str, list[tuple[str, float]]]) -> str:
+    lines = []
+    for name, pairs in values.items():
+        if not pairs:
+            continue
+        lines += [f"# HELP {name} {FAMILIES[name].help}", f"# TYPE {name} {FAMILIES[name].type}"]
+        lines += [f"{name}{labels} {value:.17g}" for labels, value in pairs]
+    return "\n".join(lines) + "\n"
 
 
 def write(
@@ -68,68 +206,19 @@ def write(
     check_state: int | None = None,
 ) -> Path:
     path = directory / f"rgwtls_{command}.prom"
-    now = time.time()
-    samples: dict[str, list[tuple[str, float]]] = {k: [] for k in _HELP}
-
-    def add(name: str, value: float | None, **labels: str) -> None:
-        if value is not None:
-            samples[name].append((_labels(**labels), value))
-
-    last_ok = now if ok else _previous(path, "rgwtls_last_success_timestamp_seconds", command)
-    last_fail = now if not ok else _previous(path, "rgwtls_last_failure_timestamp_seconds", command)
-    add("rgwtls_last_success_timestamp_seconds", last_ok, command=command)
-    add("rgwtls_last_failure_timestamp_seconds", last_fail, command=command)
-    add("rgwtls_last_run_timestamp_seconds", now, command=command)
-    add("rgwtls_last_run_success", 1.0 if ok else 0.0, command=command)
-    add("rgwtls_last_run_duration_seconds", round(time.monotonic() - started, 3), command=command)
-    add("rgwtls_check_status", None if check_state is None else float(check_state))
-    if report is not None:
-        add("rgwtls_pool_up", 0.0 if report.error else 1.0)
-        for st in report.certificates:
-            cert = st.name
-            if st.pool is not None:
-                add(
-                    "rgwtls_certificate_expiry_timestamp_seconds",
-                    _ts(st.pool.not_after),
-                    certificate=cert,
-                    source="pool",
-                )
-                add("rgwtls_certificate_generation", float(st.pool.generation), certificate=cert)
-            if st.staging is not None:
-                add(
-                    "rgwtls_certificate_expiry_timestamp_seconds",
-                    _ts(st.staging.not_after),
-                    certificate=cert,
-                    source="staging",
-                )
-            for source, facts in (("deployed", st.deployed), ("served", st.served)):
-                if facts is None:
-                    continue
-                add(
-                    "rgwtls_certificate_expiry_timestamp_seconds",
-                    _ts(facts.not_after),
-                    certificate=cert,
-                    source=source,
-                )
-                add(
-                    "rgwtls_certificate_matches_pool",
-                    1.0 if facts.matches_pool else 0.0,
-                    certificate=cert,
-                    source=source,
-                )
-            if st.pool is not None and st.served is not None and st.served.matches_pool:
-                add("rgwtls_deployed_generation", float(st.pool.generation), certificate=cert)
-            li = st.last_issue or {}
-            add("rgwtls_issue_last_success_timestamp_seconds", _ts(li.get("last_success")), certificate=cert)
-            add("rgwtls_issue_last_failure_timestamp_seconds", _ts(li.get("last_failure")), certificate=cert)
-    lines = []
-    for name, values in samples.items():
-        if not values:
-            continue
-        lines += [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} gauge"]
-        lines += [f"{name}{labels} {value:.17g}" for labels, value in values]
+    try:
+        previous = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        previous = ""
+    text = render(samples(command, ok, time.monotonic() - started, report, check_state, previous))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

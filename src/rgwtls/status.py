@@ -75,7 +75,7 @@ class PoolFacts(CertFacts):
 @dataclass
 class HostFacts(CertFacts):
     where: str = ""
-    matches_pool: bool = False
+    matches_pool: bool | None = None  # None: the pool could not be read, so nothing to compare with
 
 
 @dataclass
@@ -88,6 +88,7 @@ class Status:
     served: HostFacts | None = None
     served_error: str | None = None
     problems: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # what could not be read: pool, staging, last_issue, deployed
 
 
 @dataclass
@@ -108,33 +109,49 @@ def _pool_facts(s: CertSet | None, now: dt.datetime) -> PoolFacts | None:
     return PoolFacts(**asdict(base), generation=s.generation, issued_at=s.issued_at, issued_by=s.issued_by)
 
 
-def gather(cfg: Config, served: bool = True, staging: bool = False) -> Report:
-    """All the facts; a cluster that cannot be reached is reported, not raised."""
+def gather(cfg: Config, served: bool = True, staging: bool = False, deployed: bool = True) -> Report:
+    """All the facts; a cluster that cannot be reached is reported, not raised.
+
+    One deadline for the whole gathering: the first cluster operation that
+    fails or times out ends the reading of the pool, and every fact not yet
+    read is reported unknown. Each librados wait is bounded by `ceph.timeout`,
+    so a dead cluster costs one timeout (connect, or the first read), not one
+    per object and certificate.
+    """
     from rgwtls.deploy import make_target
 
     now = dt.datetime.now(dt.UTC)
     report = Report(socket.gethostname(), [Status(c.name) for c in cfg.certificates])
     d = cfg.deploy
     mine = d.certificate or cfg.certificates[0].name
+    pool: Pool | None = None
+    read: list[set[str]] = [set() for _ in report.certificates]
     try:
-        with Pool(cfg.ceph) as pool:
-            for st in report.certificates:
-                try:
-                    st.pool = _pool_facts(pool.read_set(st.name, staging), now)
-                except RgwtlsError as e:
-                    st.problems.append(str(e))
-                try:
-                    st.staging = _pool_facts(pool.read_set(st.name, staging=True), now)
-                except RgwtlsError:
-                    st.staging = None
-                raw = pool.read(pool.set_namespace(staging), f"{st.name}/last-issue")
-                st.last_issue = json.loads(raw) if raw else None
-                if st.name == mine:
-                    installed = first_cert(make_target(d, pool, st.name).installed())
-                    if installed is not None:
-                        st.deployed = HostFacts(**asdict(CertFacts.of(installed, now)), where=_where(cfg))
+        pool = Pool(cfg.ceph).connect()
+        for st, done in zip(report.certificates, read, strict=True):
+            _read_pool_side(pool, st, done, staging, now)
     except RgwtlsError as e:
         report.error = str(e)
+        for st, done in zip(report.certificates, read, strict=True):
+            st.unknown += [side for side in ("pool", "staging", "last_issue") if side not in done]
+    try:
+        for st in report.certificates:
+            if st.name != mine or not deployed:
+                continue
+            if d.layout == "config-key" and (pool is None or report.error):
+                st.unknown.append("deployed")
+                continue
+            try:
+                installed = first_cert(make_target(d, pool, st.name).installed())  # type: ignore[arg-type]
+            except (RgwtlsError, OSError, ValueError) as e:
+                st.unknown.append("deployed")
+                st.problems.append(f"cannot read the deployed certificate: {e}")
+                continue
+            if installed is not None:
+                st.deployed = HostFacts(**asdict(CertFacts.of(installed, now)), where=_where(cfg))
+    finally:
+        if pool is not None:
+            pool.close()
     for st in report.certificates:
         if st.name != mine or not served:
             continue
@@ -145,10 +162,37 @@ def gather(cfg: Config, served: bool = True, staging: bool = False) -> Report:
             st.served = HostFacts(**asdict(CertFacts.of(cert, now)), where=f"{d.verify_endpoint} ({sni})")
         except (OSError, ValueError) as e:
             st.served_error = f"{d.verify_endpoint} ({sni}): {e}"
+    for st in report.certificates:
+        # Compared only with a pool that was read: an unknown pool is no difference.
         for facts in (st.deployed, st.served):
-            if facts is not None and st.pool is not None:
-                facts.matches_pool = facts.fingerprint == st.pool.fingerprint
+            if facts is not None and "pool" not in st.unknown:
+                facts.matches_pool = st.pool is not None and facts.fingerprint == st.pool.fingerprint
     return report
+
+
+def _read_pool_side(pool: Pool, st: Status, done: set[str], staging: bool, now: dt.datetime) -> None:
+    """The set, the staging set and the last attempt, each added to `done` once read.
+
+    A cluster failure raises (and ends the gathering); a bad object is a problem of its certificate.
+    """
+    for side, ns, obj in (
+        ("pool", pool.set_namespace(staging), f"{st.name}/current"),
+        ("staging", pool.set_namespace(True), f"{st.name}/current"),
+        ("last_issue", pool.set_namespace(staging), f"{st.name}/last-issue"),
+    ):
+        raw = pool.read(ns, obj)
+        done.add(side)
+        if raw is None:
+            continue
+        try:
+            if side == "last_issue":
+                doc = json.loads(raw)
+                st.last_issue = doc if isinstance(doc, dict) else None
+            else:
+                facts = _pool_facts(CertSet.from_bytes(raw, f"{ns}/{obj} in pool {pool.cfg.pool}"), now)
+                setattr(st, side, facts)
+        except (RgwtlsError, ValueError) as e:
+            st.problems.append(f"{ns}/{obj}: {e}" if not isinstance(e, RgwtlsError) else str(e))
 
 
 def _where(cfg: Config) -> str:
@@ -178,7 +222,9 @@ def render(report: Report) -> str:
             lines.append(f"  pool      generation {p.generation}, {cert_line(p)}")
             lines.append(f"            issued {when(p.issued_at)} by {p.issued_by}")
             lines.append(f"  names     {', '.join(p.names)}")
-        elif not report.error:
+        elif "pool" in st.unknown:
+            lines.append("  pool      UNKNOWN: could not be read")
+        else:
             lines.append("  pool      none: run 'rgwtls issue' on the issuer")
         if st.staging:
             lines.append(f"  staging   generation {st.staging.generation}, {cert_line(st.staging)}")
@@ -186,10 +232,14 @@ def render(report: Report) -> str:
             li = st.last_issue
             result = "ok" if li.get("ok") else f"FAILED: {li.get('error')}"
             lines.append(f"  issue     last attempt {when(str(li.get('at', '')))} on {li.get('host')}: {result}")
+        elif "last_issue" in st.unknown:
+            lines.append("  issue     last attempt UNKNOWN: could not be read")
         for label, facts in (("deployed", st.deployed), ("served", st.served)):
             if facts is None:
+                if label in st.unknown:
+                    lines.append(f"  {label:<9} UNKNOWN: could not be read")
                 continue
-            match = "matches the pool" if facts.matches_pool else "DIFFERS from the pool"
+            match = {True: "matches the pool", False: "DIFFERS from the pool", None: "pool unknown"}[facts.matches_pool]
             lines.append(f"  {label:<9} {facts.where}: {match}, {cert_line(facts)}")
         if st.served_error:
             lines.append(f"  served    NO HANDSHAKE: {st.served_error}")
