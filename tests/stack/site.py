@@ -83,6 +83,8 @@ class Stack:
                     "tsig_secret_file": str(self.secret_file("tsig-secret", self.bind.tsig_secret)),
                 },
             },
+            # This host's state (kept sets, deploy's lock): the test's own, never /var/lib/rgwtls.
+            "deploy": {"state_dir": str(self.dir / "state")},
             "certificate": [{"name": ZONE, "domains": list(DOMAINS)}],
         }
 
