@@ -191,6 +191,58 @@ def test_stopped_cluster_is_unknown_within_seconds(stack: Stack, gateway: Gatewa
     assert "UNREACHABLE" in status.stdout
 
 
+TIMEOUT = 3.0
+# Python's start, the served-certificate probe and the lock-free reads: what a run costs beyond one timeout.
+OVERHEAD = 3.0
+
+
+def two_certificates(gw: Gateway) -> None:
+    """A gateway configured for two certificates, both in the pool, with a short ceph.timeout."""
+    gw.settings["ceph"]["timeout"] = TIMEOUT
+    gw.settings["certificate"] = [
+        {"name": ZONE, "domains": list(DOMAINS)},
+        {"name": "second", "domains": list(DOMAINS)},
+    ]
+    gw.config()
+
+
+def timed(gw: Gateway, *args: str) -> tuple[float, Any]:
+    started = time.monotonic()
+    res = run_cli(gw.config(), *args)
+    return time.monotonic() - started, res
+
+
+@pytest.mark.parametrize("down", ["mon", "osd"])
+def test_a_dead_cluster_is_unknown_within_one_timeout_with_two_certificates(
+    stack: Stack, gateway: Gateway, down: str
+) -> None:
+    issue(stack)
+    assert run_cli(gateway.config(), "deploy").code == 0
+    two_certificates(gateway)
+    stopped = stack.ceph.mon_stopped() if down == "mon" else stack.ceph.osd_stopped()
+    with stopped:
+        took_check, checked = timed(gateway, "check")
+        took_status, table = timed(gateway, "status")
+        took_json, as_json = timed(gateway, "status", "--json")
+    assert checked.code == UNKNOWN, checked.stdout
+    assert checked.stdout.startswith("RGWTLS UNKNOWN - cannot read the pool:"), checked.stdout
+    for took in (took_check, took_status, took_json):
+        assert took < TIMEOUT + OVERHEAD, (took_check, took_status, took_json)
+    # What cannot be read is unknown, never a difference.
+    assert table.code == 1
+    assert "UNREACHABLE" in table.stdout
+    assert "DIFFERS" not in table.stdout, table.stdout
+    assert "pool      UNKNOWN" in table.stdout
+    assert "pool unknown" in table.stdout  # the served certificate, not compared
+    doc = json.loads(as_json.stdout)
+    assert doc["error"]
+    for st in doc["certificates"]:
+        assert st["pool"] is None
+        assert "pool" in st["unknown"]
+    assert doc["certificates"][0]["served"]["matches_pool"] is None
+    print(f"{down} down: check {took_check:.2f}s, status {took_status:.2f}s, status --json {took_json:.2f}s")
+
+
 def test_missing_config_is_unknown_not_a_traceback(tmp_path: Path) -> None:
     res = run_cli(tmp_path / "none.toml", "check")
     assert res.code == UNKNOWN
