@@ -1,0 +1,133 @@
+"""The metric set: one owner per series, label values escaped, runs carried over."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rgwtls import metrics
+from rgwtls.metrics import EVERY, FAMILIES
+from rgwtls.status import HostFacts, PoolFacts, Report, Status
+
+COMMANDS = ("issue", "deploy", "check")
+HOSTILE = 'we said "no" \\ to\nthis'
+
+
+def facts(cls: type[Any], **extra: Any) -> Any:
+    return cls(
+        fingerprint="ab",
+        serial="01",
+        names=["example.org"],
+        not_before="2026-01-01T00:00:00Z",
+        not_after="2026-04-01T00:00:00Z",
+        days_left=30.0,
+        lifetime_days=90.0,
+        **extra,
+    )
+
+
+def full_report(name: str = "example.org") -> Report:
+    """Every side known: what an issuer host that is also a gateway sees."""
+    pool = facts(PoolFacts, generation=2, issued_at="2026-01-01T00:00:00+00:00", issued_by="rgw0")
+    st = Status(
+        name,
+        pool=pool,
+        staging=facts(PoolFacts, generation=1),
+        last_issue={"ok": False, "last_success": "2026-01-01T00:00:00", "last_failure": "2026-01-02T00:00:00"},
+        deployed=facts(HostFacts, where="/etc/ceph/rgw.pem", matches_pool=True),
+        served=facts(HostFacts, where="127.0.0.1:443", matches_pool=True),
+    )
+    return Report("rgw0", [st, Status("absent")])
+
+
+def parse(text: str) -> list[Any]:
+    return [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def written(command: str, report: Report | None = None, previous: str = "") -> str:
+    report = full_report() if report is None else report
+    return metrics.render(metrics.samples(command, True, 0.1, report, 0 if command == "check" else None, previous))
+
+
+def test_no_series_is_written_by_two_commands() -> None:
+    seen: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+    for command in COMMANDS:
+        for s in parse(written(command)):
+            key = (s.name, tuple(sorted(s.labels.items())))
+            assert key not in seen, f"{key} written by {seen[key]} and {command}"
+            seen[key] = command
+
+
+def test_each_family_is_written_only_by_its_owner_with_its_declared_labels() -> None:
+    by: dict[str, set[str]] = {}
+    runs = [(c, ok) for c in COMMANDS for ok in (True, False)]
+    for command, ok in runs:
+        text = metrics.render(metrics.samples(command, ok, 0.1, full_report(), 0))
+        for fam in text_string_to_metric_families(text):
+            name = fam.name + "_total" if fam.type == "counter" else fam.name
+            by.setdefault(name, set()).add(command)
+            for s in fam.samples:
+                assert set(s.labels) == set(FAMILIES[name].labels), (name, s.labels)
+    for name, commands in by.items():
+        owner = FAMILIES[name].owner
+        assert commands == (set(COMMANDS) if owner == EVERY else set(owner.split("+"))), name
+    assert set(by) == set(FAMILIES)
+
+
+def test_what_could_not_be_read_is_left_out_not_written_as_zero() -> None:
+    st = Status("example.org", unknown=["pool", "staging", "last_issue"])
+    st.served = facts(HostFacts, where="127.0.0.1:443", matches_pool=None)
+    report = Report("rgw0", [st], error="cannot connect to the Ceph cluster")
+    deployed = parse(written("deploy", report))
+    names = {s.name for s in deployed}
+    assert "rgwtls_certificate_matches_pool" not in names
+    assert "rgwtls_deployed_generation" not in names
+    assert [s.value for s in deployed if s.name == "rgwtls_pool_up"] == [0]
+    assert not {s.name for s in parse(written("issue", report))} & {
+        "rgwtls_certificate_generation",
+        "rgwtls_issue_last_attempt_success",
+    }
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_hostile_label_values_read_back_by_prometheus_client(command: str) -> None:
+    report = full_report(HOSTILE)
+    got = {s.labels["certificate"] for s in parse(written(command, report)) if "certificate" in s.labels}
+    assert got <= {HOSTILE, "absent"}
+    if command != "check":
+        assert HOSTILE in got
+
+
+def test_label_escaping_follows_the_text_format() -> None:
+    assert metrics.escape(HOSTILE) == 'we said \\"no\\" \\\\ to\\nthis'
+
+
+def test_runs_and_last_times_carry_over_from_the_previous_file(tmp_path: Path) -> None:
+    started = time.monotonic()
+    path = metrics.write(tmp_path, "deploy", True, started, full_report())
+    first = {(s.name, s.labels.get("result")): s.value for s in parse(path.read_text())}
+    metrics.write(tmp_path, "deploy", False, started, full_report())
+    metrics.write(tmp_path, "deploy", True, started, full_report())
+    last = {(s.name, s.labels.get("result")): s.value for s in parse(path.read_text())}
+    assert last[("rgwtls_runs_total", "success")] == 2
+    assert last[("rgwtls_runs_total", "failure")] == 1
+    assert (
+        last[("rgwtls_last_failure_timestamp_seconds", None)] >= first[("rgwtls_last_success_timestamp_seconds", None)]
+    )
+    assert last[("rgwtls_last_run_success", None)] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgwtls_deploy.prom"]
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_family_has_one_help_and_type_whoever_writes_it() -> None:
+    helps: dict[str, set[str]] = {}
+    for command in COMMANDS:
+        for line in written(command).splitlines():
+            if line.startswith(("# HELP", "# TYPE")):
+                kind, name, text = line[2:].split(" ", 2)
+                helps.setdefault(f"{kind} {name}", set()).add(text)
+    assert all(len(texts) == 1 for texts in helps.values()), helps
