@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -131,3 +133,51 @@ def test_a_family_has_one_help_and_type_whoever_writes_it() -> None:
                 kind, name, text = line[2:].split(" ", 2)
                 helps.setdefault(f"{kind} {name}", set()).add(text)
     assert all(len(texts) == 1 for texts in helps.values()), helps
+
+
+ROOT = Path(__file__).resolve().parent.parent
+METRIC = re.compile(r"\brgwtls_[a-z_]+\b")
+
+
+def written_names() -> set[str]:
+    """Every series name the commands write, on a host where every side is known."""
+    names = set()
+    for command in COMMANDS:
+        for ok in (True, False):
+            text = metrics.render(metrics.samples(command, ok, 0.1, full_report(), 0))
+            names |= {s.name for s in parse(text)}
+    return names
+
+
+def exprs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k in ("expr", "definition") and isinstance(v, str)]
+        query = node.get("query")
+        if isinstance(query, dict):
+            found += exprs(query)
+        elif isinstance(query, str) and "rgwtls_" in query:
+            found.append(query)
+        return found + [e for k, v in node.items() if k != "query" for e in exprs(v)]
+    if isinstance(node, list):
+        return [e for v in node for e in exprs(v)]
+    return []
+
+
+def test_the_grafana_dashboard_queries_only_what_the_commands_write() -> None:
+    dash = json.loads((ROOT / "contrib" / "grafana-rgwtls.json").read_text())
+    queries = exprs(dash)
+    used = {m for q in queries for m in METRIC.findall(q)}
+    assert used, queries
+    assert used - written_names() == set()
+    panels = {p["title"] for p in dash["panels"]}
+    assert {"Days left, served, per gateway", "Served vs pool", "Issue attempts"} <= panels
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+
+
+def test_the_documented_alerts_and_metric_table_match_what_the_commands_write() -> None:
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    section = doc.split("## Metrics: `--textfile DIR`")[1].split("\n## ")[0]
+    alerts = section.split("```yaml")[1].split("```")[0]
+    assert set(METRIC.findall(alerts)) - written_names() == set()
+    table = {m for line in section.splitlines() if line.startswith("| `") for m in METRIC.findall(line.split("|")[1])}
+    assert table == set(FAMILIES)
