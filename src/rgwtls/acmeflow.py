@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
@@ -28,9 +29,10 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
 
 from rgwtls import __version__
-from rgwtls.config import AcmeConfig
+from rgwtls.config import AcmeConfig, config_path, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import AcmeError
+from rgwtls.proxy import Route, failure, root_cause, route
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,7 +62,7 @@ def _retry_after(resp: requests.Response | None) -> float | None:
 
 
 class Network(client.ClientNetwork):
-    def __init__(self, key: JWK, cfg: AcmeConfig) -> None:
+    def __init__(self, key: JWK, cfg: AcmeConfig, rt: Route, directory_url: str) -> None:
         super().__init__(
             key,
             alg=ES256,
@@ -70,10 +72,15 @@ class Network(client.ClientNetwork):
             timeout=int(cfg.timeout),
         )
         self.cfg = cfg
+        # Every request goes the one way, whatever its URL: the CA is one place.
+        self.route, self.directory_url = rt, directory_url
+        rt.mount(self.session)
         self.last_response: requests.Response | None = None
 
     def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         self.last_response = None
+        # Per request: the one setting requests lets no environment variable override.
+        kwargs["proxies"] = self.route.proxies
         response: requests.Response = super()._send_request(method, url, *args, **kwargs)
         self.last_response = response
         return response
@@ -98,9 +105,10 @@ class Network(client.ClientNetwork):
                     raise
                 problem = f"HTTP {status}: {e}"
             except (requests.ConnectionError, requests.Timeout) as e:
-                if tries >= self.cfg.retries:
+                refused = failure(self.route, e, self.directory_url)
+                if tries >= self.cfg.retries or (refused is not None and refused.final):
                     raise
-                problem = type(e).__name__
+                problem = refused.text if refused is not None else type(e).__name__
             tries += 1
             wait = _retry_after(self.last_response) or self.cfg.retry_backoff * 2 ** (tries - 1)
             log.info("ACME %s failed (%s); retry %d of %d in %.1fs", what, problem, tries, self.cfg.retries, wait)
@@ -138,12 +146,18 @@ class PendingChallenge:
 class Acme:
     """One session with one CA directory, as one account."""
 
-    def __init__(self, cfg: AcmeConfig, directory_url: str, account_key_pem: str) -> None:
+    def __init__(self, cfg: AcmeConfig, directory_url: str, account_key_pem: str, cfg_path: Path | None = None) -> None:
         self.cfg = cfg
         self.directory_url = directory_url
         key = serialization.load_pem_private_key(account_key_pem.encode(), password=None)
         self.key = JWKEC(key=key)
-        self.net = Network(self.key, cfg)
+        password = ""
+        if cfg.proxy_password_file:
+            where = cfg_path or config_path(None)
+            password = read_secret(cfg.proxy_password_file, "acme.proxy_password_file", where)
+        self.route = route(cfg.proxy, "acme.proxy", directory_url, password)
+        log.info("ACME: requests to %s go %s", directory_url, self.route.describe())
+        self.net = Network(self.key, cfg, self.route, directory_url)
         self.client: client.ClientV2 = self._guard(
             f"fetch the directory {directory_url}",
             lambda: client.ClientV2(client.ClientV2.get_directory(directory_url, self.net), self.net),
@@ -164,9 +178,17 @@ class Acme:
             status = f"HTTP {resp.status_code}" if resp is not None else str(e)
             raise AcmeError(f"ACME: could not {what}: {status} from {self.directory_url}") from None
         except requests.RequestException as e:
-            raise AcmeError(f"ACME: could not {what}: cannot reach {self.directory_url}: {type(e).__name__}") from None
+            raise AcmeError(f"ACME: could not {what}: {self._unreachable(e)}") from None
         except errors.Error as e:
             raise AcmeError(f"ACME: could not {what}: {e}") from None
+
+    def _unreachable(self, e: requests.RequestException) -> str:
+        """Which of the two failed, the proxy or the CA, naming both."""
+        refused = failure(self.route, e, self.directory_url)
+        if refused is not None:
+            return f"{refused.text}, on the way to {self.directory_url}"
+        way = f"through proxy {self.route.proxy}" if self.route.proxy else "directly"
+        return f"cannot reach {self.directory_url} {way}: {type(e).__name__}: {root_cause(e)}"
 
     @property
     def has_ari(self) -> bool:
@@ -208,7 +230,10 @@ class Acme:
         try:
             when, _ = self.client.renewal_time(cert_pem.encode())
         except (errors.Error, requests.RequestException, messages.Error, ValueError) as e:
-            log.warning("ACME renewal info (ARI) unavailable (%s); using the lifetime rule", e)
+            # The library wraps a network failure in ARIError; the network's words say more.
+            cause = e if isinstance(e, requests.RequestException) else e.__cause__
+            why = self._unreachable(cause) if isinstance(cause, requests.RequestException) else str(e)
+            log.warning("ACME renewal info (ARI) unavailable (%s); using the lifetime rule", why)
             return None
         return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from rgwtls.errors import ConfigError
 
@@ -49,6 +50,11 @@ class AcmeConfig:
     # 5xx and connection errors: retried with exponential backoff, this many times.
     retries: int = 4
     retry_backoff: float = 1.0
+    # Every request to the CA goes through this proxy (http://[user@]host:port);
+    # "direct": none, whatever the environment says; empty: the environment's
+    # HTTPS_PROXY and NO_PROXY decide. The user's password is in the file.
+    proxy: str = ""
+    proxy_password_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class InfobloxConfig:
     ca_bundle: str = ""
     timeout: float = 30.0
     retries: int = 3
+    # WAPI through this proxy (http://host:port), or "direct"; empty: direct
+    # when acme.proxy is set, else the environment decides (see `parse`).
+    proxy: str = ""
 
 
 @dataclass(frozen=True)
@@ -320,6 +329,10 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         certificates=tuple(_build(CertificateConfig, c, where, f"certificate[{i}]") for i, c in enumerate(certs_raw)),
     )
     _check(cfg, where)
+    if cfg.acme.proxy and not cfg.dns.infoblox.proxy:
+        # The site named its way to the internet; the appliance is internal.
+        infoblox = dataclasses.replace(cfg.dns.infoblox, proxy=PROXY_DIRECT)
+        cfg = dataclasses.replace(cfg, dns=dataclasses.replace(cfg.dns, infoblox=infoblox))
     return cfg
 
 
@@ -417,6 +430,12 @@ def _check(cfg: Config, where: _Where) -> None:
     if cfg.acme.timeout < 1:
         # The ACME client takes whole seconds, and 0 means no time at all to requests.
         raise where.error("acme.timeout", f"must be at least 1 (whole seconds), not {cfg.acme.timeout:g}")
+    _check_proxy(cfg.acme.proxy, "acme.proxy", where, user_allowed=True)
+    if proxy_user(cfg.acme.proxy) and not cfg.acme.proxy_password_file:
+        raise where.error("acme.proxy_password_file", "required: acme.proxy names a user, whose password is in a file")
+    if cfg.acme.proxy_password_file and not proxy_user(cfg.acme.proxy):
+        raise where.error("acme.proxy_password_file", "acme.proxy names no user; write it as http://USER@host:port")
+    _check_proxy(cfg.dns.infoblox.proxy, "dns.infoblox.proxy", where, user_allowed=False)
     if cfg.dns.provider not in ("infoblox", "rfc2136", "hook"):
         raise where.error("dns.provider", "must be infoblox, rfc2136 or hook")
     Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
@@ -450,6 +469,38 @@ def _check(cfg: Config, where: _Where) -> None:
         for domain in cert.domains:
             if domain != domain.lower().rstrip(".") or " " in domain or "*" in domain[1:]:
                 raise where.error(f"{key}.domains", f"{domain!r} is not a lower-case domain name")
+
+
+PROXY_DIRECT = "direct"
+
+
+def proxy_user(value: str) -> str:
+    """The user of a proxy URL, unquoted; empty if it has none (or is not a URL)."""
+    if value == PROXY_DIRECT:
+        return ""
+    return unquote(urlsplit(value).username or "")
+
+
+def _check_proxy(value: str, key: str, where: _Where, user_allowed: bool) -> None:
+    """A proxy key: empty, "direct", or http://[user@]host:port; errors never repeat the URL's userinfo."""
+    if not value or value == PROXY_DIRECT:
+        return
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as e:
+        raise where.error(key, f"is not a URL such as http://proxy.example.org:3128 ({e})") from None
+    shown = f"{url.scheme}://{url.hostname}:{port}" if url.hostname else "it"
+    if url.scheme != "http":
+        raise where.error(key, f"must be http://host:port (a proxy spoken to in plain HTTP) or {PROXY_DIRECT!r}")
+    if not url.hostname or port is None:
+        raise where.error(key, f"{shown} must name a host and a port, such as http://proxy.example.org:3128")
+    if url.path not in ("", "/") or url.query or url.fragment:
+        raise where.error(key, f"{shown} must be just http://host:port, without a path")
+    if url.password is not None:
+        raise where.error(key, f"{shown}: the password goes in acme.proxy_password_file, never in the URL")
+    if url.username is not None and not user_allowed:
+        raise where.error(key, f"{shown}: a proxy that wants a password is supported for acme.proxy only")
 
 
 def _check_mode(mode: str, where: _Where) -> None:

@@ -21,6 +21,7 @@ import requests
 from rgwtls.config import InfobloxConfig, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import DnsError
+from rgwtls.proxy import failure, route
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class Infoblox:
         # a session-wide `verify`, which would silently drop our CA bundle.
         self._verify: str | bool = (cfg.ca_bundle or True) if cfg.verify_tls else False
         self._session.headers["Accept"] = "application/json"
+        # Internal: direct unless dns.infoblox.proxy says otherwise (see rgwtls.proxy).
+        self._route = route(cfg.proxy, "dns.infoblox.proxy", self.base)
+        log.info("infoblox: WAPI requests to %s go %s", cfg.server, self._route.describe())
         self._refs: dict[tuple[str, str], str] = {}
         self.comment = f"{MARKER} by {socket.gethostname().split('.')[0]}"
 
@@ -122,7 +126,13 @@ class Infoblox:
             auth = None if "ibapauth" in self._session.cookies else (self.cfg.username, self._password)
             try:
                 resp = self._session.request(
-                    method, url, auth=auth, timeout=self.cfg.timeout, verify=self._verify, **kw
+                    method,
+                    url,
+                    auth=auth,
+                    timeout=self.cfg.timeout,
+                    verify=self._verify,
+                    proxies=self._route.proxies,
+                    **kw,
                 )
             except requests.exceptions.SSLError as e:
                 raise DnsError(
@@ -132,7 +142,10 @@ class Infoblox:
             except requests.Timeout:
                 problem = f"no answer from {url} within {self.cfg.timeout:g}s"
             except requests.ConnectionError as e:
-                problem = f"cannot connect to {url}: {_root_cause(e)}"
+                refused = failure(self._route, e, url)
+                if refused is not None and refused.final:
+                    raise DnsError(f"infoblox: {what}: {refused.text}, on the way to {self.cfg.server}") from None
+                problem = f"cannot connect to {url}: {_root_cause(e)}" if refused is None else refused.text
             except requests.RequestException as e:
                 # A broken answer (bad chunking, bad encoding, redirect loop): worth another try.
                 problem = f"{method} {path} failed: {type(e).__name__}: {_root_cause(e)}"
