@@ -20,7 +20,8 @@ import rados
 from tests.gateway import Gateway
 from tests.stack.bind import Bind, bind_server
 from tests.stack.ceph import CephCluster, ceph_cluster
-from tests.stack.pebble import Pebble, pebble_server
+from tests.stack.pebble import ONLY_VIA_PROXY, Pebble, pebble_server
+from tests.stack.proxy import Tinyproxy, tinyproxy
 from tests.stack.site import DEPLOY_CAPS, DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
 from tests.stack.tlsca import TestCA
 from tests.stack.wapi import WapiEmulator, wapi_emulator
@@ -115,6 +116,15 @@ def gateway(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[Gate
     gw = Gateway(stack, deploy_keyring, tmp_path / "rgw")
     yield gw
     gw.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[Tinyproxy]:
+    """This test's own tinyproxy, wanting user `rgwtls` and a password; it alone resolves ONLY_VIA_PROXY."""
+    with tinyproxy(
+        tmp_path / "proxy", user="rgwtls", password="proxy-pw-4f1c9e", hosts={ONLY_VIA_PROXY: "127.0.0.1"}
+    ) as p:
+        yield p
 
 
 @dataclass

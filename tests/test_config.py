@@ -263,3 +263,62 @@ def test_config_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
     p.chmod(0o644)
     with pytest.raises(ConfigError, match=rf"^config file {p} is not UTF-8"):
         config.load(p)
+
+
+# -- proxy keys --------------------------------------------------------------------
+
+
+def test_acme_proxy_with_user_and_password_file_loads_and_infoblox_goes_direct(tmp_path: Path) -> None:
+    text = "[acme]\nproxy = 'http://rgwtls@proxy.example.org:3128'\nproxy_password_file = '/etc/rgwtls/proxy.pw'\n"
+    cfg = config.load(write(tmp_path, MINIMAL + text))
+    assert cfg.acme.proxy == "http://rgwtls@proxy.example.org:3128"
+    assert config.proxy_user(cfg.acme.proxy) == "rgwtls"
+    # The internet through the proxy, the internal appliance direct.
+    assert cfg.dns.infoblox.proxy == config.PROXY_DIRECT
+
+
+def test_without_proxy_keys_the_environment_decides(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, MINIMAL))
+    assert cfg.acme.proxy == ""
+    assert cfg.dns.infoblox.proxy == ""
+
+
+def test_infoblox_proxy_of_its_own_is_kept(tmp_path: Path) -> None:
+    text = "[acme]\nproxy = 'direct'\n[dns.infoblox]\nproxy = 'http://10.0.0.8:8080'\n"
+    cfg = config.load(write(tmp_path, MINIMAL + text))
+    assert cfg.acme.proxy == "direct"
+    assert cfg.dns.infoblox.proxy == "http://10.0.0.8:8080"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("acme.proxy", "https://proxy.example.org:3128", "must be http://host:port"),
+        ("acme.proxy", "proxy.example.org:3128", "must be http://host:port"),
+        ("acme.proxy", "http://proxy.example.org", "must name a host and a port"),
+        ("acme.proxy", "http://proxy.example.org:99999", "is not a URL"),
+        ("acme.proxy", "http://proxy.example.org:3128/path", "without a path"),
+        ("dns.infoblox.proxy", "http://ops@10.0.0.8:8080", "for acme.proxy only"),
+    ],
+)
+def test_bad_proxy_url_is_one_line_naming_the_key(tmp_path: Path, key: str, value: str, problem: str) -> None:
+    section, name = key.rsplit(".", 1)
+    p = write(tmp_path, MINIMAL + f"[{section}]\n{name} = '{value}'\n")
+    with pytest.raises(ConfigError, match=rf"config {p}: {re.escape(key)}: .*{re.escape(problem)}"):
+        config.load(p)
+
+
+def test_proxy_password_in_the_url_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + "[acme]\nproxy = 'http://rgwtls:hunter2@proxy.example.org:3128'\n")
+    with pytest.raises(ConfigError, match=r"acme.proxy: http://proxy.example.org:3128: the password goes in") as e:
+        config.load(p)
+    assert "hunter2" not in str(e.value)
+
+
+def test_proxy_user_needs_a_password_file_and_a_password_file_a_user(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + "[acme]\nproxy = 'http://rgwtls@proxy.example.org:3128'\n")
+    with pytest.raises(ConfigError, match=r"acme.proxy_password_file: required"):
+        config.load(p)
+    p = write(tmp_path, MINIMAL + "[acme]\nproxy = 'http://proxy.example.org:3128'\nproxy_password_file = '/x'\n")
+    with pytest.raises(ConfigError, match=r"acme.proxy_password_file: acme.proxy names no user"):
+        config.load(p)

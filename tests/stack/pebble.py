@@ -15,6 +15,10 @@ from tests.stack.ports import free_port
 from tests.stack.proc import Server
 from tests.stack.tlsca import TestCA
 
+# A name for Pebble that only a proxy started with `hosts={ONLY_VIA_PROXY: "127.0.0.1"}`
+# resolves (tests/stack/proxy.py): through it the CA is reachable, directly it is not.
+ONLY_VIA_PROXY = "acme.only-via-proxy.test"
+
 
 @dataclass
 class Pebble:
@@ -26,6 +30,11 @@ class Pebble:
     @property
     def directory_url(self) -> str:
         return f"https://127.0.0.1:{self.port}/dir"
+
+    @property
+    def proxied_directory_url(self) -> str:
+        """The directory by the name only the proxy resolves; Pebble's URLs follow the name asked."""
+        return f"https://{ONLY_VIA_PROXY}:{self.port}/dir"
 
     def _mgmt(self, path: str) -> str:
         ctx = ssl.create_default_context(cafile=str(self.ca_bundle))
@@ -46,7 +55,7 @@ class Pebble:
 @contextmanager
 def pebble_server(workdir: Path, ca: TestCA, dns_port: int, env: dict[str, str] | None = None) -> Iterator[Pebble]:
     workdir.mkdir(parents=True, exist_ok=True)
-    cert, key = ca.issue("pebble")
+    cert, key = ca.issue("pebble", hosts=("localhost", ONLY_VIA_PROXY))
     port, mgmt = free_port(), free_port()
     cfg = {
         "pebble": {
