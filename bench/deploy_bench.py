@@ -222,7 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             "Both jobs run against the same one-mon, one-OSD cluster, as the same deploy-only cephx user, when the "
             "installed PEM already equals the pool's set: the seed's job does three `rados get`, `cat` and `cmp`; "
-            "rgwtls reads `NAME/current` once and compares. RADOS reads and writes are the OSD's own `op_r`/`op_w` "
+            "rgwtls reads `NAME/current` once, compares, and does one TLS handshake with the local gateway to "
+            "check that it serves that certificate (what makes an interrupted deploy converge). "
+            "RADOS reads and writes are the OSD's own `op_r`/`op_w` "
             "perf counters around one run. Peak RSS is the largest single process of the job's tree (`os.wait4`).",
             "",
             *table,

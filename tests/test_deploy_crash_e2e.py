@@ -156,14 +156,17 @@ def test_deploy_interrupted_at_a_step_converges_on_the_next_run(
     assert gateway.restarts() == restarts
 
 
-def test_deploy_interrupted_with_ctrl_c_rolls_back_in_one_line(stack: Stack, gateway: Gateway, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", ["INT", "HUP"])
+def test_deploy_interrupted_by_ctrl_c_or_hangup_rolls_back_in_one_line(
+    stack: Stack, gateway: Gateway, tmp_path: Path, sig: str
+) -> None:
     issue(stack)
     assert run_cli(gateway.config(), "deploy").code == 0
     before = gateway.served()
     issue(stack, "--force")
-    _faulty_restart(gateway, tmp_path, "before the restart", "INT")
+    _faulty_restart(gateway, tmp_path, "before the restart", sig)
     res = _wait(_deploy_in_own_group(gateway.config()))
-    assert_one_error_line(res, "interrupted by SIGINT", "restored the previous certificate")
+    assert_one_error_line(res, f"interrupted by SIG{sig}", "restored the previous certificate")
     assert gateway.served() == before
     assert run_cli(gateway.config(), "deploy").code == 0
     assert gateway.served() == fingerprint_of_pool(stack)

@@ -230,6 +230,8 @@ def _bad_set(kind: str, stack: Stack) -> bytes:
     if kind == "older":
         key, cert = make_cert(DOMAINS, now - dt.timedelta(days=20), now + dt.timedelta(days=60), ca_key)
         return _mutated(stack, format="rgwtls-set/1", key_pem=key, cert_pem=cert, chain_pem=ca_pem)
+    if kind == "key stored as a number":
+        return _mutated(stack, format="rgwtls-set/1", key_pem=5)
     if kind == "chain from another CA":
         return _mutated(stack, format="rgwtls-set/1", chain_pem=ca_pem)
     raise AssertionError(kind)
@@ -245,6 +247,7 @@ def _bad_set(kind: str, stack: Stack) -> bytes:
         ("wrong names", "does not cover"),
         ("older", "refusing to roll back"),
         ("chain from another CA", "the chain does not issue the certificate"),
+        ("key stored as a number", "key_pem is int"),
     ],
 )
 def test_bad_set_in_the_pool_leaves_the_old_certificate_served(

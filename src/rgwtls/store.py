@@ -79,10 +79,21 @@ class CertSet:
     def from_bytes(cls, data: bytes, where: str) -> CertSet:
         try:
             doc = json.loads(data)
-            if doc.pop("format") != SET_FORMAT:
+            if not isinstance(doc, dict) or doc.pop("format", None) != SET_FORMAT:
                 raise ValueError("unknown format")
+            # Every field has the type it names: a key stored as a number
+            # must be refused here, not fail deeper as an AttributeError.
+            for f in dataclasses.fields(cls):
+                value = doc[f.name]
+                if f.name == "generation":
+                    ok = type(value) is int and value >= 1
+                elif f.name == "domains":
+                    ok = isinstance(value, list) and all(isinstance(d, str) for d in value)
+                else:
+                    ok = isinstance(value, str)
+                if not ok:
+                    raise ValueError(f"{f.name} is {type(value).__name__} {str(value)[:20]!r}")
             doc["domains"] = tuple(doc["domains"])
-            doc["generation"] = int(doc["generation"])
             return cls(**doc)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise StoreError(
