@@ -186,7 +186,7 @@ class Acme:
         """Which of the two failed, the proxy or the CA, naming both."""
         refused = failure(self.route, e, self.directory_url)
         if refused is not None:
-            return f"{refused.text}, on the way to {self.directory_url}"
+            return refused.text
         way = f"through proxy {self.route.proxy}" if self.route.proxy else "directly"
         return f"cannot reach {self.directory_url} {way}: {type(e).__name__}: {root_cause(e)}"
 

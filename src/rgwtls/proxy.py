@@ -129,27 +129,26 @@ def failure(rt: Route, e: BaseException, target_url: str) -> ProxyFailure | None
     target = _host_port(target_url)
     found = _TUNNEL.search(" ".join(str(x) for x in _chain(e)))
     if found is None:
-        return ProxyFailure(f"cannot connect to proxy {rt.proxy} ({rt.key}): {root_cause(e)}", final=False)
+        return ProxyFailure(f"cannot connect to proxy {rt.proxy} ({rt.key}) for {target}: {root_cause(e)}", final=False)
     code = int(found.group(1))
-    answer = f"CONNECT {target} answered {code} {(found.group(2) or '').strip()}".rstrip()
-    if code in (401, 407):
-        if rt.user:
-            return ProxyFailure(
-                f"proxy {rt.proxy} refused the password of user {rt.user} ({answer}); "
-                f"check {rt.key} and {rt.key}_password_file",
-                final=True,
-            )
+    answer = f"answered {code} {(found.group(2) or '').strip()}".rstrip()
+    if code in (401, 407) and rt.user:
         return ProxyFailure(
-            f"proxy {rt.proxy} wants a user and password ({answer}); "
+            f"proxy {rt.proxy} refused the password of user {rt.user} for CONNECT to {target} ({answer}); "
+            f"check {rt.key} and {rt.key}_password_file",
+            final=True,
+        )
+    if code in (401, 407):
+        return ProxyFailure(
+            f"proxy {rt.proxy} wants a user and password for CONNECT to {target} ({answer}); "
             f"set the user in {rt.key} and the password in {rt.key}_password_file",
             final=True,
         )
     if code == 403:
         return ProxyFailure(
-            f"proxy {rt.proxy} refused to connect to {target} ({answer}); its rules must allow CONNECT to it",
-            final=True,
+            f"proxy {rt.proxy} refused CONNECT to {target} ({answer}); its rules must allow it", final=True
         )
-    return ProxyFailure(f"proxy {rt.proxy} could not connect to {target} ({answer})", final=False)
+    return ProxyFailure(f"proxy {rt.proxy} could not connect to {target} (CONNECT {answer})", final=False)
 
 
 def _chain(e: BaseException) -> list[BaseException]:

@@ -144,7 +144,7 @@ class Infoblox:
             except requests.ConnectionError as e:
                 refused = failure(self._route, e, url)
                 if refused is not None and refused.final:
-                    raise DnsError(f"infoblox: {what}: {refused.text}, on the way to {self.cfg.server}") from None
+                    raise DnsError(f"infoblox: {what}: {refused.text}") from None
                 problem = f"cannot connect to {url}: {_root_cause(e)}" if refused is None else refused.text
             except requests.RequestException as e:
                 # A broken answer (bad chunking, bad encoding, redirect loop): worth another try.
