@@ -20,6 +20,7 @@ from rgwtls.config import Config
 from rgwtls.errors import RgwtlsError
 from rgwtls.probe import fingerprint, served_certificate, server_name
 from rgwtls.store import CertSet, Pool
+from rgwtls.targets import make_target
 
 SCHEMA_VERSION = 1
 
@@ -118,8 +119,6 @@ def gather(cfg: Config, served: bool = True, staging: bool = False, deployed: bo
     so a dead cluster costs one timeout (connect, or the first read), not one
     per object and certificate.
     """
-    from rgwtls.deploy import make_target
-
     now = dt.datetime.now(dt.UTC)
     report = Report(socket.gethostname(), [Status(c.name) for c in cfg.certificates])
     d = cfg.deploy
