@@ -156,7 +156,7 @@ class Acme:
             where = cfg_path or config_path(None)
             password = read_secret(cfg.proxy_password_file, "acme.proxy_password_file", where)
         self.route = route(cfg.proxy, "acme.proxy", directory_url, password)
-        log.info("ACME: requests to %s go %s", directory_url, self.route.describe())
+        log.log(self.route.log_level, "ACME: requests to %s go %s", directory_url, self.route.describe())
         self.net = Network(self.key, cfg, self.route, directory_url)
         self.client: client.ClientV2 = self._guard(
             f"fetch the directory {directory_url}",

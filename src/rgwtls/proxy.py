@@ -18,6 +18,7 @@ CONNECT request, never into a URL, so that no error text or log line holds it.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,11 @@ class Route:
             return f"direct ({self.key}: {PROXY_DIRECT}, or unset while {ACME_KEY} is set)"
         as_user = f", as user {self.user}" if self.user else ""
         return f"through proxy {self.proxy} ({self.key}{as_user})"
+
+    @property
+    def log_level(self) -> int:
+        """INFO (shown by -v) when a proxy is in play or the config chose; else DEBUG: -v stays as it was."""
+        return logging.INFO if self.proxy or not self.from_env else logging.DEBUG
 
     def mount(self, session: requests.Session) -> None:
         """Give the session our proxy credentials, for CONNECT to our proxy only."""

@@ -47,22 +47,23 @@ class Infoblox:
         self._session.headers["Accept"] = "application/json"
         # Internal: direct unless dns.infoblox.proxy says otherwise (see rgwtls.proxy).
         self._route = route(cfg.proxy, "dns.infoblox.proxy", self.base)
-        log.info("infoblox: WAPI requests to %s go %s", cfg.server, self._route.describe())
+        log.log(self._route.log_level, "infoblox: WAPI requests to %s go %s", cfg.server, self._route.describe())
         self._refs: dict[tuple[str, str], str] = {}
         self.comment = f"{MARKER} by {socket.gethostname().split('.')[0]}"
 
     # -- the interface ---------------------------------------------------------
 
     def present(self, ch: Challenge) -> None:
+        view = self._view(ch)
         body = {
             "name": ch.record_name,
             "text": ch.value,
-            "view": self.cfg.view,
+            "view": view,
             "ttl": self.cfg.ttl,
             "use_ttl": True,
             "comment": self.comment,
         }
-        what = f"could not create TXT record {ch.record_name} in view {self.cfg.view}"
+        what = f"could not create TXT record {ch.record_name} in view {view}"
         resp = self._call("POST", "record:txt", what, json=body, ok=(201, 400))
         if resp.status_code == 201:
             ref = _parsed(resp, what)
@@ -92,13 +93,17 @@ class Infoblox:
             if resp.status_code == 404:
                 log.debug("infoblox: %s was already gone", r)
 
+    def _view(self, ch: Challenge) -> str:
+        """A delegated challenge goes to the view of the target zone."""
+        return (self.cfg.alias_view or self.cfg.view) if ch.delegated else self.cfg.view
+
     # -- WAPI ------------------------------------------------------------------
 
     def _find(self, ch: Challenge, ours_only: bool) -> list[str]:
         params = {
             "name": ch.record_name,
             "text": ch.value,
-            "view": self.cfg.view,
+            "view": self._view(ch),
             "_return_fields": "name,text,view,comment",
         }
         what = f"could not search TXT records at {ch.record_name}"
