@@ -1,6 +1,6 @@
-"""Benchmark `rgwtls deploy` against the seed's shell job, on one real Ceph cluster and radosgw.
+"""Benchmark `rgwtls deploy` against the shell job it replaces, on one real Ceph cluster and radosgw.
 
-The seed's job, run by cron on every gateway: `rados get` the three objects,
+The shell job rgwtls replaces, run by cron on every gateway: `rados get` the three objects,
 `cat` them into a PEM, `cmp` it with the installed one. We time both when
 nothing changed (what cron runs every few minutes, all day, on every
 gateway), interleaved, and count the RADOS reads each makes with the OSD's
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         floor.write_text(FLOOR)
         jobs = {
             "rgwtls deploy (no change)": [RGWTLS, "deploy"],
-            "seed shell job (no change)": ["sh", "-c", shell],
+            "shell job it replaces (no change)": ["sh", "-c", shell],
             "floor: Python + librados, one read (not a product)": [sys.executable, str(floor)],
         }
         walls: dict[str, list[float]] = {k: [] for k in jobs}
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "meets" if ratio <= 0.5 else "misses"
     section = "\n".join(
         [
-            "## deploy: rgwtls vs the seed's shell job",
+            "## deploy: rgwtls vs the shell job it replaces",
             "",
             f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
             f"{platform.system()} {platform.release()}; {args.runs} runs of each no-op job, interleaved (the order "
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "`.venv/bin/python -m bench.deploy_bench` (`--runs N`, default 15).",
             "",
             "Both jobs run against the same one-mon, one-OSD cluster, as the same deploy-only cephx user, when the "
-            "installed PEM already equals the pool's set: the seed's job does three `rados get`, `cat` and `cmp`; "
+            "installed PEM already equals the pool's set: the shell job does three `rados get`, `cat` and `cmp`; "
             "rgwtls reads `NAME/current` once, compares, and does one TLS handshake with the local gateway to "
             "check that it serves that certificate (what makes an interrupted deploy converge). "
             "RADOS reads and writes are the OSD's own `op_r`/`op_w` "

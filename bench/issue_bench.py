@@ -725,7 +725,7 @@ RGWTLS_STEPS: tuple[tuple[str, str, str], ...] = (
     ("ACME: finalize + poll order + download", "rgwtls/acmeflow.py", "finalize"),
     ("DNS: remove 2 values", "rgwtls/issue.py", "_cleanup"),
     ("check the new certificate", "rgwtls/issue.py", "_build_set"),
-    ("Ceph: store the set (previous, current, seed objects)", "rgwtls/store.py", "write_set"),
+    ("Ceph: store the set (previous, current, legacy objects)", "rgwtls/store.py", "write_set"),
 )
 CERTBOT_STEPS: tuple[tuple[str, str, str], ...] = (
     ("certbot: key generation", "certbot/crypto_util.py", "generate_key"),

@@ -1,4 +1,4 @@
-"""The demo: the seed's design, end to end, on one machine, in well under a minute."""
+"""The demo: the whole design, end to end, on one machine, in well under a minute."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def test_issue_stores_a_wildcard_and_apex_certificate_that_pebbles_root_verifies
     assert key_matches_cert(str(s["key_pem"]), str(s["cert_pem"]))
     verify_against_pebble(stack, str(s["cert_pem"]), str(s["chain_pem"]), f"anybucket.{ZONE}")
     verify_against_pebble(stack, str(s["cert_pem"]), str(s["chain_pem"]), ZONE)
-    # The seed's objects, for `rados get` and old scripts.
+    # The legacy objects, for `rados get` and old scripts.
     assert stored(stack, "privkey.pem") == str(s["key_pem"]).encode()
     assert stored(stack, "cert.pem") == str(s["cert_pem"]).encode()
     assert stored(stack, "chain.pem") == str(s["chain_pem"]).encode()

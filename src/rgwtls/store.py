@@ -6,7 +6,7 @@ Layout of the pool (default `rgwtls`), by RADOS namespace:
   `<name>/current` and `<name>/previous` hold a whole set (key, cert, chain
   and metadata) as one JSON object, each written by one RADOS operation so
   that no reader ever sees the key of one generation with the cert of another.
-  The first configured certificate is also written as the seed's
+  The first configured certificate is also written as the legacy objects
   `privkey.pem`, `cert.pem` and `chain.pem`, for `rados get` and old scripts.
 - `staging`: the same for `--staging` runs, so that a staging certificate can
   never reach the gateways by accident.
@@ -242,7 +242,10 @@ class Pool:
             self.write_legacy(new, staging)
 
     def write_legacy(self, new: CertSet, staging: bool) -> None:
-        """The seed's objects, for `rados get` and old scripts; written after `current`, so a crash can skip them."""
+        """The legacy objects `privkey.pem`, `cert.pem`, `chain.pem`, for `rados get` and old scripts.
+
+        Written after `current`, so a crash can skip them.
+        """
         ns = self.set_namespace(staging)
         for obj, pem in zip(LEGACY_OBJECTS, (new.key_pem, new.cert_pem, new.chain_pem), strict=True):
             self.write(ns, obj, pem.encode())

@@ -370,7 +370,7 @@ def _bootstrap(workdir: Path) -> CephCluster:
     )
     osd_data = workdir / "osd" / f"ceph-{OSD_ID}"
     _write_private(osd_data / "keyring", _keyring_entry(f"osd.{OSD_ID}", osd_key, {}))
-    # The mon's mkfs keyring seeds its auth database: the mon itself, admin, the OSD.
+    # The mon's mkfs keyring fills its first auth database: the mon itself, admin, the OSD.
     mon_keyring = _write_private(
         workdir / "mon.keyring",
         _keyring_entry("mon.", cephx_key(), {"mon": "allow *"})
