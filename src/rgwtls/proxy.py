@@ -132,7 +132,9 @@ def failure(rt: Route, e: BaseException, target_url: str) -> ProxyFailure | None
     """What went wrong at the proxy, naming it and the server; None if the proxy is not to blame."""
     if not rt.proxy or not isinstance(e, requests.exceptions.ProxyError):
         return None
-    target = _host_port(target_url)
+    # The request's own address where requests kept it: an ACME directory may point elsewhere.
+    asked = getattr(getattr(e, "request", None), "url", None)
+    target = _host_port(asked if isinstance(asked, str) and asked else target_url)
     found = _TUNNEL.search(" ".join(str(x) for x in _chain(e)))
     if found is None:
         return ProxyFailure(f"cannot connect to proxy {rt.proxy} ({rt.key}) for {target}: {root_cause(e)}", final=False)
