@@ -87,6 +87,8 @@ class InfobloxConfig:
     # WAPI through this proxy (http://host:port), or "direct"; empty: direct
     # when acme.proxy is set, else the environment decides (see `parse`).
     proxy: str = ""
+    # The view of the zone delegated challenges (CNAME or challenge_alias) go to; empty: `view`.
+    alias_view: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,13 @@ class Rfc2136Config:
     tsig_secret_file: str = ""
     ttl: int = 60
     timeout: float = 10.0
+    # Delegated challenges (CNAME or challenge_alias) go to the target zone's
+    # primary with its own key; each empty value: the one above.
+    alias_server: str = ""
+    alias_port: int = 53
+    alias_zone: str = ""
+    alias_tsig_key_name: str = ""
+    alias_tsig_secret_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,6 +263,9 @@ class CertificateConfig:
     name: str
     domains: tuple[str, ...]
     key_type: str = ""
+    # Publish at _acme-challenge.<challenge_alias> instead of following the
+    # _acme-challenge CNAMEs (acme.sh's --challenge-alias); empty: follow them.
+    challenge_alias: str = ""
 
 
 @dataclass(frozen=True)
@@ -399,6 +411,7 @@ POSITIVE = ("timeout", "interval", "duration")
 # Integer keys with bounds of their own; every other integer must be 0 or more.
 INT_BOUNDS: dict[str, tuple[int, int]] = {
     "port": (1, 65535),
+    "alias_port": (1, 65535),
     "nameserver_port": (1, 65535),
     "ttl": (0, 2**31 - 1),  # RFC 2181
     "retries": (0, 100),
@@ -469,6 +482,9 @@ def _check(cfg: Config, where: _Where) -> None:
         for domain in cert.domains:
             if domain != domain.lower().rstrip(".") or " " in domain or "*" in domain[1:]:
                 raise where.error(f"{key}.domains", f"{domain!r} is not a lower-case domain name")
+        alias = cert.challenge_alias
+        if alias and (alias != alias.lower().rstrip(".") or "*" in alias or " " in alias or "." not in alias):
+            raise where.error(f"{key}.challenge_alias", f"{alias!r} is not a lower-case domain name")
 
 
 PROXY_DIRECT = "direct"

@@ -234,6 +234,9 @@ def _obtain(
 ) -> CertSet:
     from rgwtls.propagation import wait_for_values
 
+    # Where each name's challenge goes, settled before anything is ordered or
+    # published: a CNAME loop or a dangling one stops here.
+    targets = _challenge_targets(cert, cfg)
     # A new key for every certificate, made while the CA and the DNS work:
     # only finalizing needs it, and RSA 4096 takes some 0.4 s to make.
     keygen = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
@@ -246,15 +249,36 @@ def _obtain(
     order = acme.new_order(cert.domains, replaces)
     pending = acme.dns_challenges(order)
     if pending:
-        records.present([p.challenge for p in pending])
+        challenges = [dataclasses.replace(p.challenge, target=targets.get(p.challenge.domain, "")) for p in pending]
+        records.present(challenges)
         expected: dict[str, set[str]] = {}
-        for p in pending:
-            expected.setdefault(p.challenge.record_name, set()).add(p.challenge.value)
+        for ch in challenges:
+            expected.setdefault(ch.record_name, set()).add(ch.value)
         wait_for_values(expected, cfg.dns)
         acme.answer_and_wait(pending, deadline)
     key = new_key.result()
     fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
     return _build_set(cert, key, fullchain, current, session.directory)
+
+
+def _challenge_targets(cert: CertificateConfig, cfg: Config) -> dict[str, str]:
+    """Each name's delegated challenge name: _acme-challenge.<challenge_alias>, else the end of its CNAME chain.
+
+    A name that is not delegated maps to "": its value goes to _acme-challenge.<name>.
+    """
+    from rgwtls.propagation import cname_target
+
+    targets: dict[str, str] = {}
+    for domain in cert.domains:
+        base = domain.removeprefix("*.")
+        if base in targets:
+            continue
+        if cert.challenge_alias:
+            targets[base] = f"_acme-challenge.{cert.challenge_alias}"
+            log.info("%s: the challenge for %s goes to %s (challenge_alias)", cert.name, base, targets[base])
+        else:
+            targets[base] = cname_target(f"_acme-challenge.{base}", cfg.dns)
+    return targets
 
 
 def _build_set(
@@ -327,7 +351,8 @@ def _cleanup(provider: DnsProvider, challenges: list[Challenge]) -> bool:
 
 
 def _write_journal(pool: Pool, challenges: list[Challenge]) -> None:
-    doc = [{"domain": c.domain, "token": c.token, "value": c.value} for c in challenges]
+    # The target too: a killed run's delegated records are in the target zone.
+    doc = [{"domain": c.domain, "token": c.token, "value": c.value, "target": c.target} for c in challenges]
     pool.write(NS_ISSUER, JOURNAL, json.dumps(doc).encode())
 
 
@@ -437,7 +462,7 @@ def _store_kept(
     elif current is not None:
         stored = certs.cert_info(current.cert_pem)
         if stored.fingerprint == info.fingerprint:
-            # The pool got it before the run was stopped; only the seed's objects may be missing.
+            # The pool got it before the run was stopped; only the legacy objects may be missing.
             if cert.name == cfg.certificates[0].name:
                 pool.write_legacy(current, staging)
             log.info("%s: the certificate kept in %s is already in the pool", cert.name, path)

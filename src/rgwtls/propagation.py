@@ -23,7 +23,7 @@ import dns.rdatatype
 import dns.resolver
 
 from rgwtls.config import DnsConfig
-from rgwtls.errors import PropagationError
+from rgwtls.errors import DnsError, PropagationError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,56 @@ def authoritative_servers(record_name: str, cfg: DnsConfig) -> list[Server]:
         raise PropagationError(
             f"cannot find the authoritative nameservers of {record_name}: {e}; set dns.nameservers to list them"
         ) from None
+
+
+MAX_CNAME_CHAIN = 8
+
+
+def cname_target(record_name: str, cfg: DnsConfig) -> str:
+    """Where the CA ends up when it asks for `record_name`: the end of its CNAME chain; empty if it is no CNAME.
+
+    Asked through dns.resolvers, as the CA asks its own. A loop, a chain
+    longer than MAX_CNAME_CHAIN, or a target in no zone the resolvers know
+    (a dangling CNAME) is a DnsError, raised before anything is published.
+    """
+    res = _resolver(cfg)
+    chain = [record_name.rstrip(".")]
+    while True:
+        name = chain[-1]
+        try:
+            answer = res.resolve(dns.name.from_text(name), "CNAME")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            break
+        except dns.exception.DNSException as e:
+            if len(chain) > 1:
+                break  # a target nobody answers for: whether it dangles, its zone tells
+            raise DnsError(
+                f"cannot tell whether {name} is a CNAME (delegated challenge): {e}; "
+                "check dns.resolvers, or set challenge_alias"
+            ) from None
+        target = str(answer[0].target).rstrip(".").lower()
+        if target in chain:
+            raise DnsError(f"the CNAME chain of {record_name} loops: {' -> '.join([*chain, target])}; fix the CNAMEs")
+        chain.append(target)
+        if len(chain) > MAX_CNAME_CHAIN + 1:
+            raise DnsError(f"the CNAME chain of {record_name} is longer than {MAX_CNAME_CHAIN}: {' -> '.join(chain)}")
+    if len(chain) == 1:
+        return ""
+    target = chain[-1]
+    shown = " -> ".join(chain)
+    try:
+        zone = dns.resolver.zone_for_name(target, resolver=res)
+    except dns.exception.DNSException as e:
+        zone, why = None, str(e) or type(e).__name__
+    else:
+        why = "only the root zone holds it"
+    if zone is None or zone == dns.name.root:
+        raise DnsError(
+            f"{record_name} is a dangling CNAME: {shown}, and {target} is in no zone the resolvers know ({why}); "
+            "fix the CNAME, or set challenge_alias"
+        )
+    log.info("%s is delegated: %s", record_name, shown)
+    return target
 
 
 def txt_values(server: Server, name: str, timeout: float) -> set[str]:

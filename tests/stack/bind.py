@@ -18,6 +18,14 @@ write TXT records at *every* name in the zone; `subdomain`/`zonesub` are as
 wide, and `self`/`selfsub`/`selfwild` tie the name to the key's own name. A
 test that needs `_acme-challenge.<host>.Z.` names them in `acme_hosts`, and
 each gets its own `name` rule. Everything else, A records included, is refused.
+
+Delegated challenges
+--------------------
+A zone may have a key of its own (`zone_keys`), as a site gives the issuer
+a key for a small challenge zone only: each key may then write in its own
+zone only. `txt_names` are further exact names a key may write TXT records
+at (the CNAME targets of a challenge zone), and `records` are zone-file lines
+(the CNAMEs themselves), which no key may change.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -81,6 +90,8 @@ class Bind:
     workdir: Path = field(repr=False)
     server: Server | None = field(default=None, repr=False)
     host: str = "127.0.0.1"
+    # zone -> (key name, base64 secret) of a zone with a key of its own
+    zone_keys: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     # -- queries -----------------------------------------------------------------
 
@@ -138,20 +149,27 @@ class Bind:
             raise KeyError(f"{name} is in none of the zones {', '.join(self.zones)}")
         return best
 
-    def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
-        keyring: dict[dns.name.Name, dns.tsig.Key] = dns.tsigkeyring.from_text(
-            {self.tsig_name: (self.tsig_algorithm, self.tsig_secret)}
-        )
+    def key_of(self, zone: str) -> tuple[str, str]:
+        """(key name, secret) that may update `zone`."""
+        return self.zone_keys.get(zone.rstrip("."), (self.tsig_name, self.tsig_secret))
+
+    def keyring(self, zone: str | None = None) -> dict[dns.name.Name, dns.tsig.Key]:
+        name, secret = self.key_of(zone) if zone else (self.tsig_name, self.tsig_secret)
+        keyring: dict[dns.name.Name, dns.tsig.Key] = dns.tsigkeyring.from_text({name: (self.tsig_algorithm, secret)})
         return keyring
 
     def signed_update(self, zone: str) -> dns.update.UpdateMessage:
-        """An empty update for `zone`, TSIG-signed with this server's key when sent."""
+        """An empty update for `zone`, TSIG-signed with the zone's key when sent."""
         return dns.update.UpdateMessage(
             _abs(zone),
-            keyring=self.keyring(),
-            keyname=_abs(self.tsig_name),
+            keyring=self.keyring(zone),
+            keyname=_abs(self.key_of(zone)[0]),
             keyalgorithm=self.tsig_algorithm,
         )
+
+    def journal(self, zone: str | None = None) -> Path:
+        """BIND's journal of `zone`: it exists once the zone took its first update."""
+        return self.workdir / f"{(zone or self.zones[0]).rstrip('.')}.zone.jnl"
 
     def send_update(self, msg: dns.update.UpdateMessage) -> None:
         """Send an update over TCP; UpdateFailed unless BIND answers NOERROR."""
@@ -182,8 +200,9 @@ class Bind:
         return self.server.log_tail(lines) if self.server is not None else ""
 
 
-def _zone_file(zone: str) -> str:
+def _zone_file(zone: str, records: tuple[str, ...] = ()) -> str:
     z = zone.rstrip(".") + "."
+    extra = "".join(f"{line}\n" for line in records)
     return f"""$TTL {DEFAULT_TTL}
 @           IN SOA  ns1.{z} hostmaster.{z} (
                     1           ; serial
@@ -195,7 +214,7 @@ def _zone_file(zone: str) -> str:
 ns1.{z}     IN A    127.0.0.1
 @           IN A    127.0.0.1
 *           IN A    127.0.0.1
-"""
+{extra}"""
 
 
 def _config(
@@ -206,9 +225,12 @@ def _config(
     algorithm: str,
     secret: str,
     acme_hosts: tuple[str, ...],
+    zone_keys: dict[str, tuple[str, str]] | None = None,
+    txt_names: tuple[str, ...] = (),
 ) -> str:
     d = workdir
     zone_blocks = []
+    keys = {key: secret, **{name: s for name, s in (zone_keys or {}).values()}}
     for zone in zones:
         z = zone.rstrip(".")
         owners = [f"_acme-challenge.{z}."]
@@ -217,7 +239,9 @@ def _config(
             for h in acme_hosts
             if _abs(h).is_subdomain(_abs(z)) and _abs(h) != _abs(z)
         ]
-        grants = "\n".join(f'        grant "{key}" name {o} TXT;' for o in owners)
+        owners += [f"{n.rstrip('.')}." for n in txt_names if _abs(n).is_subdomain(_abs(z))]
+        zone_key = (zone_keys or {}).get(z, (key, secret))[0]
+        grants = "\n".join(f'        grant "{zone_key}" name {o} TXT;' for o in owners)
         zone_blocks.append(f"""
 zone "{z}" {{
     type primary;
@@ -230,12 +254,11 @@ zone "{z}" {{
     }};
 }};
 """)
+    key_blocks = "".join(
+        f'key "{name}" {{\n    algorithm {algorithm};\n    secret "{s}";\n}};\n' for name, s in keys.items()
+    )
     return f"""// rgwtls test stack: one authoritative BIND, all of its files in {d}
-key "{key}" {{
-    algorithm {algorithm};
-    secret "{secret}";
-}};
-
+{key_blocks}
 controls {{ }};
 
 options {{
@@ -266,24 +289,34 @@ def bind_server(
     *,
     tsig_name: str = "rgwtls-test",
     acme_hosts: tuple[str, ...] = (),
+    own_keys: tuple[str, ...] = (),
+    txt_names: tuple[str, ...] = (),
+    records: dict[str, tuple[str, ...]] | None = None,
     start_timeout: float = 20.0,
 ) -> Iterator[Bind]:
     """Start a BIND serving `zones` on a free loopback port; stop it on exit.
 
     `tsig_secret` shares a key between instances; without it one is made.
     `acme_hosts` are further names H (inside a zone) whose `_acme-challenge.H.`
-    the key may also write TXT records at.
+    the key may also write TXT records at. The zones in `own_keys` get a key
+    of their own (`Bind.zone_keys`); `txt_names` are further exact names
+    that a zone's key may write TXT records at; `records` are zone-file lines
+    per zone.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     algorithm = "hmac-sha256"
     secret = tsig_secret or base64.b64encode(secrets.token_bytes(32)).decode()
     port = free_port()
+    zone_keys = {
+        z.rstrip("."): (f"{tsig_name}-{z.rstrip('.')}", base64.b64encode(secrets.token_bytes(32)).decode())
+        for z in own_keys
+    }
     for zone in zones:
         z = zone.rstrip(".")
-        (workdir / f"{z}.zone").write_text(_zone_file(z))
+        (workdir / f"{z}.zone").write_text(_zone_file(z, (records or {}).get(z, ())))
         (workdir / f"{z}.zone.jnl").unlink(missing_ok=True)
     conf = workdir / "named.conf"
-    conf.write_text(_config(workdir, port, zones, tsig_name, algorithm, secret, acme_hosts))
+    conf.write_text(_config(workdir, port, zones, tsig_name, algorithm, secret, acme_hosts, zone_keys, txt_names))
     conf.chmod(0o600)  # it holds the TSIG secret
 
     # We run as root; without -u named keeps root (it only drops to -u's user),
@@ -302,10 +335,81 @@ def bind_server(
         tsig_algorithm=algorithm,
         workdir=workdir,
         server=server,
+        zone_keys=zone_keys,
     )
     server.start()
     try:
         server.wait_until(bind.answers_soa, timeout=start_timeout, what="answering SOA queries")
         yield bind
+    finally:
+        server.stop()
+
+
+@dataclass
+class Resolver:
+    """A caching-free recursive BIND in front of an authoritative one: what a CA asks.
+
+    An authoritative server with recursion off answers a CNAME into another
+    zone with the CNAME alone; a resolver follows it, as the CA's does. It
+    forwards every question to the authoritative server and caches nothing,
+    so that a value removed by one test is never answered to the next.
+    """
+
+    port: int
+    upstream: Bind = field(repr=False)
+    server: Server | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+
+    def txt(self, name: str) -> set[str]:
+        q = dns.message.make_query(_abs(name), "TXT")
+        resp = dns.query.udp(q, self.host, timeout=QUERY_TIMEOUT, port=self.port)
+        return {
+            b"".join(rd.strings).decode() for rrset in resp.answer if rrset.rdtype == dns.rdatatype.TXT for rd in rrset
+        }
+
+    def answers(self) -> bool:
+        q = dns.message.make_query(_abs(self.upstream.zones[0]), "SOA")
+        try:
+            resp = dns.query.udp(q, self.host, timeout=0.2, port=self.port)
+        except (OSError, dns.exception.Timeout):
+            return False
+        return resp.rcode() == dns.rcode.NOERROR and bool(resp.answer)
+
+
+@contextmanager
+def resolver_server(workdir: Path, upstream: Bind, start_timeout: float = 20.0) -> Iterator[Resolver]:
+    """Start a recursive BIND that forwards everything to `upstream` and caches nothing."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    d = workdir
+    conf = workdir / "named.conf"
+    conf.write_text(f"""// rgwtls test stack: a resolver in front of 127.0.0.1:{upstream.port}
+controls {{ }};
+
+options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    lock-file "{d}/named.lock";
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion yes;
+    allow-query {{ 127.0.0.1; }};
+    allow-recursion {{ 127.0.0.1; }};
+    forward only;
+    forwarders {{ 127.0.0.1 port {upstream.port}; }};
+    dnssec-validation no;
+    max-cache-ttl 0;
+    max-ncache-ttl 0;
+    notify no;
+}};
+""")
+    server = Server("named-resolver", ["named", "-g", "-c", conf, "-n", "1"], log=workdir / "named.log", cwd=workdir)
+    res = Resolver(port=port, upstream=upstream, server=server)
+    server.start()
+    try:
+        server.wait_until(res.answers, timeout=start_timeout, what="answering through its upstream")
+        yield res
     finally:
         server.stop()

@@ -3,6 +3,9 @@
 A back end publishes and removes exactly the TXT values it is given. It never
 matches by name alone: a wildcard and its apex share `_acme-challenge.<zone>`
 with two values at once, and the name may hold records of other tools.
+
+A delegated challenge (`Challenge.target`) is written at its target, in the
+target zone, with the back end's alias settings: never in the production zone.
 """
 
 from __future__ import annotations
@@ -24,10 +27,17 @@ class Challenge:
     domain: str
     token: str
     value: str
+    # Where the value goes when the challenge is delegated: the end of the
+    # _acme-challenge CNAME chain, or _acme-challenge.<challenge_alias>.
+    target: str = ""
 
     @property
     def record_name(self) -> str:
-        return f"_acme-challenge.{self.domain}"
+        return self.target or f"_acme-challenge.{self.domain}"
+
+    @property
+    def delegated(self) -> bool:
+        return bool(self.target)
 
 
 class DnsProvider(Protocol):

@@ -3,6 +3,11 @@
 `HOOK deploy_challenge DOMAIN TOKEN_FILENAME TOKEN_VALUE` and
 `HOOK clean_challenge DOMAIN TOKEN_FILENAME TOKEN_VALUE`, one call per value,
 so that a site's existing hook works unchanged.
+
+A delegated challenge is handed over as the domain whose `_acme-challenge`
+name is its target (`acme.example.net` for `_acme-challenge.acme.example.net`),
+so the same hook writes it there, in the target zone. A hook can only write
+`_acme-challenge.DOMAIN`: a CNAME to any other name is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +38,15 @@ class Hook:
         self._run("clean_challenge", ch)
 
     def _run(self, op: str, ch: Challenge) -> None:
+        domain = ch.domain
+        if ch.delegated:
+            domain = ch.record_name.removeprefix("_acme-challenge.")
+            if domain == ch.record_name:
+                raise DnsError(
+                    f"hook: the challenge for {ch.domain} is delegated to {ch.record_name}, and a hook can only "
+                    "write _acme-challenge.DOMAIN: point the CNAME at an _acme-challenge name, or set challenge_alias"
+                )
         try:
-            run([self.cfg.command, op, ch.domain, ch.token, ch.value], self.cfg.timeout)
+            run([self.cfg.command, op, domain, ch.token, ch.value], self.cfg.timeout)
         except CommandFailed as e:
-            raise DnsError(f"hook: {self.cfg.command} {op} {ch.domain} {e.problem}") from None
+            raise DnsError(f"hook: {self.cfg.command} {op} {domain} {e.problem}") from None
