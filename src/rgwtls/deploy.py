@@ -44,6 +44,9 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
         if not mine:
             log.info("another rgwtls deploy runs on this host; it does the work, this one exits")
             return False
+        # The handshake that tells what is served runs while the cluster is
+        # asked: both wait on the network, and this is every cron run.
+        served = _Served(d, names)
         with Pool(cfg.ceph) as pool:
             # 1. Read the set in one atomic read.
             new = pool.read_set(cert_cfg.name, staging)
@@ -61,11 +64,11 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
             built = target.build(new)
             if built == installed:
                 want = _fingerprint_or_none(new)
-                served = _served(d, names)
-                if want is not None and served == want:
+                now_served = served.result()
+                if want is not None and now_served == want:
                     log.info("%s: generation %d is installed and served; nothing to do", cert_cfg.name, new.generation)
                     return False
-                return _finish(cfg, pool, target, new, names, served, dry_run)
+                return _finish(cfg, pool, target, new, names, now_served, dry_run)
             return _install(cfg, pool, target, new, names, installed, built, dry_run, allow_older)
 
 
@@ -168,14 +171,31 @@ def _is_fingerprint(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
-def _served(d: DeployConfig, names: tuple[str, ...]) -> str:
-    """The fingerprint the gateway serves now, or what went wrong asking it."""
-    from rgwtls.probe import served_fingerprint, server_name
+class _Served:
+    """The fingerprint the gateway serves now, or what went wrong asking it, found in a thread."""
 
-    try:
-        return served_fingerprint(d.verify_endpoint, server_name(d, names), min(5.0, d.verify_timeout))
-    except (OSError, ValueError) as e:
-        return f"answers no TLS handshake ({e})"
+    def __init__(self, d: DeployConfig, names: tuple[str, ...]) -> None:
+        import threading
+
+        self._d, self._names = d, names
+        self._answer = "no handshake tried"
+        self._thread = threading.Thread(target=self._ask, name="served", daemon=True)
+        self._thread.start()
+
+    def _ask(self) -> None:
+        from rgwtls.probe import served_fingerprint, server_name
+
+        d = self._d
+        try:
+            self._answer = served_fingerprint(
+                d.verify_endpoint, server_name(d, self._names), min(5.0, d.verify_timeout)
+            )
+        except (OSError, ValueError) as e:
+            self._answer = f"answers no TLS handshake ({e})"
+
+    def result(self) -> str:
+        self._thread.join()
+        return self._answer
 
 
 def _restore_quietly(target: Target, previous: bytes | None) -> None:
