@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import requests
 from rgwtls.acmeflow import _NewOrder
 from tests.conftest import ZONE, Result, Stack
 from tests.stack.bind import bind_server
-from tests.stack.pebble import Pebble, pebble_server
+from tests.stack.pebble import BOOKWORM_PEBBLE, Pebble, pebble_server
 from tests.stack.ports import free_port
 from tests.stack.tlsca import TestCA
 from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored_set
@@ -61,7 +62,7 @@ def test_ca_validation_failure_is_reported_per_name_in_the_cas_words(
 
 
 class AriServer:
-    """The CA's directory with RFC 9773 renewalInfo added: Pebble 2.4 has no ARI."""
+    """A directory with a renewalInfo of its own, for ARI where the CA cannot be made to show it (a proxy's tests)."""
 
     def __init__(self, pebble: Pebble, ca: TestCA) -> None:
         self.window: tuple[dt.datetime, dt.datetime] | None = None
@@ -119,35 +120,49 @@ class AriServer:
         self.thread.join()
 
 
-@pytest.fixture
-def ari(pebble: Pebble, test_ca: TestCA) -> Iterator[AriServer]:
-    server = AriServer(pebble, test_ca)
-    yield server
-    server.close()
-
-
-def test_ari_window_decides_renewal(stack: Stack, cli: CLI, ari: AriServer) -> None:
-    settings = stack.settings()
-    settings["acme"]["directory"] = f"{ari.url}/dir"
-    config = stack.write_config(settings)
+def test_ari_window_decides_renewal(stack: Stack, cli: CLI) -> None:
+    """The CA's own renewalInfo, its window moved through Pebble's set-renewal-info."""
+    config = stack.write_config(stack.settings())
     assert cli(config, "issue").code == 0
+    first = stored_set(stack)
+    assert first is not None
     now = dt.datetime.now(dt.UTC)
-    # A fresh 90-day certificate, but the CA asks for renewal now (say, a mass revocation).
-    ari.window = (now - dt.timedelta(hours=2), now - dt.timedelta(hours=1))
+    # A fresh certificate, but the CA asks for renewal now (say, a mass revocation).
+    stack.pebble.set_renewal_info(str(first["cert_pem"]), now - dt.timedelta(hours=2), now - dt.timedelta(hours=1))
     res = cli(config, "issue")
     assert res.code == 0, res.stderr
     assert "renewal window (ARI)" in res.stderr
-    first_ask = ari.asked[-1]
     s = stored_set(stack)
     assert s is not None
     assert s["generation"] == 2
+    # The new order named the old certificate in `replaces`, and the CA took it.
+    assert "is a replacement of" in stack.pebble.server.log.read_text()
     # And a window in the future defers renewal, whatever the lifetime rule says.
-    ari.window = (now + dt.timedelta(days=5), now + dt.timedelta(days=6))
+    stack.pebble.set_renewal_info(str(s["cert_pem"]), now + dt.timedelta(days=5), now + dt.timedelta(days=6))
     res = cli(config, "-v", "issue")
     assert res.code == 0, res.stderr
     assert "nothing to do" in res.stderr
-    assert "opens" in res.stderr
-    assert ari.asked[-1] != first_ask  # it asked about the new certificate
+    # The library picks a random time in the window, as RFC 9773 asks.
+    opens = re.search(r"window \(ARI\) opens (\S+ \S+) UTC", res.stderr)
+    assert opens is not None, res.stderr
+    when = dt.datetime.strptime(opens.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC)
+    assert now + dt.timedelta(days=5, minutes=-1) <= when <= now + dt.timedelta(days=6)
+
+
+def test_bookworms_pebble_2_4_still_issues(stack: Stack, cli: CLI, tmp_path: Path, test_ca: TestCA) -> None:
+    """A smoke test against the CA of two years ago: no profiles, no ARI; the lifetime rule decides."""
+    with pebble_server(tmp_path / "pebble", test_ca, stack.bind.port, binary=BOOKWORM_PEBBLE) as old:
+        settings = stack.settings()
+        settings["acme"]["directory"] = old.directory_url
+        config = stack.write_config(settings)
+        res = cli(config, "issue")
+        assert res.code == 0, res.stderr
+        res = cli(config, "-v", "issue")
+    assert res.code == 0, res.stderr
+    assert "renewal due" in res.stderr
+    s = stored_set(stack)
+    assert s is not None
+    assert s["generation"] == 1
 
 
 def test_new_order_sends_replaces_only_when_given() -> None:
