@@ -225,6 +225,7 @@ def build_wheelhouse(dest: Path) -> Path:
     """rgwtls' wheel and its dependencies' wheels, built from a copy of the source tree.
 
     A copy, so that the build's build/ and egg-info land in the temporary directory.
+    Never .cache/: it holds the Tentacle root, whose /dev/fd leads into /proc.
     """
     src = dest.parent / "rgwtls-src"
     shutil.copytree(
@@ -233,7 +234,7 @@ def build_wheelhouse(dest: Path) -> Path:
         ignore=lambda d, names: [
             n
             for n in names
-            if n in {".git", ".venv", "build", "dist", "tests", "bench", "ansible", "__pycache__"}
+            if n in {".git", ".venv", ".cache", "build", "dist", "tests", "bench", "ansible", "__pycache__"}
             or n.endswith((".egg-info", "_cache"))
         ],
     )
