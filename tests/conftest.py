@@ -24,6 +24,7 @@ from tests.stack.pebble import ONLY_VIA_PROXY, Pebble, pebble_server
 from tests.stack.proxy import Tinyproxy, tinyproxy
 from tests.stack.site import DEPLOY_CAPS, DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
 from tests.stack.tlsca import TestCA
+from tests.stack.uddi import UddiEmulator, uddi_emulator
 from tests.stack.wapi import WapiEmulator, wapi_emulator
 
 
@@ -104,6 +105,27 @@ def stack(
     pool: str,
 ) -> Stack:
     return Stack(tmp_path, bind, pebble, ceph, wapi, issuer_keyring)
+
+
+@pytest.fixture(scope="session")
+def uddi_server(stack_dir: Path, bind: Bind) -> Iterator[UddiEmulator]:
+    with uddi_emulator(stack_dir / "uddi", bind) as u:
+        yield u
+
+
+@pytest.fixture
+def uddi(uddi_server: UddiEmulator) -> Iterator[UddiEmulator]:
+    """The Universal DDI emulator, healthy and empty at the start of each test and after it."""
+    uddi_server.reset()
+    yield uddi_server
+    uddi_server.reset()
+
+
+@pytest.fixture
+def uddi_stack(stack: Stack, uddi: UddiEmulator) -> Stack:
+    """The stack with the Universal DDI emulator in its config (dns.uddi)."""
+    stack.uddi = uddi
+    return stack
 
 
 @pytest.fixture(scope="session")

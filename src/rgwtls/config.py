@@ -92,6 +92,24 @@ class InfobloxConfig:
 
 
 @dataclass(frozen=True)
+class UddiConfig:
+    # Infoblox Universal DDI (the Cloud Services Portal): https://PORTAL/api/ddi/v1/
+    portal: str = "csp.infoblox.com"
+    api_key_file: str = ""
+    # The DNS view (by name) of the zones; empty: whichever view holds the zone, if only one does.
+    view: str = ""
+    # The view of the zone delegated challenges go to; empty: `view`.
+    alias_view: str = ""
+    ttl: int = 60
+    ca_bundle: str = ""
+    timeout: float = 30.0
+    # Attempts per request on 429 (after its Retry-After), 5xx and network errors.
+    retries: int = 4
+    # Longest wait a 429's Retry-After may ask for; a longer one fails at once.
+    max_retry_after: float = 60.0
+
+
+@dataclass(frozen=True)
 class Rfc2136Config:
     server: str = ""
     port: int = 53
@@ -133,6 +151,7 @@ class DnsConfig:
     infoblox: InfobloxConfig = field(default_factory=InfobloxConfig)
     rfc2136: Rfc2136Config = field(default_factory=Rfc2136Config)
     hook: HookConfig = field(default_factory=HookConfig)
+    uddi: UddiConfig = field(default_factory=UddiConfig)
 
 
 @dataclass(frozen=True)
@@ -449,8 +468,8 @@ def _check(cfg: Config, where: _Where) -> None:
     if cfg.acme.proxy_password_file and not proxy_user(cfg.acme.proxy):
         raise where.error("acme.proxy_password_file", "acme.proxy names no user; write it as http://USER@host:port")
     _check_proxy(cfg.dns.infoblox.proxy, "dns.infoblox.proxy", where, user_allowed=False)
-    if cfg.dns.provider not in ("infoblox", "rfc2136", "hook"):
-        raise where.error("dns.provider", "must be infoblox, rfc2136 or hook")
+    if cfg.dns.provider not in ("infoblox", "uddi", "rfc2136", "hook"):
+        raise where.error("dns.provider", "must be infoblox, uddi, rfc2136 or hook")
     Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
     Threshold.parse(cfg.check.critical, f"config {where.path}: check.critical")
     if not cfg.ceph.user.startswith("client."):

@@ -13,6 +13,7 @@ from typing import Any
 from tests.stack.bind import Bind
 from tests.stack.ceph import CephCluster
 from tests.stack.pebble import Pebble
+from tests.stack.uddi import UddiEmulator
 from tests.stack.wapi import WapiEmulator
 
 ZONE = "cog.example.org"
@@ -36,6 +37,7 @@ class Stack:
     ceph: CephCluster
     wapi: WapiEmulator
     keyring: Path
+    uddi: UddiEmulator | None = None
 
     def secret_file(self, name: str, value: str) -> Path:
         p = self.dir / name
@@ -82,10 +84,20 @@ class Stack:
                     "tsig_algorithm": self.bind.tsig_algorithm,
                     "tsig_secret_file": str(self.secret_file("tsig-secret", self.bind.tsig_secret)),
                 },
+                **({"uddi": self._uddi_settings()} if self.uddi is not None else {}),
             },
             # This host's state (kept sets, deploy's lock): the test's own, never /var/lib/rgwtls.
             "deploy": {"state_dir": str(self.dir / "state")},
             "certificate": [{"name": ZONE, "domains": list(DOMAINS)}],
+        }
+
+    def _uddi_settings(self) -> dict[str, Any]:
+        assert self.uddi is not None
+        return {
+            "portal": self.uddi.portal,
+            "api_key_file": str(self.secret_file("uddi-api-key", self.uddi.api_key)),
+            "ca_bundle": str(self.uddi.ca_bundle),
+            "timeout": 3.0,
         }
 
     def write_config(self, settings: dict[str, Any], name: str = "rgwtls.toml") -> Path:

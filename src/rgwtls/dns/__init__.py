@@ -57,6 +57,10 @@ def make_provider(cfg: Config) -> DnsProvider:
         from rgwtls.dns.infoblox import Infoblox
 
         return Infoblox(cfg.dns.infoblox, cfg.path)
+    if kind == "uddi":
+        from rgwtls.dns.uddi import Uddi
+
+        return Uddi(cfg.dns.uddi, cfg.path)
     if kind == "rfc2136":
         from rgwtls.dns.rfc2136 import Rfc2136
 
