@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ZONE, Result, Stack
+from tests.conftest import POOL, ZONE, Result, Stack
 from tests.stack.bind import Bind, bind_server, resolver_server
 from tests.stack.ceph import CephCluster
 from tests.stack.pebble import Pebble, pebble_server
 from tests.stack.ports import free_port
 from tests.stack.tlsca import TestCA
+from tests.stack.uddi import UddiEmulator, uddi_emulator
 from tests.stack.wapi import WapiEmulator, wapi_emulator
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set, verify_against_pebble, write_hook
 
@@ -73,6 +74,12 @@ def site_wapi(tmp_path_factory: pytest.TempPathFactory, site_bind: Bind) -> Iter
         yield w
 
 
+@pytest.fixture(scope="module")
+def site_uddi(tmp_path_factory: pytest.TempPathFactory, site_bind: Bind) -> Iterator[UddiEmulator]:
+    with uddi_emulator(tmp_path_factory.mktemp("alias-uddi"), site_bind) as u:
+        yield u
+
+
 @pytest.fixture
 def site(
     tmp_path: Path,
@@ -80,12 +87,15 @@ def site(
     site_pebble: Pebble,
     ceph: CephCluster,
     site_wapi: WapiEmulator,
+    site_uddi: UddiEmulator,
     issuer_keyring: Path,
     pool: str,
 ) -> Iterator[Stack]:
     site_wapi.reset()
-    yield Stack(tmp_path, site_bind, site_pebble, ceph, site_wapi, issuer_keyring)
+    site_uddi.reset()
+    yield Stack(tmp_path, site_bind, site_pebble, ceph, site_wapi, issuer_keyring, site_uddi)
     site_wapi.reset()
+    site_uddi.reset()
     # The resolver caches nothing, but BIND keeps even an answer of TTL 0
     # until its clock's second ends: the next test's CA must not get this one's values.
     time.sleep(1.1)
@@ -145,6 +155,32 @@ def test_infoblox_writes_delegated_records_in_the_alias_view(site: Stack, cli: C
     res = cli(site.write_config(settings), "issue")
     assert res.code == 0, res.stderr
     issued(site)
+    assert challenge_records(site) == set()
+
+
+def test_uddi_follows_the_cname_into_the_challenge_zone(site: Stack, cli: CLI) -> None:
+    assert site.uddi is not None
+    res = cli(site.write_config(site.settings("uddi")), "issue")
+    assert res.code == 0, res.stderr
+    issued(site)
+    lookups = [p for m, p, _ in site.uddi.requests_log if m == "GET" and "auth_zone" in p]
+    # The zone was looked up above the target: the challenge zone was found, the production zone never asked for.
+    assert any(f"fqdn+eq+%27{ALIAS_ZONE}.%27" in p for p in lookups), lookups
+    assert not any(f"fqdn+eq+%27{ZONE}.%27" in p for p in lookups), lookups
+    assert challenge_records(site) == set()
+
+
+def test_records_a_killed_run_left_in_the_challenge_zone_are_removed_there(site: Stack, cli: CLI) -> None:
+    site.wapi.add_record(TARGET, "left-by-crash", comment="rgwtls acme-challenge by rgw1")
+    journal = json.dumps([{"domain": ZONE, "token": "t", "value": "left-by-crash", "target": TARGET}]).encode()
+    ioctx = site.ceph.admin().open_ioctx(POOL)
+    ioctx.set_namespace("acme")
+    ioctx.write_full("challenges.journal", journal)
+    ioctx.close()
+    res = cli(site.write_config(site.settings()), "issue")
+    assert res.code == 0, res.stderr
+    assert "left by an earlier run" in res.stderr
+    assert site.wapi.records() == []
     assert challenge_records(site) == set()
 
 
