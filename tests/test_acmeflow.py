@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from josepy.b64 import b64decode
 
 from rgwtls.acmeflow import Acme, new_account_key
 from rgwtls.config import AcmeConfig
@@ -48,12 +49,16 @@ class FakeCA:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.queue: list[requests.Response] = []
         self.calls: list[tuple[str, str]] = []
+        self.payloads: list[dict[str, Any]] = []
         monkeypatch.setattr(requests.Session, "request", self.request)
         monkeypatch.setattr("time.sleep", lambda s: self.sleeps.append(s))
         self.sleeps: list[float] = []
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
         self.calls.append((method, url))
+        if kwargs.get("data"):
+            payload = json.loads(kwargs["data"])["payload"]
+            self.payloads.append(json.loads(b64decode(payload)) if payload else {})
         if method == "GET" and url.endswith("/dir"):
             return response(200, DIRECTORY)
         if method == "HEAD":
@@ -131,3 +136,44 @@ def test_unreachable_ca_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("time.sleep", lambda s: None)
     with pytest.raises(AcmeError, match=r"could not fetch the directory .*cannot reach"):
         acme(retries=1)
+
+
+ORDER = {"status": "ready", "identifiers": [{"type": "dns", "value": "cog.example.org"}], "authorizations": []}
+ORDER_CREATED = {"Location": "https://ca.test/order/1"}
+
+
+@pytest.mark.parametrize(
+    ("status", "typ", "detail"),
+    [
+        (409, "alreadyReplaced", "certificate with serial 0123 already has a replacement order"),
+        (403, "unauthorized", "requester account did not request the certificate being replaced by this order"),
+    ],
+)
+def test_refused_replacement_is_ordered_again_once_without_replaces(
+    ca: FakeCA, status: int, typ: str, detail: str
+) -> None:
+    a = acme()
+    ca.queue = [problem(status, typ, detail), response(201, ORDER, ORDER_CREATED)]
+    order, refused = a.new_order(["cog.example.org"], "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE")
+    assert order.uri == "https://ca.test/order/1"
+    assert refused is not None
+    assert typ in refused
+    assert detail in refused
+    assert "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE" in refused
+    assert [p.get("replaces") for p in ca.payloads] == ["aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE", None]
+
+
+def test_refused_order_without_replaces_is_not_ordered_again(ca: FakeCA) -> None:
+    a = acme()
+    ca.queue = [problem(403, "unauthorized", "requester account did not request the certificate being replaced")]
+    with pytest.raises(AcmeError, match=r"could not create an order for cog\.example\.org: requester account"):
+        a.new_order(["cog.example.org"], None)
+    assert len(ca.payloads) == 1
+
+
+def test_other_refusals_of_a_replacement_order_are_not_retried(ca: FakeCA) -> None:
+    a = acme()
+    ca.queue = [problem(403, "unauthorized", "account is not allowed to issue for cog.example.org")]
+    with pytest.raises(AcmeError, match="not allowed to issue"):
+        a.new_order(["cog.example.org"], "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE")
+    assert len(ca.payloads) == 1

@@ -16,12 +16,13 @@ import pytest
 import requests
 
 from rgwtls.acmeflow import _NewOrder
-from tests.conftest import ZONE, Result, Stack
+from tests.conftest import POOL, ZONE, Result, Stack, run_cli
 from tests.stack.bind import bind_server
 from tests.stack.pebble import BOOKWORM_PEBBLE, Pebble, pebble_server
 from tests.stack.ports import free_port
 from tests.stack.tlsca import TestCA
-from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored_set
+from tests.test_issue_crash_e2e import Site, finish, hold_at_the_hook_and_stop_the_osd, last_issue
+from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored, stored_set
 
 CLI = Callable[..., Result]
 
@@ -192,3 +193,76 @@ def test_ca_down_on_a_day_nothing_is_due_warns_and_exits_zero(
     s = stored_set(stack)
     assert s is not None
     assert s["generation"] == 1
+
+
+# -- the CA refuses `replaces`: renewal goes on without it ---------------------------
+
+
+def ask_to_renew_now(pebble: Pebble, cert_pem: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    pebble.set_renewal_info(cert_pem, now - dt.timedelta(hours=2), now - dt.timedelta(hours=1))
+
+
+def assert_renewed_without_replaces(stack: Stack, res: Result, refused: str, generation: int) -> None:
+    assert res.code == 0, res.stderr
+    warnings = [line for line in res.lines if line.startswith("WARNING:")]
+    assert len(warnings) == 1, res.stderr
+    assert refused in warnings[0]
+    assert "ordered it without replaces" in warnings[0]
+    s = stored_set(stack)
+    assert s is not None
+    assert s["generation"] == generation
+    record = last_issue(stack)
+    assert record["ok"] is True
+    assert refused in record["warning"]
+    assert no_challenge_records(stack)
+
+
+def test_already_replaced_after_a_lost_replacement_orders_without_replaces(stack: Stack) -> None:
+    """As in production: the CA issued the replacement, then neither the pool nor this host could keep it."""
+    site = Site(stack)
+    res, _ = site.run()
+    assert res.code == 0, res.stderr
+    first = stored_set(stack)
+    assert first is not None
+    ask_to_renew_now(stack.pebble, str(first["cert_pem"]))
+    # The kept-set safety net fails too (its directory is a file), so the certificate is lost.
+    (site.state / "issued").rmdir()  # the first run made it, and left it empty
+    (site.state / "issued").write_text("not a directory\n")
+    try:
+        proc = hold_at_the_hook_and_stop_the_osd(site)
+        code, err = finish(proc, 120)
+    finally:
+        stack.ceph.start_osd()
+    assert code == 1, err
+    assert "so it is lost; the next run orders a new one" in err
+    assert "is a replacement of" in stack.pebble.server.log.read_text()
+    (site.state / "issued").unlink()
+    # The pool still holds the replaced certificate, whose ARI window is open: the
+    # CA answers alreadyReplaced, and the run orders again without `replaces`.
+    res, _ = site.run()
+    assert_renewed_without_replaces(stack, res, "alreadyReplaced", 2)
+    third = run_cli(site.config, "issue")
+    assert third.code == 0, third.stderr
+    assert third.stderr == ""
+    assert last_issue(stack)["warning"] is None
+
+
+def test_unauthorized_replacement_after_an_account_change_orders_without_replaces(stack: Stack, cli: CLI) -> None:
+    config = stack.write_config(stack.settings())
+    assert cli(config, "issue").code == 0
+    first = stored_set(stack)
+    assert first is not None
+    ask_to_renew_now(stack.pebble, str(first["cert_pem"]))
+    # A new account key (say, the account object was lost): the old certificate is another account's.
+    assert stored(stack, "account.production", ns="acme") is not None
+    ioctx = stack.ceph.admin().open_ioctx(POOL)
+    try:
+        ioctx.set_namespace("acme")
+        ioctx.remove_object("account.production")
+    finally:
+        ioctx.close()
+    res = cli(config, "issue")
+    assert_renewed_without_replaces(stack, res, "unauthorized: requester account did not request", 2)
+    status = cli(config, "status")
+    assert "worked around: the CA refused the order as the replacement" in status.stdout

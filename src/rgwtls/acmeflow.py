@@ -24,6 +24,7 @@ from acme import challenges, client, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.b64 import b64encode
+from josepy.errors import DeserializationError
 from josepy.json_util import field
 from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
@@ -237,21 +238,52 @@ class Acme:
             return None
         return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
 
-    def new_order(self, domains: Sequence[str], replaces: str | None) -> messages.OrderResource:
-        """The order and its authorizations; the CSR comes only with `finalize`."""
+    def new_order(self, domains: Sequence[str], replaces: str | None) -> tuple[messages.OrderResource, str | None]:
+        """The order and its authorizations; the CSR comes only with `finalize`.
 
-        def call() -> messages.OrderResource:
-            idents = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d) for d in domains]
-            order = _NewOrder(identifiers=idents, replaces=replaces)
-            resp = self._post(self.client.directory["newOrder"], order)
-            body = messages.Order.from_json(resp.json())
-            authzrs = []
-            for url in body.authorizations:
-                a = self._post(url, None)
-                authzrs.append(messages.AuthorizationResource(body=messages.Authorization.from_json(a.json()), uri=url))
-            return messages.OrderResource(body=body, uri=resp.headers.get("Location"), authorizations=authzrs)
+        A CA that will not take the order as the replacement of `replaces`
+        (RFC 9773: alreadyReplaced after an earlier replacement whose
+        certificate we never stored; unauthorized after an account change) is
+        asked once more without it: ARI only tells the CA which certificate
+        goes, and must never stall a renewal. The second value says why, when
+        that happened.
+        """
+        what = f"create an order for {', '.join(domains)}"
 
-        return self._guard(f"create an order for {', '.join(domains)}", call)
+        def call() -> tuple[messages.OrderResource, str | None]:
+            try:
+                return self._new_order(domains, replaces), None
+            except (messages.Error, errors.ConflictError) as e:
+                problem = e if isinstance(e, messages.Error) else self._conflict_problem()
+                refused = _replacement_refused(problem) if problem is not None else None
+                if replaces is None or refused is None:
+                    if problem is not None and problem is not e:
+                        raise problem from None
+                    raise
+            why = f"the CA refused the order as the replacement of {replaces} ({refused}); ordered it without replaces"
+            return self._new_order(domains, None), why
+
+        return self._guard(what, call)
+
+    def _conflict_problem(self) -> messages.Error | None:
+        """The problem document of a 409, which the library raises as a bare ConflictError."""
+        resp = self.net.last_response
+        try:
+            problem: messages.Error = messages.Error.from_json(resp.json() if resp is not None else None)
+        except (ValueError, TypeError, DeserializationError):
+            return None
+        return problem
+
+    def _new_order(self, domains: Sequence[str], replaces: str | None) -> messages.OrderResource:
+        idents = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d) for d in domains]
+        order = _NewOrder(identifiers=idents, replaces=replaces)
+        resp = self._post(self.client.directory["newOrder"], order)
+        body = messages.Order.from_json(resp.json())
+        authzrs = []
+        for url in body.authorizations:
+            a = self._post(url, None)
+            authzrs.append(messages.AuthorizationResource(body=messages.Authorization.from_json(a.json()), uri=url))
+        return messages.OrderResource(body=body, uri=resp.headers.get("Location"), authorizations=authzrs)
 
     def dns_challenges(self, orderr: messages.OrderResource) -> list[PendingChallenge]:
         """The DNS-01 challenges still to solve; authorizations the CA reuses need none."""
@@ -332,6 +364,19 @@ class Acme:
             ),
         )
         return str(resp.text)
+
+
+def _problem_type(e: messages.Error) -> str:
+    """The problem's type without urn:ietf:params:acme:error:, also for types the library does not know."""
+    return str(e.typ).rsplit(":", 1)[-1]
+
+
+def _replacement_refused(e: messages.Error) -> str | None:
+    """The CA's words if it refused `replaces` itself (RFC 9773), not the order; else None."""
+    typ, detail = _problem_type(e), e.detail or e.description or ""
+    if typ == "alreadyReplaced" or (typ == "unauthorized" and "replace" in detail.lower()):
+        return f"{typ}: {detail}"
+    return None
 
 
 def _challenge_error(authz: messages.Authorization) -> str:

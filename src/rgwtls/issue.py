@@ -57,12 +57,12 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
             try:
                 if _issue_one(cfg, pool, lock, session, cert, staging, force, directory):
                     issued += 1
-                _record_attempt(pool, cert.name, staging, None)
+                _record_attempt(pool, cert.name, staging, None, session.warnings.pop(cert.name, None))
             except Exception as e:
                 # Every failure, ours or not, is recorded where every gateway
                 # can read it, so that `rgwtls check` sees it.
                 said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
-                _record_attempt(pool, cert.name, staging, said)
+                _record_attempt(pool, cert.name, staging, said, session.warnings.pop(cert.name, None))
                 if isinstance(e, Interrupted) or len(wanted) == 1:
                     raise  # the operator asked the run to stop: not on to the next certificate
                 log.error("%s: %s", cert.name, said)
@@ -116,8 +116,8 @@ def _issue_one(
     return True
 
 
-def _record_attempt(pool: Pool, name: str, staging: bool, error: str | None) -> None:
-    """Keep the last attempt, success and failure of `issue` beside the set."""
+def _record_attempt(pool: Pool, name: str, staging: bool, error: str | None, warning: str | None = None) -> None:
+    """Keep the last attempt, success and failure of `issue` beside the set, and what it had to work around."""
     ns = pool.set_namespace(staging)
     obj = f"{name}/last-issue"
     now = _now().isoformat(timespec="seconds")
@@ -130,7 +130,7 @@ def _record_attempt(pool: Pool, name: str, staging: bool, error: str | None) -> 
         raise
     except (RgwtlsError, ValueError):
         doc = {}
-    doc.update(at=now, host=socket.gethostname(), ok=error is None, error=error)
+    doc.update(at=now, host=socket.gethostname(), ok=error is None, error=error, warning=warning)
     doc["last_success" if error is None else "last_failure"] = now
     try:
         pool.write(ns, obj, json.dumps(doc).encode())
@@ -147,6 +147,8 @@ class _Session:
         self.cfg, self.pool, self.directory, self.staging = cfg, pool, directory, staging
         self._acme: Acme | None = None
         self._registered = False
+        # What a certificate's attempt worked around, for its last-issue record.
+        self.warnings: dict[str, str] = {}
 
     def acme(self) -> Acme:
         from rgwtls.acmeflow import Acme, new_account_key
@@ -166,7 +168,7 @@ class _Session:
                 }
                 self.pool.write(NS_ISSUER, obj, json.dumps(doc).encode())
                 log.info("created a new ACME account key for %s", self.directory)
-            self._acme = Acme(self.cfg.acme, self.directory, doc["key"])
+            self._acme = Acme(self.cfg.acme, self.directory, doc["key"], self.cfg.path)
         return self._acme
 
     def registered(self) -> Acme:
@@ -246,7 +248,10 @@ def _obtain(
     deadline = time.monotonic() + cfg.acme.order_timeout
     # One order for all names: `x` and `*.x` share one TXT name, two values.
     replaces = decision.replaces if acme.has_ari else None
-    order = acme.new_order(cert.domains, replaces)
+    order, refused = acme.new_order(cert.domains, replaces)
+    if refused is not None:
+        log.warning("%s: %s", cert.name, refused)
+        session.warnings[cert.name] = refused
     pending = acme.dns_challenges(order)
     if pending:
         challenges = [dataclasses.replace(p.challenge, target=targets.get(p.challenge.domain, "")) for p in pending]

@@ -231,6 +231,8 @@ def render(report: Report) -> str:
             li = st.last_issue
             result = "ok" if li.get("ok") else f"FAILED: {li.get('error')}"
             lines.append(f"  issue     last attempt {when(str(li.get('at', '')))} on {li.get('host')}: {result}")
+            if li.get("warning"):
+                lines.append(f"            worked around: {li.get('warning')}")
         elif "last_issue" in st.unknown:
             lines.append("  issue     last attempt UNKNOWN: could not be read")
         for label, facts in (("deployed", st.deployed), ("served", st.served)):
