@@ -127,7 +127,7 @@ class Network(client.ClientNetwork):
 
 
 class _NewOrder(messages.NewOrder):
-    """newOrder with RFC 9773's `replaces`, which acme 5.9 does not send."""
+    """newOrder with RFC 9773's `replaces`, which acme 5.9 does not send (its `profile` it does)."""
 
     replaces: str | None = field("replaces", omitempty=True)
 
@@ -238,7 +238,29 @@ class Acme:
             return None
         return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
 
-    def new_order(self, domains: Sequence[str], replaces: str | None) -> tuple[messages.OrderResource, str | None]:
+    @property
+    def profiles(self) -> dict[str, str] | None:
+        """The profiles the CA offers (name: description), or None if its directory lists none."""
+        meta = self.client.directory.meta
+        offered = meta.profiles if meta is not None else None
+        return dict(offered) if offered else None
+
+    def check_profile(self, profile: str, key: str) -> None:
+        """One line if the CA does not offer `profile`, naming what it does offer."""
+        if not profile:
+            return
+        offered = self.profiles
+        if offered is None:
+            raise AcmeError(f"ACME: {key} is {profile!r}, but {self.directory_url} offers no profiles; remove it")
+        if profile not in offered:
+            raise AcmeError(
+                f"ACME: {key} is {profile!r}, which {self.directory_url} does not offer "
+                f"(it offers: {', '.join(sorted(offered))})"
+            )
+
+    def new_order(
+        self, domains: Sequence[str], replaces: str | None, profile: str = ""
+    ) -> tuple[messages.OrderResource, str | None]:
         """The order and its authorizations; the CSR comes only with `finalize`.
 
         A CA that will not take the order as the replacement of `replaces`
@@ -252,7 +274,7 @@ class Acme:
 
         def call() -> tuple[messages.OrderResource, str | None]:
             try:
-                return self._new_order(domains, replaces), None
+                return self._new_order(domains, replaces, profile), None
             except (messages.Error, errors.ConflictError) as e:
                 problem = e if isinstance(e, messages.Error) else self._conflict_problem()
                 refused = _replacement_refused(problem) if problem is not None else None
@@ -261,7 +283,7 @@ class Acme:
                         raise problem from None
                     raise
             why = f"the CA refused the order as the replacement of {replaces} ({refused}); ordered it without replaces"
-            return self._new_order(domains, None), why
+            return self._new_order(domains, None, profile), why
 
         return self._guard(what, call)
 
@@ -274,9 +296,9 @@ class Acme:
             return None
         return problem
 
-    def _new_order(self, domains: Sequence[str], replaces: str | None) -> messages.OrderResource:
+    def _new_order(self, domains: Sequence[str], replaces: str | None, profile: str) -> messages.OrderResource:
         idents = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=d) for d in domains]
-        order = _NewOrder(identifiers=idents, replaces=replaces)
+        order = _NewOrder(identifiers=idents, replaces=replaces, profile=profile or None)
         resp = self._post(self.client.directory["newOrder"], order)
         body = messages.Order.from_json(resp.json())
         authzrs = []

@@ -55,6 +55,10 @@ class AcmeConfig:
     # HTTPS_PROXY and NO_PROXY decide. The user's password is in the file.
     proxy: str = ""
     proxy_password_file: str = ""
+    # The CA's certificate profile (draft-ietf-acme-profiles), one its directory
+    # lists under meta.profiles, such as Let's Encrypt's classic, tlsserver or
+    # shortlived; empty: the CA's default. [[certificate]] profile overrides it.
+    profile: str = ""
 
 
 @dataclass(frozen=True)
@@ -285,6 +289,11 @@ class CertificateConfig:
     # Publish at _acme-challenge.<challenge_alias> instead of following the
     # _acme-challenge CNAMEs (acme.sh's --challenge-alias); empty: follow them.
     challenge_alias: str = ""
+    # This certificate's profile; empty: acme.profile.
+    profile: str = ""
+
+    def wanted_profile(self, acme: AcmeConfig) -> str:
+        return self.profile or acme.profile
 
 
 @dataclass(frozen=True)
@@ -462,6 +471,8 @@ def _check(cfg: Config, where: _Where) -> None:
     if cfg.acme.timeout < 1:
         # The ACME client takes whole seconds, and 0 means no time at all to requests.
         raise where.error("acme.timeout", f"must be at least 1 (whole seconds), not {cfg.acme.timeout:g}")
+    if cfg.acme.profile and not _is_profile_name(cfg.acme.profile):
+        raise where.error("acme.profile", f"{cfg.acme.profile!r} is not a profile name such as classic")
     _check_proxy(cfg.acme.proxy, "acme.proxy", where, user_allowed=True)
     if proxy_user(cfg.acme.proxy) and not cfg.acme.proxy_password_file:
         raise where.error("acme.proxy_password_file", "required: acme.proxy names a user, whose password is in a file")
@@ -501,9 +512,15 @@ def _check(cfg: Config, where: _Where) -> None:
         for domain in cert.domains:
             if domain != domain.lower().rstrip(".") or " " in domain or "*" in domain[1:]:
                 raise where.error(f"{key}.domains", f"{domain!r} is not a lower-case domain name")
+        if cert.profile and not _is_profile_name(cert.profile):
+            raise where.error(f"{key}.profile", f"{cert.profile!r} is not a profile name such as classic")
         alias = cert.challenge_alias
         if alias and (alias != alias.lower().rstrip(".") or "*" in alias or " " in alias or "." not in alias):
             raise where.error(f"{key}.challenge_alias", f"{alias!r} is not a lower-case domain name")
+
+
+def _is_profile_name(name: str) -> bool:
+    return bool(name) and all(c.isalnum() or c in "-_." for c in name)
 
 
 PROXY_DIRECT = "direct"

@@ -91,7 +91,7 @@ def _issue_one(
     kept = _kept_path(cfg, cert.name, staging)
     if _store_kept(cfg, pool, lock, cert, current, staging, directory, kept):
         return True
-    decision = _decide(cert, current, session, force, directory)
+    decision = _decide(cert, current, session, force, directory, cert.wanted_profile(cfg.acme))
     if not decision.due:
         log.info("%s: %s; nothing to do", cert.name, decision.reason)
         return False
@@ -184,9 +184,14 @@ def _now() -> dt.datetime:
 
 
 def _decide(
-    cert: CertificateConfig, current: CertSet | None, session: _Session, force: bool, directory: str
+    cert: CertificateConfig,
+    current: CertSet | None,
+    session: _Session,
+    force: bool,
+    directory: str,
+    profile: str = "",
 ) -> Decision:
-    """Renew when asked, when names or CA changed, in the ARI window, or with a third of the life left."""
+    """Renew when asked, when names, CA or profile changed, in the ARI window, or with a third of the life left."""
     if current is None:
         return Decision(True, "no certificate in the pool yet")
     info = certs.cert_info(current.cert_pem)
@@ -199,6 +204,9 @@ def _decide(
         return Decision(True, f"names changed (add {added or 'none'}, drop {dropped or 'none'})")
     if current.directory != directory:
         return Decision(True, f"it was issued by another CA ({current.directory})")
+    if profile and current.profile != profile:
+        # A set stored before profiles were recorded has none: it is renewed once, to be sure.
+        return Decision(True, f"profile changed ({current.profile or 'none recorded'} -> {profile})")
     if info.not_after <= now:
         return Decision(True, f"it expired at {info.not_after:%Y-%m-%d %H:%M} UTC")
     days_left = info.remaining(now).total_seconds() / 86400
@@ -245,10 +253,12 @@ def _obtain(
     new_key = keygen.submit(certs.new_private_key, cert.key_type or cfg.acme.key_type)
     keygen.shutdown(wait=False)
     acme = session.registered()
+    profile = cert.wanted_profile(cfg.acme)
+    acme.check_profile(profile, f"[[certificate]] {cert.name}'s profile" if cert.profile else "acme.profile")
     deadline = time.monotonic() + cfg.acme.order_timeout
     # One order for all names: `x` and `*.x` share one TXT name, two values.
     replaces = decision.replaces if acme.has_ari else None
-    order, refused = acme.new_order(cert.domains, replaces)
+    order, refused = acme.new_order(cert.domains, replaces, profile)
     if refused is not None:
         log.warning("%s: %s", cert.name, refused)
         session.warnings[cert.name] = refused
@@ -263,7 +273,8 @@ def _obtain(
         acme.answer_and_wait(pending, deadline)
     key = new_key.result()
     fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
-    return _build_set(cert, key, fullchain, current, session.directory)
+    # The profile the CA says it used; a CA that says none used what was asked.
+    return _build_set(cert, key, fullchain, current, session.directory, order.body.profile or profile)
 
 
 def _challenge_targets(cert: CertificateConfig, cfg: Config) -> dict[str, str]:
@@ -287,7 +298,12 @@ def _challenge_targets(cert: CertificateConfig, cfg: Config) -> dict[str, str]:
 
 
 def _build_set(
-    cert: CertificateConfig, key: certs.PrivateKey, fullchain: str, current: CertSet | None, directory: str
+    cert: CertificateConfig,
+    key: certs.PrivateKey,
+    fullchain: str,
+    current: CertSet | None,
+    directory: str,
+    profile: str = "",
 ) -> CertSet:
     leaf, chain = certs.split_pem_chain(fullchain)
     if not certs.public_key_matches(key, leaf):
@@ -307,6 +323,7 @@ def _build_set(
         issued_at=_now().isoformat(timespec="seconds"),
         issued_by=socket.gethostname(),
         directory=directory,
+        profile=profile,
     )
 
 
@@ -462,6 +479,8 @@ def _store_kept(
         stale = "its names are no longer the configured ones"
     elif kept.directory != directory:
         stale = f"another CA issued it ({kept.directory})"
+    elif cert.wanted_profile(cfg.acme) not in ("", kept.profile):
+        stale = f"its profile is no longer the configured one ({kept.profile or 'none recorded'})"
     elif info.not_after <= now:
         stale = f"it expired at {until}"
     elif current is not None:

@@ -71,6 +71,7 @@ class PoolFacts(CertFacts):
     generation: int = 0
     issued_at: str = ""
     issued_by: str = ""
+    profile: str = ""  # the CA's certificate profile; empty: none recorded
 
 
 @dataclass
@@ -107,7 +108,9 @@ def _pool_facts(s: CertSet | None, now: dt.datetime) -> PoolFacts | None:
         return None
     cert = x509.load_pem_x509_certificate(s.cert_pem.encode())
     base = CertFacts.of(cert, now)
-    return PoolFacts(**asdict(base), generation=s.generation, issued_at=s.issued_at, issued_by=s.issued_by)
+    return PoolFacts(
+        **asdict(base), generation=s.generation, issued_at=s.issued_at, issued_by=s.issued_by, profile=s.profile
+    )
 
 
 def gather(cfg: Config, served: bool = True, staging: bool = False, deployed: bool = True) -> Report:
@@ -219,7 +222,8 @@ def render(report: Report) -> str:
         if st.pool:
             p = st.pool
             lines.append(f"  pool      generation {p.generation}, {cert_line(p)}")
-            lines.append(f"            issued {when(p.issued_at)} by {p.issued_by}")
+            profile = f", profile {p.profile}" if p.profile else ""
+            lines.append(f"            issued {when(p.issued_at)} by {p.issued_by}{profile}")
             lines.append(f"  names     {', '.join(p.names)}")
         elif "pool" in st.unknown:
             lines.append("  pool      UNKNOWN: could not be read")

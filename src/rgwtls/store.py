@@ -70,6 +70,9 @@ class CertSet:
     issued_at: str
     issued_by: str
     directory: str
+    # Fields added later have defaults, so that sets stored before them still load.
+    # The profile the CA issued under (draft-ietf-acme-profiles); empty: none asked, none said.
+    profile: str = ""
 
     def to_bytes(self) -> bytes:
         doc = {"format": SET_FORMAT, **dataclasses.asdict(self)}
@@ -84,6 +87,8 @@ class CertSet:
             # Every field has the type it names: a key stored as a number
             # must be refused here, not fail deeper as an AttributeError.
             for f in dataclasses.fields(cls):
+                if f.name not in doc and f.default is not dataclasses.MISSING:
+                    continue  # a set stored before the field existed
                 value = doc[f.name]
                 if f.name == "generation":
                     ok = type(value) is int and value >= 1
