@@ -19,7 +19,6 @@ stack holds its handle and stops exactly the processes it started.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import grp
@@ -29,7 +28,6 @@ import pwd
 import socket
 import ssl
 import stat
-import struct
 import subprocess
 import sys
 import time
@@ -54,11 +52,25 @@ _PROBE_OBJECT = "stack-probe.nonexistent"
 
 
 def cephx_key() -> str:
-    """A new cephx secret, as `ceph-authtool --gen-key` makes it (without running it)."""
-    secret = os.urandom(16)
-    # CryptoKey: u16 type (1 = AES), utime_t created (u32 sec, u32 nsec), u16 len, secret.
-    blob = struct.pack("<HIIH", 1, int(time.time()), 0, len(secret)) + secret
-    return base64.b64encode(blob).decode()
+    """A new cephx secret, made by the cluster's own `ceph-authtool`, in its release's key type.
+
+    Pacific makes AES-128 keys; Tentacle makes a newer type (`AgA...`, 32-byte
+    secrets) and its mon refuses AES-128 service keys
+    (AUTH_INSECURE_SERVICE_KEY_TYPE), so no key is ever made by hand here.
+    """
+    return run(["ceph-authtool", "--gen-print-key"]).strip()
+
+
+def _osd_class_dir() -> Path:
+    """Where this release's OSD finds its object classes (cls_lock for the pool's lock), absolute.
+
+    Debian sid's 20.2.4 is built with a relative default
+    (`lib/x86_64-linux-gnu/rados-classes`), which the OSD would look up from
+    its working directory and then answer every lock with EOPNOTSUPP: such a
+    path is one below the install prefix, /usr.
+    """
+    out = run(["ceph-osd", "--no-mon-config", "--show-config-value", "osd_class_dir"]).strip()
+    return Path("/usr", out)  # an absolute `out` stays as it is
 
 
 def _keyring_entry(name: str, key: str, caps: Mapping[str, str]) -> str:
@@ -90,7 +102,7 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float, interval: float 
         time.sleep(interval)
 
 
-def _conf_text(workdir: Path, fsid: str, mon_port: int) -> str:
+def _conf_text(workdir: Path, fsid: str, mon_port: int, class_dir: Path) -> str:
     w = workdir
     return f"""\
 # Test cluster made by tests/stack/ceph.py; every path is inside {w}
@@ -133,6 +145,7 @@ osd crush initial weight = 1
 osd objectstore = memstore
 memstore device bytes = 536870912
 osd fast shutdown = false
+osd class dir = {class_dir}
 # An OSD stopped while the mon is down waits this long for the mon's ack.
 osd mon shutdown timeout = 1
 # Clients find a restarted mon quickly.
@@ -361,7 +374,7 @@ def _bootstrap(workdir: Path) -> CephCluster:
     fsid = str(uuid.uuid4())
     mon_port = free_port()
     conf = workdir / "ceph.conf"
-    conf.write_text(_conf_text(workdir, fsid, mon_port))
+    conf.write_text(_conf_text(workdir, fsid, mon_port, _osd_class_dir()))
 
     admin_key, osd_key = cephx_key(), cephx_key()
     admin_caps = {"mds": "allow *", "mgr": "allow *", "mon": "allow *", "osd": "allow *"}

@@ -56,6 +56,8 @@ class TestCA:
                 ),
                 critical=True,
             )
+            # Python 3.13 verifies with X509_STRICT, which wants the key identifiers.
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         self.ca_pem = _write(workdir / "ca.pem", self.cert.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -79,6 +81,8 @@ class TestCA:
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
         cert_path = _write(self.workdir / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), 0o644)
