@@ -373,19 +373,66 @@ class Acme:
         if body.status != messages.STATUS_VALID or not body.certificate:
             why = f": {body.error.detail}" if body.error else ""
             raise AcmeError(f"ACME: the order ended {body.status}{why}")
-        url = body.certificate
-        resp = self._guard(
-            "download the certificate",
+        resp = self._download(body.certificate, "download the certificate")
+        return self._preferred(resp) if self.cfg.preferred_chain else str(resp.text)
+
+    def _download(self, url: str, what: str) -> requests.Response:
+        return self._guard(
+            what,
             lambda: self._post(
                 url,
                 None,
-                headers={
-                    "Content-Type": "application/jose+json",
-                    "Accept": "application/pem-certificate-chain",
-                },
+                headers={"Content-Type": "application/jose+json", "Accept": "application/pem-certificate-chain"},
             ),
         )
-        return str(resp.text)
+
+    def _preferred(self, default: requests.Response) -> str:
+        """The chain that ends at acme.preferred_chain, among the default and its Link rel="alternate"s.
+
+        As certbot's --preferred-chain: a chain matches when its topmost
+        certificate is issued by (or is) a certificate of that Common Name.
+        New certificates pick their intermediate at random, so the choice
+        goes by the root, never by an intermediate. No match: the default.
+        """
+        wanted = self.cfg.preferred_chain
+        offered: list[str] = []
+        alternates = [
+            link["url"]
+            for link in requests.utils.parse_header_links(default.headers.get("Link", ""))
+            if link.get("rel") == "alternate" and link.get("url")
+        ]
+        for i, url in enumerate([None, *alternates]):
+            resp = default if url is None else self._download(url, f"download alternate chain {i}")
+            top = _chain_top_names(str(resp.text))
+            if wanted in top:
+                if url is not None:
+                    log.info("ACME: using the alternate chain that ends at %s (acme.preferred_chain)", wanted)
+                return str(resp.text)
+            offered.append(" / ".join(top) or "?")
+        log.info(
+            "ACME: no chain the CA offers ends at %s (acme.preferred_chain); using the default; offered: %s",
+            wanted,
+            "; ".join(offered),
+        )
+        return str(default.text)
+
+
+def _chain_top_names(fullchain: str) -> list[str]:
+    """The issuer's and the subject's Common Name of a chain's topmost certificate (as certbot matches it)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        top = x509.load_pem_x509_certificates(fullchain.encode())[-1]
+    except (ValueError, IndexError):
+        return []
+    names = []
+    for name in (top.issuer, top.subject):
+        for attr in name.get_attributes_for_oid(NameOID.COMMON_NAME):
+            value = attr.value if isinstance(attr.value, str) else attr.value.decode()
+            if value not in names:
+                names.append(value)
+    return names
 
 
 def _problem_type(e: messages.Error) -> str:

@@ -59,6 +59,10 @@ class AcmeConfig:
     # lists under meta.profiles, such as Let's Encrypt's classic, tlsserver or
     # shortlived; empty: the CA's default. [[certificate]] profile overrides it.
     profile: str = ""
+    # The Common Name of the root the chain should end at (certbot's
+    # --preferred-chain): of the chains the CA offers, the one whose topmost
+    # certificate is issued by (or is) it; none matches, or empty: the default.
+    preferred_chain: str = ""
 
 
 @dataclass(frozen=True)
