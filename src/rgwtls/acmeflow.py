@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from josepy.jwk import JWK, JWKEC
 from rgwtls import __version__
 from rgwtls.config import AcmeConfig, config_path, read_secret
 from rgwtls.dns import Challenge
-from rgwtls.errors import AcmeError
+from rgwtls.errors import AcmeError, ConfigError
 from rgwtls.proxy import Route, failure, root_cause, route
 
 log = logging.getLogger(__name__)
@@ -149,13 +150,13 @@ class Acme:
 
     def __init__(self, cfg: AcmeConfig, directory_url: str, account_key_pem: str, cfg_path: Path | None = None) -> None:
         self.cfg = cfg
+        self.cfg_path = cfg_path or config_path(None)
         self.directory_url = directory_url
         key = serialization.load_pem_private_key(account_key_pem.encode(), password=None)
         self.key = JWKEC(key=key)
         password = ""
         if cfg.proxy_password_file:
-            where = cfg_path or config_path(None)
-            password = read_secret(cfg.proxy_password_file, "acme.proxy_password_file", where)
+            password = read_secret(cfg.proxy_password_file, "acme.proxy_password_file", self.cfg_path)
         self.route = route(cfg.proxy, "acme.proxy", directory_url, password)
         log.log(self.route.log_level, "ACME: requests to %s go %s", directory_url, self.route.describe())
         self.net = Network(self.key, cfg, self.route, directory_url)
@@ -208,21 +209,68 @@ class Acme:
 
     # -- steps -------------------------------------------------------------------
 
-    def register(self, email: str) -> None:
+    def register(self, email: str, eab_kid: str = "", eab_hmac_key_file: str = "", eab_keys: str = "acme.eab_") -> None:
         """Log in as the account of our key, registering it the first time.
 
         newAccount with a known key answers with the existing account's URL,
-        so this also recovers an account the CA forgot nothing about.
+        so this also recovers an account the CA forgot nothing about. With
+        External Account Binding, an existing account is looked up first
+        (onlyReturnExisting), and the binding is sent only to register a new
+        one: some CAs take each key ID once.
         """
-        reg = messages.NewRegistration.from_data(email=email or None, terms_of_service_agreed=True)
+        meta = self.client.directory.meta
+        if not eab_kid:
+            if meta is not None and meta.external_account_required:
+                raise AcmeError(
+                    f"ACME: {self.directory_url} requires External Account Binding: set {eab_keys}kid and "
+                    f"{eab_keys}hmac_key_file to the key ID and HMAC key the CA gives with your account there"
+                )
+            self._guard("register the ACME account", lambda: self._new_account(email, None))
+            return
+        if self._guard("look up the ACME account", self._existing_account):
+            return
+        binding = self._binding(eab_kid, eab_hmac_key_file, eab_keys)
+        try:
+            self._guard("register the ACME account", lambda: self._new_account(email, binding))
+        except AcmeError as e:
+            check = f"check {eab_keys}kid and {eab_keys}hmac_key_file"
+            raise AcmeError(f"{e} (with External Account Binding key ID {eab_kid!r}; {check})") from None
+        log.info("ACME: registered a new account at %s, bound to key ID %s", self.directory_url, eab_kid)
 
-        def call() -> None:
-            try:
-                self.client.new_account(reg)
-            except errors.ConflictError as e:
-                self.net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    def _new_account(self, email: str, binding: dict[str, Any] | None) -> None:
+        reg = messages.NewRegistration.from_data(
+            email=email or None, terms_of_service_agreed=True, external_account_binding=binding
+        )
+        try:
+            self.client.new_account(reg)
+        except errors.ConflictError as e:
+            self.net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
 
-        self._guard("register the ACME account", call)
+    def _existing_account(self) -> bool:
+        """Whether the CA knows an account for our key; if so, it is the one we act as."""
+        try:
+            self.client.new_account(messages.NewRegistration(only_return_existing=True))
+        except errors.ConflictError as e:
+            self.net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+            return True
+        except messages.Error as e:
+            if _problem_type(e) == "accountDoesNotExist":
+                return False
+            raise
+        return True
+
+    def _binding(self, kid: str, hmac_key_file: str, keys: str) -> dict[str, Any]:
+        """The EAB JWS (RFC 8555 7.3.4); the HMAC key is read from its file and goes nowhere else."""
+        key = read_secret(hmac_key_file, f"{keys}hmac_key_file", self.cfg_path)
+        if not re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", key):
+            raise ConfigError(
+                f"config {self.cfg_path}: {keys}hmac_key_file: {hmac_key_file} does not hold a base64url key, "
+                "as the CA hands it out"
+            )
+        binding: dict[str, Any] = messages.ExternalAccountBinding.from_data(
+            account_public_key=self.key.public_key(), kid=kid, hmac_key=key, directory=self.client.directory
+        )
+        return binding
 
     def renewal_time(self, cert_pem: str) -> dt.datetime | None:
         """When ARI says to renew, or None if the CA has no ARI; ARI failures fall back to None."""

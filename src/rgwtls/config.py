@@ -63,6 +63,20 @@ class AcmeConfig:
     # --preferred-chain): of the chains the CA offers, the one whose topmost
     # certificate is issued by (or is) it; none matches, or empty: the default.
     preferred_chain: str = ""
+    # External Account Binding, for CAs that bind an ACME account to an account
+    # of theirs (Sectigo, HARICA, ZeroSSL, Google Trust Services): the key ID,
+    # and a file holding the HMAC key, base64url as the CA hands it out. Used
+    # only to register a new account. The staging_ pair is for `--staging`.
+    eab_kid: str = ""
+    eab_hmac_key_file: str = ""
+    staging_eab_kid: str = ""
+    staging_eab_hmac_key_file: str = ""
+
+    def eab(self, staging: bool) -> tuple[str, str, str]:
+        """(key ID, HMAC key file, the keys' prefix) for the production or the staging directory."""
+        if staging:
+            return self.staging_eab_kid, self.staging_eab_hmac_key_file, "acme.staging_eab_"
+        return self.eab_kid, self.eab_hmac_key_file, "acme.eab_"
 
 
 @dataclass(frozen=True)
@@ -475,6 +489,13 @@ def _check(cfg: Config, where: _Where) -> None:
     if cfg.acme.timeout < 1:
         # The ACME client takes whole seconds, and 0 means no time at all to requests.
         raise where.error("acme.timeout", f"must be at least 1 (whole seconds), not {cfg.acme.timeout:g}")
+    for staging in (False, True):
+        kid, hmac_file, prefix = cfg.acme.eab(staging)
+        if bool(kid) != bool(hmac_file):
+            missing = f"{prefix}hmac_key_file" if kid else f"{prefix}kid"
+            raise where.error(
+                missing, f"required: External Account Binding needs both {prefix}kid and {prefix}hmac_key_file"
+            )
     if cfg.acme.profile and not _is_profile_name(cfg.acme.profile):
         raise where.error("acme.profile", f"{cfg.acme.profile!r} is not a profile name such as classic")
     _check_proxy(cfg.acme.proxy, "acme.proxy", where, user_allowed=True)

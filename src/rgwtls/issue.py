@@ -174,7 +174,7 @@ class _Session:
     def registered(self) -> Acme:
         acme = self.acme()
         if not self._registered:
-            acme.register(self.cfg.acme.email)
+            acme.register(self.cfg.acme.email, *self.cfg.acme.eab(self.staging))
             self._registered = True
         return acme
 
