@@ -118,3 +118,14 @@ def test_half_a_binding_in_the_config_is_one_line(acme: dict[str, str], missing:
     raw = {"acme": acme, "certificate": [{"name": "cog.example.org", "domains": ["cog.example.org"]}]}
     with pytest.raises(ConfigError, match=f"{missing}: required: External Account Binding needs both"):
         parse(raw, Path("/etc/rgwtls/rgwtls.toml"))
+
+
+@pytest.mark.parametrize("name", ["letsencrypt", "geant-tcs-harica", "zerossl", "google-trust-services"])
+def test_each_ca_example_loads_and_says_where_its_directory_url_comes_from(name: str) -> None:
+    from rgwtls.config import load
+
+    path = Path(__file__).resolve().parent.parent / "examples" / f"ca-{name}.toml"
+    cfg = load(path)
+    assert cfg.acme.directory.startswith("https://")
+    assert "Directory URL" in path.read_text()
+    assert bool(cfg.acme.eab_kid) is (name != "letsencrypt")
