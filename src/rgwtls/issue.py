@@ -9,7 +9,6 @@ never thrown away.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -524,30 +523,17 @@ def _keep(path: Path, new: CertSet) -> str | None:
     It holds a private key: the file is created 0600 and exclusive, never
     widened, written whole, fsynced, then renamed into place.
     """
-    import secrets
+    from rgwtls import files
 
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         os.makedirs(path.parent.parent, mode=0o700, exist_ok=True)
         os.makedirs(path.parent, mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            data = memoryview(new.to_bytes())
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         return f"{e.strerror or e}: {e.filename or path}"
+    try:
+        files.atomic_write(path, new.to_bytes(), files.Access(0o600, os.getuid(), os.getgid()))
+    except RgwtlsError as e:
+        return str(e)
     return None
 
 
