@@ -8,7 +8,7 @@ from pathlib import Path
 from rgwtls.probe import served_fingerprint
 from tests.certmaker import pem_file
 from tests.stack.ceph import RadosGW, give, start_radosgw
-from tests.stack.site import DOMAINS, ZONE, Stack
+from tests.stack.site import DEPLOY_CAPS, DOMAINS, ZONE, Stack
 
 
 class Gateway:
@@ -67,6 +67,52 @@ class Gateway:
     def readable_by_gateway(self, path: Path) -> bool:
         """Whether radosgw's user and group can read `path`, by really reading it as them."""
         return self.rgw.readable_by_gateway(path)
+
+    def _serve(self, setting: str) -> None:
+        """Restart radosgw with `setting` in place of `ssl_certificate=<its PEM>`."""
+        self.rgw.stop()
+        self.rgw.server.argv = [a.replace(f"ssl_certificate={self.pem}", setting) for a in self.rgw.server.argv]
+        self.rgw.start()
+
+    def serve_from(self, pem: Path) -> None:
+        """radosgw reads `pem` (a symlink, another filesystem), and deploy writes there."""
+        self._serve(f"ssl_certificate={pem}")
+        self.settings["deploy"]["path"] = str(pem)
+
+    def use_split(self, key: Path, crt: Path) -> None:
+        """beast's ssl_private_key plus ssl_certificate (certificate and chain), as the site had them."""
+        old = pem_file(DOMAINS, days_before=30)
+        for path, text in (
+            (key, old[: old.index("-----BEGIN CERTIFICATE")]),
+            (crt, old[old.index("-----BEGIN CERTIFICATE") :]),
+        ):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        self._serve(f"ssl_certificate={crt} ssl_private_key={key}")
+        self.settings["deploy"].update(layout="split", key_path=str(key), cert_path=str(crt))
+
+    def use_config_key(self, key: str) -> None:
+        """radosgw reads config://KEY, as cephadm sets it up; deploy writes there as a narrowly capped user."""
+        ceph = self.stack.ceph
+        # radosgw's user needs `config-key get` on rgw/cert/.
+        ceph.create_user(
+            self.rgw.name,
+            {"mon": 'allow rw, allow command "config-key get" with key prefix rgw/cert/', "osd": "allow rwx"},
+        )
+        ceph.mon_command({"prefix": "config-key set", "key": key}, pem_file(DOMAINS, days_before=30).encode())
+        self._serve(f"ssl_certificate=config://{key}")
+        # The deploy user may read and set exactly that prefix.
+        keyring = ceph.create_user(
+            "client.rgwtls-deploy-ck",
+            {
+                "mon": 'allow r, allow command "config-key get" with key prefix rgw/cert/, '
+                'allow command "config-key set" with key prefix rgw/cert/',
+                "osd": DEPLOY_CAPS["osd"],
+            },
+        )
+        self.settings["ceph"].update(user="client.rgwtls-deploy-ck", keyring=str(keyring))
+        self.settings["deploy"].update(layout="config-key", config_key=key)
 
     def config(self) -> Path:
         return self.stack.write_config(self.settings, f"deploy-{self.name}.toml")

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.certmaker import pem_file
-from tests.conftest import DOMAINS, Result, Stack, run_cli
+from tests.conftest import Result, Stack, run_cli
 from tests.gateway import Gateway
-from tests.stack.site import DEPLOY_CAPS
 from tests.test_deploy_e2e import fingerprint_of_pool, issue
 from tests.test_issue_e2e import assert_one_error_line
 
@@ -34,45 +33,12 @@ FAULTS = {
 }
 
 
-def _layout(layout: str, stack: Stack, gateway: Gateway, tmp_path: Path) -> None:
+def _layout(layout: str, gateway: Gateway, tmp_path: Path) -> None:
     """Point the gateway and its deploy config at this layout, serving a certificate from elsewhere."""
-    rgw = gateway.rgw
     if layout == "split":
-        key, crt = tmp_path / "rgw.key", tmp_path / "rgw.crt"
-        old = pem_file(DOMAINS, days_before=30)
-        key.write_text(old[: old.index("-----BEGIN CERTIFICATE")])
-        crt.write_text(old[old.index("-----BEGIN CERTIFICATE") :])
-        for p in (key, crt):
-            p.chmod(0o600)
-        rgw.stop()
-        rgw.server.argv = [
-            a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate={crt} ssl_private_key={key}")
-            for a in rgw.server.argv
-        ]
-        rgw.start()
-        gateway.settings["deploy"].update(layout="split", key_path=str(key), cert_path=str(crt))
+        gateway.use_split(tmp_path / "rgw.key", tmp_path / "rgw.crt")
     elif layout == "config-key":
-        ck = f"rgw/cert/rgw.crash-{tmp_path.name[-12:]}"
-        stack.ceph.create_user(
-            rgw.name,
-            {"mon": 'allow rw, allow command "config-key get" with key prefix rgw/cert/', "osd": "allow rwx"},
-        )
-        stack.ceph.mon_command({"prefix": "config-key set", "key": ck}, pem_file(DOMAINS, days_before=30).encode())
-        rgw.stop()
-        rgw.server.argv = [
-            a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate=config://{ck}") for a in rgw.server.argv
-        ]
-        rgw.start()
-        keyring = stack.ceph.create_user(
-            "client.rgwtls-deploy-ck",
-            {
-                "mon": 'allow r, allow command "config-key get" with key prefix rgw/cert/, '
-                'allow command "config-key set" with key prefix rgw/cert/',
-                "osd": DEPLOY_CAPS["osd"],
-            },
-        )
-        gateway.settings["ceph"].update(user="client.rgwtls-deploy-ck", keyring=str(keyring))
-        gateway.settings["deploy"].update(layout="config-key", config_key=ck)
+        gateway.use_config_key(f"rgw/cert/rgw.crash-{tmp_path.name[-12:]}")
 
 
 def _faulty_restart(gateway: Gateway, tmp_path: Path, fault: str, sig: str) -> None:
@@ -125,7 +91,7 @@ def _stale_temporaries(*dirs: Path) -> list[Path]:
 def test_deploy_interrupted_at_a_step_converges_on_the_next_run(
     stack: Stack, gateway: Gateway, tmp_path: Path, layout: str, fault: str, sig: str
 ) -> None:
-    _layout(layout, stack, gateway, tmp_path)
+    _layout(layout, gateway, tmp_path)
     issue(stack)
     assert run_cli(gateway.config(), "deploy").code == 0
     before = gateway.served()

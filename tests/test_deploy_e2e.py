@@ -19,7 +19,6 @@ import pytest
 from tests.certmaker import make_ca, make_cert, pem_file
 from tests.conftest import DOMAINS, POOL, ZONE, Result, Stack, run_cli
 from tests.gateway import Gateway
-from tests.stack.site import DEPLOY_CAPS
 from tests.test_issue_e2e import assert_one_error_line, stored_set
 
 CLI = Callable[..., Result]
@@ -125,17 +124,8 @@ def test_staging_set_is_deployed_only_with_staging(stack: Stack, gateway: Gatewa
 def test_split_layout_serves_the_certificate(stack: Stack, gateway: Gateway, tmp_path: Path) -> None:
     # beast with ssl_certificate (cert and chain) plus ssl_private_key.
     key, crt = tmp_path / "rgw.key", tmp_path / "rgw.crt"
-    gateway.rgw.stop()
-    gateway.rgw.server.argv = [
-        a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate={crt} ssl_private_key={key}")
-        for a in gateway.rgw.server.argv
-    ]
-    old = pem_file(DOMAINS)
-    key.write_text(old[: old.index("-----BEGIN CERTIFICATE")])
-    crt.write_text(old[old.index("-----BEGIN CERTIFICATE") :])
-    gateway.rgw.start()
+    gateway.use_split(key, crt)
     issue(stack)
-    gateway.settings["deploy"].update(layout="split", key_path=str(key), cert_path=str(crt))
     res = run_cli(gateway.config(), "deploy")
     assert res.code == 0, res.stderr
     assert gateway.served() == fingerprint_of_pool(stack)
@@ -392,31 +382,7 @@ def test_config_key_layout_serves_the_certificate_and_restarts_each_gateway_once
     stack: Stack, gateway: Gateway, tmp_path: Path
 ) -> None:
     key = f"rgw/cert/rgw.test-{tmp_path.name[-12:]}"
-    # radosgw reads config://KEY: its user needs `config-key get` on rgw/cert/.
-    stack.ceph.create_user(
-        gateway.rgw.name,
-        {
-            "mon": 'allow rw, allow command "config-key get" with key prefix rgw/cert/',
-            "osd": "allow rwx",
-        },
-    )
-    stack.ceph.mon_command({"prefix": "config-key set", "key": key}, pem_file(DOMAINS).encode())
-    gateway.rgw.stop()
-    gateway.rgw.server.argv = [
-        a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate=config://{key}") for a in gateway.rgw.server.argv
-    ]
-    gateway.rgw.start()
-    # The deploy user may read and set exactly that prefix.
-    keyring = stack.ceph.create_user(
-        "client.rgwtls-deploy-ck",
-        {
-            "mon": 'allow r, allow command "config-key get" with key prefix rgw/cert/, '
-            'allow command "config-key set" with key prefix rgw/cert/',
-            "osd": DEPLOY_CAPS["osd"],
-        },
-    )
-    gateway.settings["ceph"].update(user="client.rgwtls-deploy-ck", keyring=str(keyring))
-    gateway.settings["deploy"].update(layout="config-key", config_key=key)
+    gateway.use_config_key(key)
     issue(stack)
     res = run_cli(gateway.config(), "deploy")
     assert res.code == 0, res.stderr

@@ -38,15 +38,6 @@ def _fail_first_restart(gateway: Gateway, tmp_path: Path) -> None:
     gateway.settings["deploy"]["restart_command"] = str(script)
 
 
-def _serve_from(gateway: Gateway, pem: Path) -> None:
-    """Restart the gateway reading `pem`, and point deploy at it."""
-    rgw = gateway.rgw
-    rgw.stop()
-    rgw.server.argv = [a.replace(f"ssl_certificate={gateway.pem}", f"ssl_certificate={pem}") for a in rgw.server.argv]
-    rgw.start()
-    gateway.settings["deploy"]["path"] = str(pem)
-
-
 def test_site_owner_group_and_mode_are_kept_on_install_and_on_rollback(
     stack: Stack, gateway: Gateway, tmp_path: Path
 ) -> None:
@@ -84,7 +75,7 @@ def test_new_file_gets_deploy_mode_owner_and_group(stack: Stack, gateway: Gatewa
     fresh = tmp_path / "tls" / "rgw.pem"
     fresh.parent.mkdir()
     shutil.copy(gateway.pem, fresh)
-    _serve_from(gateway, fresh)
+    gateway.serve_from(fresh)
     fresh.unlink()  # radosgw read it at its start; deploy now finds no file there
     gateway.settings["deploy"].update(mode="0640", owner="root", group=gateway.group)
     issue(stack)
@@ -105,7 +96,7 @@ def test_symlinked_pem_keeps_its_link_and_its_target_is_replaced(
     os.chown(real, 0, grp.getgrnam(gateway.group).gr_gid)
     link = tmp_path / "rgw-link.pem"
     link.symlink_to(real)
-    _serve_from(gateway, link)
+    gateway.serve_from(link)
     issue(stack)
     res = run_cli(gateway.config(), "deploy")
     assert res.code == 0, res.stderr
@@ -142,7 +133,7 @@ def test_full_disk_leaves_the_old_file_whole_and_the_next_run_installs(
 ) -> None:
     pem = small_fs / "rgw.pem"
     shutil.copy2(gateway.pem, pem)
-    _serve_from(gateway, pem)
+    gateway.serve_from(pem)
     old, served, restarts = pem.read_bytes(), gateway.served(), gateway.restarts()
     issue(stack)
     filler = _fill(small_fs, 4096)
@@ -161,7 +152,7 @@ def test_full_disk_leaves_the_old_file_whole_and_the_next_run_installs(
 def test_read_only_filesystem_changes_nothing(stack: Stack, gateway: Gateway, small_fs: Path) -> None:
     pem = small_fs / "rgw.pem"
     shutil.copy2(gateway.pem, pem)
-    _serve_from(gateway, pem)
+    gateway.serve_from(pem)
     old, served = pem.read_bytes(), gateway.served()
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     issue(stack)
