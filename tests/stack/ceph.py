@@ -148,6 +148,9 @@ osd fast shutdown = false
 osd class dir = {class_dir}
 # An OSD stopped while the mon is down waits this long for the mon's ack.
 osd mon shutdown timeout = 1
+# radosgw 20.2.4 waits on SIGTERM for its dedup thread, until this alarm
+# ends it (120 s by default); a gateway here stops at once, as under Pacific.
+rgw exit timeout secs = 1
 # Clients find a restarted mon quickly.
 mon client hunt interval = 0.5
 mon client hunt interval max multiple = 2
@@ -503,6 +506,15 @@ def let_through(path: Path, user: str = RGW_USER, group: str = RGW_GROUP) -> Non
             d.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
 
 
+def _uid_of(pid: int) -> int | None:
+    """The real uid of a live process, None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) for line in status if line.startswith("Uid:")), None)
+
+
 def give(path: Path, mode: int, user: str = "root", group: str = RGW_GROUP) -> Path:
     """Set owner, group and mode of `path`; chown first, so a wider mode never meets the old group."""
     os.chown(path, pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid)
@@ -627,12 +639,18 @@ class RadosGW:
         return int(self.supervisor("pid")) if self.supervised else self.pid
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start radosgw; return once a TLS handshake on its port completes."""
+        """Start radosgw; return once a TLS handshake on its port completes and it runs as its user.
+
+        radosgw 20 listens a moment before it drops from root, so a handshake
+        alone does not mean it is done starting.
+        """
         if self.server.running():
             return
         self._prepare_files()
         self.server.start()
         last: list[BaseException] = []
+
+        uid = pwd.getpwnam(self.user).pw_uid
 
         def handshake() -> bool:
             try:
@@ -640,7 +658,7 @@ class RadosGW:
             except (OSError, ssl.SSLError) as e:
                 last[:] = [e]
                 return False
-            return True
+            return _uid_of(self.radosgw_pid()) == uid
 
         try:
             self.server.wait_until(handshake, timeout, f"serving HTTPS on port {self.port}")

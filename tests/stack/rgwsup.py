@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -38,6 +39,27 @@ def _start(argv: list[str], pem: str | None = None) -> subprocess.Popen[bytes]:
             for a in argv
         ]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+
+
+def _wait_dropped(child: subprocess.Popen[bytes], argv: list[str], timeout: float = 30.0) -> None:
+    """Return once the child runs as its `--setuser` user, or died: started, as systemd means it.
+
+    radosgw 20 listens a moment before it drops from root; a client must not
+    meet the new gateway still as root.
+    """
+    if "--setuser" not in argv:
+        return
+    uid = str(pwd.getpwnam(argv[argv.index("--setuser") + 1]).pw_uid)
+    deadline = time.monotonic() + timeout
+    while child.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child.pid}/status") as f:
+                status = f.read().splitlines()
+        except OSError:
+            return
+        if any(line.split()[1:2] == [uid] for line in status if line.startswith("Uid:")):
+            return
+        time.sleep(0.01)
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
@@ -65,6 +87,7 @@ def _answer(
     if words[:1] == ["restart"]:
         _stop(child)
         child = _start(argv, words[1] if len(words) > 1 else None)
+        _wait_dropped(child, argv)
         restarts += 1
         answer = f"ok {child.pid}\n"
     elif words[:1] == ["pid"]:
