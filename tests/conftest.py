@@ -25,6 +25,7 @@ from tests.stack.proxy import Tinyproxy, tinyproxy
 from tests.stack.site import DEPLOY_CAPS, DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
 from tests.stack.tlsca import TestCA
 from tests.stack.uddi import UddiEmulator, uddi_emulator
+from tests.stack.versions import current_row, record
 from tests.stack.wapi import WapiEmulator, wapi_emulator
 
 
@@ -177,6 +178,57 @@ def run_cli(config: Path, *args: str, timeout: float = 120, env: dict[str, str] 
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     return run_cli
+
+
+# -- Tentacle ------------------------------------------------------------------
+# The end-to-end tests that touch Ceph carry the `tentacle` marker: the host
+# runs them on Pacific with the rest, and `scripts/tentacle pytest -m tentacle`
+# runs the same code again in the Tentacle root (Ceph 20.2, its own Python and
+# librados). A run in which all of them ran and every test passed writes its
+# release's row of docs/ceph-versions.md.
+TENTACLE_MODULES = frozenset(
+    {"test_stack_ceph", "test_deploy_e2e", "test_deploy_crash_e2e", "test_issue_e2e", "test_operate_e2e"}
+)
+_tentacle_outcomes: dict[str, str] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "tentacle: an end-to-end test that touches Ceph, also run on Tentacle by scripts/tentacle"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in TENTACLE_MODULES:
+            item.add_marker(pytest.mark.tentacle)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if any(item.path.stem in TENTACLE_MODULES for item in items):  # -k or -m left some out: not the whole set
+        _tentacle_outcomes["(deselected)"] = "deselected"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "tentacle" not in report.keywords:
+        return
+    if report.when == "call" or report.outcome != "passed":  # a skip or an error comes from setup or teardown
+        _tentacle_outcomes.setdefault(report.nodeid, report.outcome)
+        if report.outcome == "failed":
+            _tentacle_outcomes[report.nodeid] = "failed"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    items = [item for item in session.items if "tentacle" in item.keywords]
+    outcomes = list(_tentacle_outcomes.values())
+    if (
+        exitstatus != 0
+        or {item.path.stem for item in items} != TENTACLE_MODULES
+        or {"failed", "deselected"} & set(outcomes)
+        or len(outcomes) != len(items)  # --collect-only, or a run cut short
+    ):
+        return
+    record(current_row(outcomes.count("passed"), outcomes.count("skipped")))
 
 
 __all__ = ["DOMAINS", "POOL", "ZONE", "Result", "Stack", "run_cli", "to_toml"]
