@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,21 +26,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.harness import Run, compile_sources, measure, median, update_docs
+from rgwtls.store import CertSet
+from tests.certmaker import make_ca, make_cert, pem_file
+from tests.stack.ceph import CephCluster, ceph_cluster, start_radosgw
+from tests.stack.site import DEPLOY_CAPS, DOMAINS, POOL, ZONE, to_toml
 
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-
-from bench import compile_sources  # noqa: E402
-from rgwtls.store import CertSet  # noqa: E402
-from tests.certmaker import make_ca, make_cert, pem_file  # noqa: E402
-from tests.stack.ceph import CephCluster, ceph_cluster, start_radosgw  # noqa: E402
-from tests.stack.site import DEPLOY_CAPS, DOMAINS, POOL, ZONE, to_toml  # noqa: E402
-
-START_MARK = "<!-- deploy-bench:start -->"
-END_MARK = "<!-- deploy-bench:end -->"
 RGWTLS = str(Path(sys.executable).with_name("rgwtls"))
+# The no-op jobs, interleaved; "rgwtls" and "shell" are compared, "floor" bounds a Python tool.
+LABELS = {
+    "rgwtls": "rgwtls deploy (no change)",
+    "shell": "shell job it replaces (no change)",
+    "floor": "floor: Python + librados, one read (not a product)",
+}
 
 
 # What any Python program with librados pays for the same no-op: start, import
@@ -62,19 +61,12 @@ sys.exit(0 if same else 3)
 """
 
 
-def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS (KiB) of the process tree's largest process, exit status."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {shlex.join(argv)} failed ({proc.returncode}):\n{err}")
-    return wall, usage.ru_maxrss, proc.returncode
+def run_ok(argv: list[str], env: dict[str, str], logs: Path, name: str) -> Run:
+    """One run that must exit 0. Its peak RSS is os.wait4's (see `bench.harness.measure`)."""
+    run = measure(argv, {**os.environ, **env}, logs, name, gnu_time=False)
+    if run.code != 0:
+        raise SystemExit(f"bench: {shlex.join(argv)} failed ({run.code}):\n{run.tail()}")
+    return run
 
 
 def osd_reads(cluster: CephCluster) -> tuple[int, int]:
@@ -106,10 +98,6 @@ def store(cluster: CephCluster, s: CertSet) -> None:
         ioctx.close()
 
 
-def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     compile_sources()
     parser = argparse.ArgumentParser(prog="python -m bench.deploy_bench", description=__doc__.split("\n")[0])
@@ -120,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rgwtls-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
+        logs = work / "logs"
+        logs.mkdir()
         cluster = stack.enter_context(ceph_cluster(work / "ceph", pools=(POOL,)))
         keyring = cluster.create_user("client.rgwtls-deploy", DEPLOY_CAPS)
         pem = work / "rgw.pem"
@@ -150,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         env = {"RGWTLS_CONFIG": str(config)}
-        run_measured([RGWTLS, "deploy"], env)  # install generation 1, untimed
+        run_ok([RGWTLS, "deploy"], env, logs, "install")  # install generation 1, untimed
         shell = (
             f"set -e; d=$(mktemp -d); r='rados -c {cluster.conf} -n client.rgwtls-deploy --keyring {keyring} "
             f"-p {POOL}'; $r get privkey.pem $d/k; $r get cert.pem $d/c; $r get chain.pem $d/ch; "
@@ -162,61 +152,71 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("bench: the shell job's PEM differs from rgwtls's; not comparable")
         floor = work / "floor.py"
         floor.write_text(FLOOR)
-        jobs = {
-            "rgwtls deploy (no change)": [RGWTLS, "deploy"],
-            "shell job it replaces (no change)": ["sh", "-c", shell],
-            "floor: Python + librados, one read (not a product)": [sys.executable, str(floor)],
-        }
+        jobs = {"rgwtls": [RGWTLS, "deploy"], "shell": ["sh", "-c", shell], "floor": [sys.executable, str(floor)]}
         walls: dict[str, list[float]] = {k: [] for k in jobs}
         rss: dict[str, list[int]] = {k: [] for k in jobs}
         for i in range(args.runs):
             order = list(jobs) if i % 2 == 0 else list(reversed(jobs))
-            for name in order:
-                wall, peak, _ = run_measured(jobs[name], env)
-                walls[name].append(wall)
-                rss[name].append(peak)
+            for key in order:
+                run = run_ok(jobs[key], env, logs, f"{key}-{i + 1}")
+                walls[key].append(run.wall)
+                rss[key].append(run.maxrss_kib)
         # radosgw reads in the background too (gc, notifications), and the
         # counters are the OSD's: the fewest ops over several runs is the job's.
         reads: dict[str, tuple[int, int]] = {}
-        for name, cmd in jobs.items():
+        for key, cmd in jobs.items():
             seen = []
-            for _ in range(7):
+            for n in range(7):
                 r0, w0 = osd_reads(cluster)
-                run_measured(cmd, env)
+                run_ok(cmd, env, logs, f"{key}-ops-{n + 1}")
                 r1, w1 = osd_reads(cluster)
                 seen.append((r1 - r0, w1 - w0))
-            reads[name] = min(seen)
+            reads[key] = min(seen)
         restarts_before = int(rgw.supervisor("count"))
         if restarts_before != 1:
             raise SystemExit(f"bench: radosgw restarted {restarts_before} times; the no-op runs were not no-ops")
         changes: list[float] = []
         for gen in range(2, 2 + args.change_runs):
             store(cluster, new_set(gen, ca))
-            wall, peak, _ = run_measured([RGWTLS, "deploy"], env)
-            changes.append(wall)
+            changes.append(run_ok([RGWTLS, "deploy"], env, logs, f"change-{gen}").wall)
         if int(rgw.supervisor("count")) != 1 + args.change_runs:
             raise SystemExit("bench: a changing deploy did not restart radosgw")
         took = time.monotonic() - began
-    r_name, s_name, f_name = list(jobs)
-    ratio = median(walls[r_name]) / median(walls[s_name])
+    text = section(args.runs, took, walls, rss, reads, changes)
+    print(text)
+    if not args.no_write:
+        update_docs("deploy-bench", text)
+    return 0
+
+
+def section(
+    runs: int,
+    took: float,
+    walls: dict[str, list[float]],
+    rss: dict[str, list[int]],
+    reads: dict[str, tuple[int, int]],
+    changes: list[float],
+) -> str:
+    shell = median(walls["shell"])
+    ratio = median(walls["rgwtls"]) / shell
     table = [
         "| job | runs | median s | min s | max s | peak RSS MiB (median) | RADOS reads | RADOS writes | vs shell |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for name in jobs:
-        w = walls[name]
+    for key, label in LABELS.items():
+        w = walls[key]
         table.append(
-            f"| {name} | {len(w)} | {median(w):.3f} | {min(w):.3f} | {max(w):.3f} | "
-            f"{median(rss[name]) / 1024:.0f} | {reads[name][0]} | {reads[name][1]} | "
-            f"{median(w) / median(walls[s_name]):.2f}x |"
+            f"| {label} | {len(w)} | {median(w):.3f} | {min(w):.3f} | {max(w):.3f} | "
+            f"{median(rss[key]) / 1024:.0f} | {reads[key][0]} | {reads[key][1]} | "
+            f"{median(w) / shell:.2f}x |"
         )
     verdict = "meets" if ratio <= 0.5 else "misses"
-    section = "\n".join(
+    return "\n".join(
         [
             "## deploy: rgwtls vs the shell job it replaces",
             "",
             f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
-            f"{platform.system()} {platform.release()}; {args.runs} runs of each no-op job, interleaved (the order "
+            f"{platform.system()} {platform.release()}; {runs} runs of each no-op job, interleaved (the order "
             f"alternating each round); the whole benchmark took {took:.0f} s. Rerun: "
             "`.venv/bin/python -m bench.deploy_bench` (`--runs N`, default 15).",
             "",
@@ -230,11 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             *table,
             "",
             f"Target: a no-op `rgwtls deploy` at most 0.5x the shell job's wall time, with one RADOS read: "
-            f"{ratio:.2f}x ({verdict}), {reads[r_name][0]} read(s).",
+            f"{ratio:.2f}x ({verdict}), {reads['rgwtls'][0]} read(s).",
             "",
             "The floor row is what any Python program pays for this no-op with librados: the interpreter, "
             "`import rados`, a cephx connect, one read, one compare. At "
-            f"{median(walls[f_name]) / median(walls[s_name]):.2f}x the shell job it bounds a Python tool; "
+            f"{median(walls['floor']) / shell:.2f}x the shell job it bounds a Python tool; "
             "rgwtls adds its CLI (click), the validated configuration and logging. Each of the shell job's "
             "three `rados` processes pays the same librados start-up and connect that the floor pays once.",
             "",
@@ -243,17 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(min {min(changes):.3f}, max {max(changes):.3f}); radosgw's own restart is most of it.",
         ]
     )
-    print(section)
-    if not args.no_write:
-        doc = ROOT / "docs" / "performance.md"
-        text = doc.read_text() if doc.exists() else "# Performance\n"
-        block = f"{START_MARK}\n{section}\n{END_MARK}"
-        if START_MARK in text:
-            text = text[: text.index(START_MARK)] + block + text[text.index(END_MARK) + len(END_MARK) :]
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
-        doc.write_text(text)
-    return 0
 
 
 if __name__ == "__main__":
