@@ -133,11 +133,27 @@ class _NewOrder(messages.NewOrder):
     replaces: str | None = field("replaces", omitempty=True)
 
 
+PERSIST = "dns-persist-01"
+
+
+class _Ready(challenges.ChallengeResponse):
+    """The empty object, RFC 8555's "ready", for a challenge type the library does not know.
+
+    The library posts a falsy payload as POST-as-GET (an empty body), and a
+    response without fields is falsy: the CA would only show the challenge.
+    """
+
+    def __bool__(self) -> bool:
+        return True
+
+
 @dataclass
 class PendingChallenge:
     authzr: messages.AuthorizationResource
     challb: messages.ChallengeBody
     challenge: Challenge
+    # What to post to the challenge URL; None: the library's response (dns-01's key authorization).
+    response: challenges.ChallengeResponse | None = None
 
     @property
     def identifier(self) -> str:
@@ -272,6 +288,26 @@ class Acme:
         )
         return binding
 
+    @property
+    def account_uri(self) -> str:
+        """The account's URL, the accounturi of dns-persist-01 records; known once registered."""
+        account = self.net.account
+        return str(account.uri) if account is not None and account.uri else ""
+
+    @property
+    def persist_issuer(self) -> str:
+        """The issuer domain name for dns-persist-01 records: acme.persist_issuer, else the CA's first CAA identity."""
+        if self.cfg.persist_issuer:
+            return self.cfg.persist_issuer
+        meta = self.client.directory.meta
+        caa = meta.caa_identities if meta is not None else None
+        if not caa:
+            raise AcmeError(
+                f"ACME: {self.directory_url} names no CAA identity in its directory; set acme.persist_issuer to "
+                "the issuer domain name its dns-persist-01 challenges list (issuer-domain-names)"
+            )
+        return str(caa[0]).lower().rstrip(".")
+
     def renewal_time(self, cert_pem: str) -> dt.datetime | None:
         """When ARI says to renew, or None if the CA has no ARI; ARI failures fall back to None."""
         if not self.has_ari:
@@ -372,10 +408,49 @@ class Acme:
                 raise AcmeError(f"ACME: the CA offers no dns-01 challenge for {ident}")
         return pending
 
+    def persist_challenges(self, orderr: messages.OrderResource, issuer: str) -> list[PendingChallenge]:
+        """The dns-persist-01 challenges still to answer, checked against the records we expect.
+
+        The library parses this type as UnrecognizedChallenge and keeps its
+        JSON. Its answer is the empty object, RFC 8555's "ready": the CA then
+        looks the standing record up itself.
+        """
+        pending = []
+        account = self.account_uri
+        for authzr in orderr.authorizations:
+            if authzr.body.status == messages.STATUS_VALID:
+                continue
+            ident = str(authzr.body.identifier.value)
+            shown = f"*.{ident}" if authzr.body.wildcard else ident
+            for challb in authzr.body.challenges:
+                chall = challb.chall
+                if isinstance(chall, challenges.UnrecognizedChallenge) and chall.jobj.get("type") == PERSIST:
+                    break
+            else:
+                raise AcmeError(f"ACME: the CA offers no {PERSIST} challenge for {shown}; use dns-01 for it")
+            names = [str(n).lower().rstrip(".") for n in chall.jobj.get("issuer-domain-names") or []]
+            if names and issuer not in names:
+                raise AcmeError(
+                    f"ACME: the {PERSIST} challenge for {shown} accepts the issuer domain names "
+                    f"{', '.join(names)}, not {issuer}; set acme.persist_issuer to one of them and run "
+                    "rgwtls persist --publish"
+                )
+            # Only newer CAs (Pebble 2.10.1, the later drafts) say which account they expect.
+            expected = chall.jobj.get("accounturi")
+            if expected and expected != account:
+                raise AcmeError(
+                    f"ACME: the {PERSIST} challenge for {shown} expects accounturi={expected}, "
+                    f"but this account is {account}"
+                )
+            value = f"{issuer}; accounturi={account}" + ("; policy=wildcard" if authzr.body.wildcard else "")
+            target = f"_validation-persist.{ident}"
+            pending.append(PendingChallenge(authzr, challb, Challenge(ident, "", value, target), _Ready()))
+        return pending
+
     def answer_and_wait(self, pending: list[PendingChallenge], deadline: float) -> None:
         """Answer every challenge, then poll each authorization until it is decided."""
         for p in pending:
-            response = p.challb.response(self.key)
+            response = p.response if p.response is not None else p.challb.response(self.key)
             self._guard(
                 f"answer the challenge for {p.identifier}",
                 lambda: self.client.answer_challenge(p.challb, response),  # noqa: B023 - called at once
@@ -386,6 +461,11 @@ class Acme:
             if authz.status != messages.STATUS_VALID:
                 failures.append(f"{p.identifier}: {_challenge_error(authz)}")
         if failures:
+            if any(p.response is not None for p in pending):
+                raise AcmeError(
+                    f"ACME: the CA rejected the {PERSIST} validation: " + "; ".join(failures) + "; "
+                    "the records it must see are the ones 'rgwtls persist' prints"
+                )
             raise AcmeError("ACME: the CA rejected the DNS challenge: " + "; ".join(failures))
 
     def _poll_authz(self, p: PendingChallenge, deadline: float) -> messages.Authorization:

@@ -142,6 +142,32 @@ def issue(ctx: click.Context, staging: bool, force: bool, cert_name: str | None,
 
 
 @main.command()
+@click.option("--publish", is_flag=True, help="Create each record an authoritative server lacks, via dns.provider.")
+@click.option("--remove", is_flag=True, help="Remove exactly these records, where rgwtls made them.")
+@click.option("--staging", is_flag=True, help="The records for the staging CA's account.")
+@click.option("--cert", "cert_name", metavar="NAME", help="Only this configured certificate.")
+@click.pass_context
+def persist(ctx: click.Context, publish: bool, remove: bool, staging: bool, cert_name: str | None) -> None:
+    """Print the standing dns-persist-01 records (a zone file's lines); --publish creates them once."""
+    from rgwtls.issue import persist_records
+
+    if publish and remove:
+        _fail("--publish and --remove exclude each other")
+    lines = _run(
+        ctx,
+        "persist",
+        None,
+        persist_records,
+        stoppable=True,
+        staging=staging,
+        publish=publish,
+        remove=remove,
+        only=cert_name,
+    )
+    click.echo("\n".join(lines))
+
+
+@main.command()
 @click.option("--dry-run", is_flag=True, help="Say what would change, and change nothing.")
 @click.option("--staging", is_flag=True, help="Deploy the staging set (from issue --staging) instead.")
 @click.option(

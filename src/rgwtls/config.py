@@ -31,6 +31,8 @@ DEFAULT_PATH = Path("/etc/rgwtls/rgwtls.toml")
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec256", "ec384")
+PERSIST = "dns-persist-01"
+CHALLENGES = ("dns-01", PERSIST)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class AcmeConfig:
     eab_hmac_key_file: str = ""
     staging_eab_kid: str = ""
     staging_eab_hmac_key_file: str = ""
+    # The issuer domain name of dns-persist-01 records, one of those the CA's
+    # challenges list in issuer-domain-names; empty: the first of the CAA
+    # identities its directory names (letsencrypt.org; Pebble: pebble.letsencrypt.org).
+    persist_issuer: str = ""
 
     def eab(self, staging: bool) -> tuple[str, str, str]:
         """(key ID, HMAC key file, the keys' prefix) for the production or the staging directory."""
@@ -170,6 +176,11 @@ class DnsConfig:
     propagation_timeout: float = 300.0
     propagation_interval: float = 5.0
     query_timeout: float = 3.0
+    # How each certificate's names are validated, unless its [[certificate]]
+    # says otherwise: "dns-01", a TXT record written and removed at every
+    # order, or "dns-persist-01", one standing record that `rgwtls persist
+    # --publish` writes once, after which orders need no DNS write at all.
+    challenge: str = "dns-01"
     infoblox: InfobloxConfig = field(default_factory=InfobloxConfig)
     rfc2136: Rfc2136Config = field(default_factory=Rfc2136Config)
     hook: HookConfig = field(default_factory=HookConfig)
@@ -309,9 +320,18 @@ class CertificateConfig:
     challenge_alias: str = ""
     # This certificate's profile; empty: acme.profile.
     profile: str = ""
+    # "dns-01" or "dns-persist-01"; empty: dns.challenge.
+    challenge: str = ""
 
     def wanted_profile(self, acme: AcmeConfig) -> str:
         return self.profile or acme.profile
+
+    def wanted_challenge(self, dns: DnsConfig) -> str:
+        return self.challenge or dns.challenge
+
+    def persistent(self, dns: DnsConfig) -> bool:
+        """Whether its names are validated by standing dns-persist-01 records."""
+        return self.wanted_challenge(dns) == PERSIST
 
 
 @dataclass(frozen=True)
@@ -506,6 +526,11 @@ def _check(cfg: Config, where: _Where) -> None:
     _check_proxy(cfg.dns.infoblox.proxy, "dns.infoblox.proxy", where, user_allowed=False)
     if cfg.dns.provider not in ("infoblox", "uddi", "rfc2136", "hook"):
         raise where.error("dns.provider", "must be infoblox, uddi, rfc2136 or hook")
+    if cfg.dns.challenge not in CHALLENGES:
+        raise where.error("dns.challenge", f"must be {' or '.join(CHALLENGES)}, not {cfg.dns.challenge!r}")
+    issuer = cfg.acme.persist_issuer
+    if issuer and (issuer != issuer.lower().rstrip(".") or "." not in issuer or any(c in issuer for c in " ;*=")):
+        raise where.error("acme.persist_issuer", f"{issuer!r} is not a lower-case domain name such as letsencrypt.org")
     Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
     Threshold.parse(cfg.check.critical, f"config {where.path}: check.critical")
     if not cfg.ceph.user.startswith("client."):
@@ -539,6 +564,13 @@ def _check(cfg: Config, where: _Where) -> None:
                 raise where.error(f"{key}.domains", f"{domain!r} is not a lower-case domain name")
         if cert.profile and not _is_profile_name(cert.profile):
             raise where.error(f"{key}.profile", f"{cert.profile!r} is not a profile name such as classic")
+        if cert.challenge and cert.challenge not in CHALLENGES:
+            raise where.error(f"{key}.challenge", f"must be {' or '.join(CHALLENGES)}, not {cert.challenge!r}")
+        if cert.challenge_alias and cert.persistent(cfg.dns):
+            raise where.error(
+                f"{key}.challenge_alias",
+                "is for dns-01 only: a dns-persist-01 record is always _validation-persist.NAME; remove it",
+            )
         alias = cert.challenge_alias
         if alias and (alias != alias.lower().rstrip(".") or "*" in alias or " " in alias or "." not in alias):
             raise where.error(f"{key}.challenge_alias", f"{alias!r} is not a lower-case domain name")

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING
 from rgwtls import certs
 from rgwtls.config import CertificateConfig, Config
 from rgwtls.dns import Challenge, DnsProvider, make_provider
-from rgwtls.errors import AcmeError, Interrupted, RgwtlsError, StoreError
+from rgwtls.errors import AcmeError, ConfigError, Interrupted, RgwtlsError, StoreError
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, CertSet, IssuerLock, Pool
 
 if TYPE_CHECKING:
     from rgwtls.acmeflow import Acme
+    from rgwtls.persist import Record
 
 log = logging.getLogger(__name__)
 JOURNAL = "challenges.journal"
@@ -243,9 +244,10 @@ def _obtain(
 ) -> CertSet:
     from rgwtls.propagation import wait_for_values
 
+    persistent = cert.persistent(cfg.dns)
     # Where each name's challenge goes, settled before anything is ordered or
     # published: a CNAME loop or a dangling one stops here.
-    targets = _challenge_targets(cert, cfg)
+    targets = {} if persistent else _challenge_targets(cert, cfg)
     # A new key for every certificate, made while the CA and the DNS work:
     # only finalizing needs it, and RSA 4096 takes some 0.4 s to make.
     keygen = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
@@ -254,6 +256,10 @@ def _obtain(
     acme = session.registered()
     profile = cert.wanted_profile(cfg.acme)
     acme.check_profile(profile, f"[[certificate]] {cert.name}'s profile" if cert.profile else "acme.profile")
+    if persistent:
+        # The standing records must be there before anything is ordered: a
+        # missing one is one line naming it, where, and the command that fixes it.
+        _check_persistent(cfg, session, acme, cert)
     deadline = time.monotonic() + cfg.acme.order_timeout
     # One order for all names: `x` and `*.x` share one TXT name, two values.
     replaces = decision.replaces if acme.has_ari else None
@@ -261,7 +267,14 @@ def _obtain(
     if refused is not None:
         log.warning("%s: %s", cert.name, refused)
         session.warnings[cert.name] = refused
-    pending = acme.dns_challenges(order)
+    if persistent:
+        # No DNS write: the CA reads the standing records itself.
+        pending = acme.persist_challenges(order, acme.persist_issuer)
+        if pending:
+            acme.answer_and_wait(pending, deadline)
+        pending = []
+    else:
+        pending = acme.dns_challenges(order)
     if pending:
         challenges = [dataclasses.replace(p.challenge, target=targets.get(p.challenge.domain, "")) for p in pending]
         records.present(challenges)
@@ -274,6 +287,71 @@ def _obtain(
     fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
     # The profile the CA says it used; a CA that says none used what was asked.
     return _build_set(cert, key, fullchain, current, session.directory, order.body.profile or profile)
+
+
+def _check_persistent(cfg: Config, session: _Session, acme: Acme, cert: CertificateConfig) -> None:
+    """Record the dns-persist-01 records this certificate needs (for status), then ask every server for them."""
+    from rgwtls import persist
+
+    records = persist.records(cert, acme.persist_issuer, acme.account_uri)
+    _write_persist(session.pool, cert.name, session.staging, records)
+    persist.require(records, cfg, cert.name if len(cfg.certificates) > 1 else "", session.staging)
+    log.info("%s: every authoritative server answers its %d dns-persist-01 record(s)", cert.name, len(records))
+
+
+def _write_persist(pool: Pool, name: str, staging: bool, records: list[Record]) -> None:
+    """The records as the issuer computed them, where `status` and `check` on every gateway read them."""
+    from rgwtls import persist
+
+    try:
+        pool.write(pool.set_namespace(staging), f"{name}/persist", persist.to_bytes(records))
+    except Interrupted:
+        raise
+    except RgwtlsError as e:
+        log.warning("could not record the dns-persist-01 records in the pool: %s", e)
+
+
+def persist_records(
+    cfg: Config, staging: bool = False, publish: bool = False, remove: bool = False, only: str | None = None
+) -> list[str]:
+    """`rgwtls persist`: the dns-persist-01 records of the configured certificates, as zone file lines.
+
+    The account (its URL is in every record) is looked up, or registered,
+    under the issuer lock, as `issue` does. With `publish`, each record some
+    authoritative server does not answer is created through the DNS back
+    end; with `remove`, exactly these values are removed.
+    """
+    from rgwtls import persist as standing
+
+    wanted = [c for c in cfg.certificate(only) if c.persistent(cfg.dns)]
+    if not wanted:
+        which = f"certificate {only!r} uses" if only else "no configured certificate uses"
+        raise ConfigError(
+            f"config {cfg.path}: {which} dns-01, which needs no standing record; "
+            "set dns.challenge or its [[certificate]] challenge to dns-persist-01"
+        )
+    directory = cfg.acme.staging_directory if staging else cfg.acme.directory
+    every: list[standing.Record] = []
+    with Pool(cfg.ceph) as pool, pool.issuer_lock():
+        acme = _Session(cfg, pool, directory, staging).registered()
+        issuer, account = acme.persist_issuer, acme.account_uri
+        for cert in wanted:
+            records = standing.records(cert, issuer, account)
+            _write_persist(pool, cert.name, staging, records)
+            every += records
+    records = standing.merged(every)
+    if publish:
+        standing.publish(cfg, records)
+    elif remove:
+        standing.remove(cfg, records)
+    ttl = _ttl(cfg)
+    return [r.zone_line(ttl) for r in records]
+
+
+def _ttl(cfg: Config) -> int:
+    """The TTL the back end writes with; a hook's records are written by hand."""
+    d = cfg.dns
+    return {"infoblox": d.infoblox.ttl, "uddi": d.uddi.ttl, "rfc2136": d.rfc2136.ttl}.get(d.provider, 3600)
 
 
 def _challenge_targets(cert: CertificateConfig, cfg: Config) -> dict[str, str]:

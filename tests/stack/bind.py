@@ -11,7 +11,9 @@ rule (an exact owner-name match, the tightest rule type BIND has):
 
     grant "KEY" name _acme-challenge.Z. TXT;
 
-That is the one name the ACME DNS-01 challenges for both `Z` and `*.Z` use.
+That is the one name the ACME DNS-01 challenges for both `Z` and `*.Z` use;
+`_validation-persist.Z.`, the standing record of dns-persist-01 for both, is
+granted the same way.
 BIND's grammar cannot say `_acme-challenge.<any sub-name>.Z.`: `wildcard`
 takes a wildcard only in the leftmost label (`*.Z.`), and so would let the key
 write TXT records at *every* name in the zone; `subdomain`/`zonesub` are as
@@ -246,7 +248,7 @@ def _config(
     keys = {key: secret, **{name: s for name, s in (zone_keys or {}).values()}}
     for zone in zones:
         z = zone.rstrip(".")
-        owners = [f"_acme-challenge.{z}."]
+        owners = [f"_acme-challenge.{z}.", f"_validation-persist.{z}."]
         owners += [
             f"_acme-challenge.{h.rstrip('.')}."
             for h in acme_hosts
