@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -170,3 +171,34 @@ def test_the_cas_rejection_is_reported_per_name_in_its_words(
         assert f"; {name}: " not in error, error
         assert f"validation: {name}: " not in error, error
     assert stored_set(stack) is None
+
+
+def test_status_and_check_warn_of_a_missing_or_mismatched_record_before_it_breaks_a_renewal(
+    stack: Stack, cli: CLI, hand: list[tuple[Bind, str, str]]
+) -> None:
+    config = stack.write_config(persist_settings(stack))
+    res = cli(config, "persist", "--publish")
+    account = account_of(res)
+    assert cli(config, "issue").code == 0
+    res = cli(config, "status")
+    assert f'persist   {NAME} TXT "{ISSUER}; accounturi={account}; policy=wildcard": answered by every' in res.stdout
+    assert "dns-persist-01" not in cli(config, "check").stdout
+    # Someone removes it: a renewal would fail, the certificate is still good.
+    assert cli(config, "persist", "--remove").code == 0
+    where = f"127.0.0.1:{stack.bind.port}"
+    res = cli(config, "status")
+    assert f"at {where}: missing (no value for issuer {ISSUER})" in res.stdout, res.stdout
+    res = cli(config, "check")
+    assert f"{ZONE}: dns-persist-01 record {NAME} at {where}: missing" in res.stdout, res.stdout
+    assert "run 'rgwtls persist --publish' on the issuer" in res.stdout
+    # Or it names another account (the account key was replaced).
+    other = f"{ISSUER}; accounturi={account}0; policy=wildcard"
+    stack.bind.add_txt(NAME, other)
+    hand.append((stack.bind, NAME, other))
+    res = cli(config, "check")
+    assert f"at {where}: mismatched: accounturi={account}0 is not this account" in res.stdout, res.stdout
+    doc = json.loads(cli(config, "status", "--json").stdout)
+    (st,) = doc["certificates"]
+    assert st["persist"][0]["record"] == NAME
+    assert "mismatched" in st["persist"][0]["problems"][0]
+    assert len(st["persist_warnings"]) == 1

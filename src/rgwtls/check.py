@@ -60,6 +60,9 @@ def judge(report: Report, warning: Threshold, critical: Threshold, grace: float)
                 )
             else:
                 said.append(f"{st.name}: generation {st.pool.generation} not deployed yet (within the grace)")
+        for text in st.persist_warnings:
+            # Before it breaks a renewal: the certificate itself is still good.
+            worse(WARNING, text)
         # What clients see counts: the served certificate, else the pool's.
         facts = st.served or st.pool
         where = "served" if st.served else "pool"

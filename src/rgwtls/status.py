@@ -81,6 +81,15 @@ class HostFacts(CertFacts):
 
 
 @dataclass
+class PersistFacts:
+    """A standing dns-persist-01 record and what the authoritative servers answer for it."""
+
+    record: str
+    value: str
+    problems: list[str] = field(default_factory=list)  # "at SERVER: missing ...", empty when every server answers it
+
+
+@dataclass
 class Status:
     name: str
     pool: PoolFacts | None = None
@@ -91,6 +100,9 @@ class Status:
     served_error: str | None = None
     problems: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)  # what could not be read: pool, staging, last_issue, deployed
+    # dns-persist-01 certificates only: the standing records, and what is wrong with them (check's WARNINGs).
+    persist: list[PersistFacts] = field(default_factory=list)
+    persist_warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -113,7 +125,9 @@ def _pool_facts(s: CertSet | None, now: dt.datetime) -> PoolFacts | None:
     )
 
 
-def gather(cfg: Config, served: bool = True, staging: bool = False, deployed: bool = True) -> Report:
+def gather(
+    cfg: Config, served: bool = True, staging: bool = False, deployed: bool = True, persist: bool = True
+) -> Report:
     """All the facts; a cluster that cannot be reached is reported, not raised.
 
     One deadline for the whole gathering: the first cluster operation that
@@ -128,10 +142,14 @@ def gather(cfg: Config, served: bool = True, staging: bool = False, deployed: bo
     mine = d.certificate or cfg.certificates[0].name
     pool: Pool | None = None
     read: list[set[str]] = [set() for _ in report.certificates]
+    standing: dict[str, bytes | None] = {}
     try:
         pool = Pool(cfg.ceph).connect()
         for st, done in zip(report.certificates, read, strict=True):
             _read_pool_side(pool, st, done, staging, now)
+        for conf in cfg.certificates:
+            if persist and conf.persistent(cfg.dns):
+                standing[conf.name] = pool.read(pool.set_namespace(staging), f"{conf.name}/persist")
     except RgwtlsError as e:
         report.error = str(e)
         for st, done in zip(report.certificates, read, strict=True):
@@ -165,6 +183,9 @@ def gather(cfg: Config, served: bool = True, staging: bool = False, deployed: bo
         except (OSError, ValueError) as e:
             st.served_error = f"{d.verify_endpoint} ({sni}): {e}"
     for st in report.certificates:
+        if st.name in standing:
+            _check_persist(cfg, st, standing[st.name], staging)
+    for st in report.certificates:
         # Compared only with a pool that was read: an unknown pool is no difference.
         for facts in (st.deployed, st.served):
             if facts is not None and "pool" not in st.unknown:
@@ -195,6 +216,28 @@ def _read_pool_side(pool: Pool, st: Status, done: set[str], staging: bool, now: 
                 setattr(st, side, facts)
         except (RgwtlsError, ValueError) as e:
             st.problems.append(f"{ns}/{obj}: {e}" if not isinstance(e, RgwtlsError) else str(e))
+
+
+def _check_persist(cfg: Config, st: Status, raw: bytes | None, staging: bool) -> None:
+    """Ask the authoritative servers for the records the issuer last computed; each shortfall is a warning."""
+    from rgwtls import persist
+
+    fix = persist.fix_command(st.name if len(cfg.certificates) > 1 else "", staging)
+    if raw is None:
+        st.persist_warnings.append(
+            f"{st.name}: its dns-persist-01 records are not known yet; run 'rgwtls persist' on the issuer"
+        )
+        return
+    try:
+        records = persist.from_bytes(raw)
+    except ValueError as e:
+        st.persist_warnings.append(f"{st.name}: its dns-persist-01 records in the pool are unreadable ({e}); {fix}")
+        return
+    st.persist = [PersistFacts(r.name, r.value) for r in records]
+    by_name = {facts.record: facts for facts in st.persist}
+    for finding in persist.check(records, cfg):
+        by_name[finding.record.name].problems.append(f"at {finding.server}: {finding.problem}")
+        st.persist_warnings.append(f"{st.name}: dns-persist-01 record {finding}; run '{fix}' on the issuer")
 
 
 def _where(cfg: Config) -> str:
@@ -248,5 +291,9 @@ def render(report: Report) -> str:
             lines.append(f"  {label:<9} {facts.where}: {match}, {cert_line(facts)}")
         if st.served_error:
             lines.append(f"  served    NO HANDSHAKE: {st.served_error}")
+        for rec in st.persist:
+            state = "; ".join(rec.problems) or "answered by every authoritative server"
+            lines.append(f'  persist   {rec.record} TXT "{rec.value}": {state}')
         lines += [f"  problem   {p}" for p in st.problems]
+        lines += [f"  WARNING   {w}" for w in st.persist_warnings if not st.persist]
     return "\n".join(lines)
