@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 
 import pytest
 
 from rgwtls.check import WARNING, judge
-from rgwtls.config import CertificateConfig, Threshold
+from rgwtls.config import CertificateConfig, Config, Threshold, parse
+from rgwtls.errors import ConfigError
 from rgwtls.persist import Record, from_bytes, merged, records, to_bytes
 from rgwtls.persist import judge as judge_record
 from rgwtls.status import Report, Status
@@ -83,3 +86,40 @@ def test_check_warns_of_a_persistent_record_while_the_certificate_is_good() -> N
     assert line.startswith(
         "RGWTLS WARNING - cog.example.org: dns-persist-01 record _validation-persist.cog.example.org"
     )
+
+
+def parsed(
+    dns: dict[str, object], cert: dict[str, object] | None = None, acme: dict[str, object] | None = None
+) -> Config:
+    raw = {
+        "dns": dns,
+        "acme": acme or {},
+        "certificate": [{"name": "c", "domains": ["cog.example.org"], **(cert or {})}],
+    }
+    return parse(raw, Path("/etc/rgwtls/rgwtls.toml"))
+
+
+def test_dns_challenge_is_the_default_a_certificate_overrides() -> None:
+    cfg = parsed({"challenge": "dns-persist-01"})
+    assert cfg.certificates[0].persistent(cfg.dns)
+    cfg = parsed({"challenge": "dns-persist-01"}, {"challenge": "dns-01"})
+    assert not cfg.certificates[0].persistent(cfg.dns)
+    cfg = parsed({}, {"challenge": "dns-persist-01"})
+    assert cfg.certificates[0].persistent(cfg.dns)
+
+
+@pytest.mark.parametrize(
+    ("dns", "cert", "acme", "said"),
+    [
+        ({"challenge": "http-01"}, {}, {}, "dns.challenge: must be dns-01 or dns-persist-01, not 'http-01'"),
+        ({}, {"challenge": "dns-persist"}, {}, "certificate[0].challenge: must be dns-01 or dns-persist-01"),
+        ({"challenge": "dns-persist-01"}, {"challenge_alias": "acme.example.net"}, {}, "is for dns-01 only"),
+        ({}, {}, {"persist_issuer": "LetsEncrypt.org"}, "acme.persist_issuer: 'LetsEncrypt.org' is not a lower-case"),
+        ({}, {}, {"persist_issuer": "letsencrypt.org; x=y"}, "acme.persist_issuer"),
+    ],
+)
+def test_a_wrong_challenge_setting_is_one_line(
+    dns: dict[str, object], cert: dict[str, object], acme: dict[str, object], said: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        parsed(dns, cert, acme)

@@ -13,14 +13,14 @@ import pytest
 
 from tests.conftest import ZONE, Result, Stack
 from tests.stack.bind import Bind, bind_server
-from tests.stack.pebble import pebble_server
+from tests.stack.pebble import PERSIST_ISSUER, pebble_server
 from tests.stack.tlsca import TestCA
 from tests.test_issue_crash_e2e import last_issue
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set
 
 CLI = Callable[..., Result]
 NAME = f"_validation-persist.{ZONE}"
-ISSUER = "pebble.letsencrypt.org"  # what Pebble 2.10 lists in issuer-domain-names (and as its CAA identity)
+ISSUER = PERSIST_ISSUER
 
 
 def persist_settings(stack: Stack, **dns: Any) -> dict[str, Any]:

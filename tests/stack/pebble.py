@@ -2,8 +2,13 @@
 
 The stack runs Debian sid's Pebble 2.10, which scripts/setup unpacks into
 .cache/pebble-sid: it has what Let's Encrypt has in 2026 (profiles, ARI with
-alreadyReplaced, EAB, alternate roots). Bookworm's Pebble 2.4 (/usr/bin/pebble)
-stays for one smoke test.
+alreadyReplaced, EAB, alternate roots, dns-persist-01). Bookworm's Pebble 2.4
+(/usr/bin/pebble) stays for one smoke test.
+
+Pebble 2.10.0 offers dns-persist-01 on every authorization, with no PEBBLE_*
+setting, listing PERSIST_ISSUER as its one issuer domain name; its challenge
+holds no `accounturi` field (that came with 2.10.1). It reads the record
+`_validation-persist.NAME` from the -dnsserver, as it reads dns-01's.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ BOOKWORM_PEBBLE = Path("/usr/bin/pebble")
 # A name for Pebble that only a proxy started with `hosts={ONLY_VIA_PROXY: "127.0.0.1"}`
 # resolves (tests/stack/proxy.py): through it the CA is reachable, directly it is not.
 ONLY_VIA_PROXY = "acme.only-via-proxy.test"
+
+# The issuer-domain-names of Pebble 2.10's dns-persist-01 challenges, and its directory's CAA identity.
+PERSIST_ISSUER = "pebble.letsencrypt.org"
 
 HOUR = 3600
 DAY = 24 * HOUR
