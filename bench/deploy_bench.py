@@ -29,10 +29,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.harness import Run, compile_sources, measure, median, update_docs
+from devsite.ceph import CephCluster, ceph_cluster, start_radosgw
+from devsite.certmaker import make_ca, make_cert, pem_file
+from devsite.site import DEPLOY_CAPS, DOMAINS, POOL, ZONE, to_toml
 from rgwtls.store import CertSet
-from tests.certmaker import make_ca, make_cert, pem_file
-from tests.stack.ceph import CephCluster, ceph_cluster, start_radosgw
-from tests.stack.site import DEPLOY_CAPS, DOMAINS, POOL, ZONE, to_toml
 
 RGWTLS = str(Path(sys.executable).with_name("rgwtls"))
 # The no-op jobs, interleaved; "rgwtls" and "shell" are compared, "floor" bounds a Python tool.

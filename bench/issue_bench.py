@@ -4,7 +4,7 @@ Run from the repository root:
 
     .venv/bin/python -m bench.issue_bench [--runs N]
 
-The benchmark starts its own stack from tests/stack, all on 127.0.0.1: one
+The benchmark starts its own stack from devsite, all on 127.0.0.1: one
 Pebble validating against one BIND, a Ceph cluster with the `rgwtls` pool, and
 the Infoblox WAPI emulator writing into that BIND. Every tool issues one
 certificate for `cog.example.org` and `*.cog.example.org` from that Pebble:

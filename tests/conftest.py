@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 import rados
 
-from tests.gateway import Gateway
-from tests.stack.bind import Bind, bind_server
-from tests.stack.ceph import CephCluster, ceph_cluster
-from tests.stack.pebble import ONLY_VIA_PROXY, Pebble, pebble_server
-from tests.stack.proxy import Tinyproxy, tinyproxy
-from tests.stack.site import DEPLOY_CAPS, DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
-from tests.stack.tlsca import TestCA
-from tests.stack.uddi import UddiEmulator, uddi_emulator
-from tests.stack.versions import current_row, record
-from tests.stack.wapi import WapiEmulator, wapi_emulator
+from devsite.bind import Bind, bind_server
+from devsite.ceph import CephCluster, ceph_cluster
+from devsite.gateway import Gateway
+from devsite.pebble import ONLY_VIA_PROXY, Pebble, pebble_server
+from devsite.proxy import Tinyproxy, tinyproxy
+from devsite.site import DEPLOY_CAPS, DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
+from devsite.tlsca import TestCA
+from devsite.uddi import UddiEmulator, uddi_emulator
+from devsite.versions import current_row, record
+from devsite.wapi import WapiEmulator, wapi_emulator
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from devsite.bind import Bind, bind_server, resolver_server
+from devsite.ceph import CephCluster
+from devsite.pebble import Pebble, pebble_server
+from devsite.ports import free_port
+from devsite.tlsca import TestCA
+from devsite.uddi import UddiEmulator, uddi_emulator
+from devsite.wapi import WapiEmulator, wapi_emulator
 from tests.conftest import POOL, ZONE, Result, Stack
-from tests.stack.bind import Bind, bind_server, resolver_server
-from tests.stack.ceph import CephCluster
-from tests.stack.pebble import Pebble, pebble_server
-from tests.stack.ports import free_port
-from tests.stack.tlsca import TestCA
-from tests.stack.uddi import UddiEmulator, uddi_emulator
-from tests.stack.wapi import WapiEmulator, wapi_emulator
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set, verify_against_pebble, write_hook
 
 CLI = Callable[..., Result]

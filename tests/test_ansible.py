@@ -18,6 +18,11 @@ import pytest
 import rados
 import yaml  # type: ignore[import-untyped]
 
+from devsite.bind import Bind
+from devsite.ceph import CephCluster
+from devsite.gateway import Gateway
+from devsite.pebble import Pebble
+from devsite.wapi import WapiEmulator
 from tests.ansible_helpers import (
     ANSIBLE_DIR,
     ROLE_DIR,
@@ -29,11 +34,6 @@ from tests.ansible_helpers import (
     snapshot,
 )
 from tests.conftest import POOL, Stack
-from tests.gateway import Gateway
-from tests.stack.bind import Bind
-from tests.stack.ceph import CephCluster
-from tests.stack.pebble import Pebble
-from tests.stack.wapi import WapiEmulator
 from tests.test_deploy_e2e import fingerprint_of_pool
 
 HOSTS = ("rgw1", "rgw2", "rgw3")

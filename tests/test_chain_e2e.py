@@ -8,10 +8,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from devsite.bind import Bind
+from devsite.pebble import Pebble, pebble_server
+from devsite.tlsca import TestCA
 from tests.conftest import Result, Stack
-from tests.stack.bind import Bind
-from tests.stack.pebble import Pebble, pebble_server
-from tests.stack.tlsca import TestCA
 from tests.test_issue_e2e import stored_set
 
 CLI = Callable[..., Result]

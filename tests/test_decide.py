@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from devsite.certmaker import make_cert
 from rgwtls.config import CertificateConfig
 from rgwtls.errors import AcmeError
 from rgwtls.issue import _decide
 from rgwtls.store import CertSet
-from tests.certmaker import make_cert
 
 DOMAINS = ("cog.example.org", "*.cog.example.org")
 DIRECTORY = "https://ca.example/dir"

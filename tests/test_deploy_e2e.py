@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.certmaker import make_ca, make_cert, pem_file
+from devsite.certmaker import make_ca, make_cert, pem_file
+from devsite.gateway import Gateway
 from tests.conftest import DOMAINS, POOL, ZONE, Result, Stack, run_cli
-from tests.gateway import Gateway
 from tests.test_issue_e2e import assert_one_error_line, stored_set
 
 CLI = Callable[..., Result]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from devsite.gateway import Gateway
 from tests.conftest import Stack, run_cli
-from tests.gateway import Gateway
 from tests.test_deploy_e2e import fingerprint_of_pool, issue
 from tests.test_issue_e2e import assert_one_error_line
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from devsite.bind import Bind
+from devsite.pebble import Pebble, pebble_server
+from devsite.tlsca import TestCA
 from tests.conftest import Result, Stack
-from tests.stack.bind import Bind
-from tests.stack.pebble import Pebble, pebble_server
-from tests.stack.tlsca import TestCA
 from tests.test_issue_e2e import assert_one_error_line, stored_set
 
 CLI = Callable[..., Result]

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import requests
 
+from devsite.bind import bind_server
+from devsite.pebble import BOOKWORM_PEBBLE, Pebble, pebble_server
+from devsite.ports import free_port
+from devsite.tlsca import TestCA
 from rgwtls.acmeflow import _NewOrder
 from tests.conftest import POOL, ZONE, Result, Stack, run_cli
-from tests.stack.bind import bind_server
-from tests.stack.pebble import BOOKWORM_PEBBLE, Pebble, pebble_server
-from tests.stack.ports import free_port
-from tests.stack.tlsca import TestCA
 from tests.test_issue_crash_e2e import Site, finish, hold_at_the_hook_and_stop_the_osd, last_issue
 from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored, stored_set
 

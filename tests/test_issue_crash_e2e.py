@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from devsite.ports import free_port
+from devsite.tlsca import TestCA
 from tests.conftest import ZONE, Result, Stack, run_cli
-from tests.stack.ports import free_port
-from tests.stack.tlsca import TestCA
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set, write_hook
 
 RECORD = f"_acme-challenge.{ZONE}"

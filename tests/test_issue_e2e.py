@@ -234,7 +234,7 @@ def test_transient_wapi_503_is_retried(stack: Stack, cli: CLI) -> None:
 
 
 def test_dns_that_never_propagates_fails_and_removes_the_records(stack: Stack, cli: CLI, tmp_path: Path) -> None:
-    from tests.stack.bind import bind_server
+    from devsite.bind import bind_server
 
     # A second authoritative server that never receives the update.
     with bind_server(tmp_path / "lagging", zones=(ZONE,)) as lagging:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devsite.gateway import Gateway
+from devsite.node_exporter import NodeExporter, node_exporter
 from rgwtls.metrics import FAMILIES
 from tests.conftest import ZONE, Stack, run_cli
-from tests.gateway import Gateway
-from tests.stack.node_exporter import NodeExporter, node_exporter
 
 OK, CRITICAL = 0, 2
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devsite.certmaker import make_ca, make_cert
+from devsite.gateway import Gateway
 from rgwtls.store import CertSet
-from tests.certmaker import make_ca, make_cert
 from tests.conftest import DOMAINS, POOL, ZONE, Stack, run_cli
-from tests.gateway import Gateway
 from tests.test_deploy_e2e import issue
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -152,7 +152,7 @@ def test_served_certificate_differing_from_the_deployed_file_shows(stack: Stack,
     assert run_cli(gateway.config(), "deploy").code == 0
     # The file is right, but the gateway was restarted onto another one.
     other = gateway.pem.with_name("other.pem")
-    from tests.certmaker import pem_file
+    from devsite.certmaker import pem_file
 
     other.write_text(pem_file(DOMAINS))
     gateway.rgw.supervisor(f"restart {other}")

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from devsite.bind import Bind, bind_server
+from devsite.pebble import PERSIST_ISSUER, pebble_server
+from devsite.tlsca import TestCA
 from tests.conftest import ZONE, Result, Stack
-from tests.stack.bind import Bind, bind_server
-from tests.stack.pebble import PERSIST_ISSUER, pebble_server
-from tests.stack.tlsca import TestCA
 from tests.test_issue_crash_e2e import last_issue
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set
 

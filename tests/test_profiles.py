@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 
+from devsite.bind import Bind
+from devsite.certmaker import make_cert
+from devsite.pebble import HOUR, PROFILES, Pebble, pebble_server
+from devsite.tlsca import TestCA
 from rgwtls import certs
 from rgwtls.check import CRITICAL, OK, WARNING, Threshold, judge
 from rgwtls.config import AcmeConfig, CertificateConfig, load, parse
@@ -23,11 +27,7 @@ from rgwtls.errors import ConfigError, StoreError
 from rgwtls.issue import _decide
 from rgwtls.status import CertFacts, PoolFacts, Report, Status, gather
 from rgwtls.store import CertSet
-from tests.certmaker import make_cert
 from tests.conftest import ZONE, Result, Stack
-from tests.stack.bind import Bind
-from tests.stack.pebble import HOUR, PROFILES, Pebble, pebble_server
-from tests.stack.tlsca import TestCA
 from tests.test_decide import DIRECTORY, DOMAINS, FakeSession, a_set
 from tests.test_issue_e2e import assert_one_error_line, stored_set
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from devsite.ports import free_port
+from devsite.proxy import Tinyproxy, tinyproxy
+from devsite.tlsca import TestCA
 from tests.conftest import Result, Stack
-from tests.stack.ports import free_port
-from tests.stack.proxy import Tinyproxy, tinyproxy
-from tests.stack.tlsca import TestCA
 from tests.test_issue_ca_e2e import AriServer
 from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored_set
 

@@ -9,7 +9,7 @@ import dns.rcode
 import dns.update
 import pytest
 
-from tests.stack.bind import Bind, UpdateFailed, bind_server
+from devsite.bind import Bind, UpdateFailed, bind_server
 
 ZONE = "cog.example.org"
 NAME = f"_acme-challenge.{ZONE}"

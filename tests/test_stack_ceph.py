@@ -19,9 +19,7 @@ import rados
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.certmaker import make_cert
-from tests.gateway import Gateway
-from tests.stack.ceph import (
+from devsite.ceph import (
     RGW_GROUP,
     RGW_USER,
     CephCluster,
@@ -33,6 +31,8 @@ from tests.stack.ceph import (
     readable_by,
     start_radosgw,
 )
+from devsite.certmaker import make_cert
+from devsite.gateway import Gateway
 
 pytestmark = pytest.mark.slow
 

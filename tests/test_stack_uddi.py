@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.stack.bind import Bind, bind_server
-from tests.stack.uddi import UddiEmulator, uddi_emulator
+from devsite.bind import Bind, bind_server
+from devsite.uddi import UddiEmulator, uddi_emulator
 
 ZONE = "cog.example.org"
 NAME = f"_acme-challenge.{ZONE}"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.stack.bind import Bind, bind_server
-from tests.stack.wapi import WapiEmulator, wapi_emulator
+from devsite.bind import Bind, bind_server
+from devsite.wapi import WapiEmulator, wapi_emulator
 
 ZONE = "cog.example.org"
 NAME = f"_acme-challenge.{ZONE}"

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
+from devsite.certmaker import make_ca, make_cert
 from rgwtls.errors import DeployError
 from rgwtls.store import CertSet
 from rgwtls.validate import check_set
-from tests.certmaker import make_ca, make_cert
 
 NAMES = ("cog.example.org", "*.cog.example.org")
 NOW = dt.datetime.now(dt.UTC)

@@ -6,8 +6,8 @@ import shlex
 from pathlib import Path
 
 from bench.issue.tool import EMAIL, Tool, clean_env, leaf_facts, write_script
-from tests.stack.pebble import Pebble
-from tests.stack.site import ZONE
+from devsite.pebble import Pebble
+from devsite.site import ZONE
 
 # The key rgwtls makes by default (see KEY_NOTE in bench.issue.report).
 CERTBOT_KEY_ARGS = ("--key-type", "rsa", "--rsa-key-size", "2048")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bench.harness import which
 from bench.issue.tool import EMAIL, Tool, clean_env, leaf_facts, write_script
-from tests.stack.pebble import Pebble
-from tests.stack.site import ZONE
+from devsite.pebble import Pebble
+from devsite.site import ZONE
 
 
 def dehydrated_config(base: Path, pebble: Pebble, hook: Path, name: str) -> Path:

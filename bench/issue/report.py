@@ -27,7 +27,7 @@ from bench.issue.profiling import (
 )
 from bench.issue.rgwtls import Rgwtls
 from bench.issue.rounds import Bench
-from tests.stack.pebble import pebble_version
+from devsite.pebble import pebble_version
 
 COMMAND = ".venv/bin/python -m bench.issue_bench"
 # Targets for the median wall time of `rgwtls issue --force`.
@@ -259,7 +259,7 @@ def section(bench: Bench, when: dt.datetime, vers: dict[str, str], took: float) 
         "### Set-up",
         "",
         *(f"- {k}: {v}" for k, v in vers.items()),
-        "- rgwtls config as the tests make it (tests/stack/site.py): "
+        "- rgwtls config as the tests make it (devsite/site.py): "
         f"`acme.poll_interval = {acme['poll_interval']}` "
         f"(the shipped default is 1), `acme.retry_backoff = {acme['retry_backoff']}`, "
         f"`dns.propagation_interval = {dns['propagation_interval']}` (default 5), "
@@ -306,7 +306,7 @@ def intro() -> str:
     return f"""# Performance
 
 Measurements of rgwtls against the tools it replaces, on a real local stack
-(Pebble, BIND 9, Ceph and the Infoblox WAPI emulator from `tests/stack`, all on
+(Pebble, BIND 9, Ceph and the Infoblox WAPI emulator from `devsite`, all on
 127.0.0.1), taken on a {os.cpu_count()}-core virtual machine. Each section says what it
 measures and how to rerun it; rerunning rewrites only that section (the text
 between its `<!-- ...:start -->` and `<!-- ...:end -->` markers).

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.harness import BenchError, Run
 from bench.issue.tool import Before, Tool, leaf_facts
-from tests.stack.site import POOL, ZONE, Stack
+from devsite.site import POOL, ZONE, Stack
 
 # Python run by `python -c`: import every rgwtls module (so that the profile holds no import
 # time), then run the CLI under cProfile and write the profile to argv[1].

@@ -26,12 +26,12 @@ from bench.issue.profiling import (
 )
 from bench.issue.rgwtls import Rgwtls, rgwtls_config
 from bench.issue.tool import Before, Tool, clean_env, write_script
-from tests.stack.bind import bind_server
-from tests.stack.ceph import ceph_cluster
-from tests.stack.pebble import pebble_server
-from tests.stack.site import ISSUER_CAPS, POOL, ZONE, Stack
-from tests.stack.tlsca import TestCA
-from tests.stack.wapi import wapi_emulator
+from devsite.bind import bind_server
+from devsite.ceph import ceph_cluster
+from devsite.pebble import pebble_server
+from devsite.site import ISSUER_CAPS, POOL, ZONE, Stack
+from devsite.tlsca import TestCA
+from devsite.wapi import wapi_emulator
 
 CHALLENGE_NAME = f"_acme-challenge.{ZONE}"
 MAX_REDOS = 3

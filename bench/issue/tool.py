@@ -9,8 +9,8 @@ from pathlib import Path
 from cryptography import x509
 
 from bench.harness import BenchError, Run
+from devsite.site import DOMAINS
 from rgwtls.certs import key_matches_cert
-from tests.stack.site import DOMAINS
 
 EMAIL = "ops@example.org"
 # Environment variables that would change how a tool finds its CA or config.

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.stack.bind import Bind
-from tests.stack.ceph import CephCluster
-from tests.stack.pebble import Pebble
-from tests.stack.uddi import UddiEmulator
-from tests.stack.wapi import WapiEmulator
+from devsite.bind import Bind
+from devsite.ceph import CephCluster
+from devsite.pebble import Pebble
+from devsite.uddi import UddiEmulator
+from devsite.wapi import WapiEmulator
 
 ZONE = "cog.example.org"
 DOMAINS = (ZONE, f"*.{ZONE}")

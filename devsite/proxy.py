@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.stack.ports import free_port
-from tests.stack.proc import Server
+from devsite.ports import free_port
+from devsite.proc import Server
 
 _CONNECT = re.compile(r"Request \(file descriptor \d+\): CONNECT (\S+) HTTP/")
 

@@ -53,8 +53,8 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from tests.stack.ports import free_port
-from tests.stack.proc import Server, run
+from devsite.ports import free_port
+from devsite.proc import Server, run
 
 NEGATIVE_TTL = 5  # SOA minimum: how long a resolver may cache "no such TXT"
 DEFAULT_TTL = 5  # $TTL of the zone's own records

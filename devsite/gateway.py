@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from devsite.ceph import RadosGW, give, start_radosgw
+from devsite.certmaker import pem_file
+from devsite.site import DEPLOY_CAPS, DOMAINS, ZONE, Stack
 from rgwtls.probe import served_fingerprint
-from tests.certmaker import pem_file
-from tests.stack.ceph import RadosGW, give, start_radosgw
-from tests.stack.site import DEPLOY_CAPS, DOMAINS, ZONE, Stack
 
 
 class Gateway:

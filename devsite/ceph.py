@@ -39,8 +39,8 @@ from typing import Any
 
 import rados
 
-from tests.stack.ports import free_port
-from tests.stack.proc import Server, run
+from devsite.ports import free_port
+from devsite.proc import Server, run
 
 RGWSUP = Path(__file__).with_name("rgwsup.py")
 
@@ -105,7 +105,7 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float, interval: float 
 def _conf_text(workdir: Path, fsid: str, mon_port: int, class_dir: Path) -> str:
     w = workdir
     return f"""\
-# Test cluster made by tests/stack/ceph.py; every path is inside {w}
+# Test cluster made by devsite/ceph.py; every path is inside {w}
 [global]
 fsid = {fsid}
 mon host = [v2:127.0.0.1:{mon_port}]

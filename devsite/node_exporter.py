@@ -3,7 +3,7 @@
 The test reads what a real Prometheus would scrape from an issuer host's
 textfile directory, and node_exporter's own view of it: its gathering errors
 (`promhttp_metric_handler_errors_total`) and the collector's `node_textfile_scrape_error`.
-Run by hand: `python -m tests.stack.node_exporter DIR` serves DIR until Ctrl-C.
+Run by hand: `python -m devsite.node_exporter DIR` serves DIR until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.stack.ports import free_port
-from tests.stack.proc import Server
+from devsite.ports import free_port
+from devsite.proc import Server
 
 BINARY = "prometheus-node-exporter"
 

@@ -16,13 +16,13 @@ import re
 import subprocess
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "ceph-versions.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "ceph-versions.md"
 PACKAGES = ("ceph-mon", "ceph-osd", "radosgw", "librados2", "python3-rados")
 COLUMNS = ("Ceph", "release", "tested on", "Debian", "Python", *PACKAGES, "end-to-end tests")
 HEADER = """\
 # Ceph releases tested
 
-Written by the test run itself (`tests/stack/versions.py`), never by hand: a
+Written by the test run itself (`devsite/versions.py`), never by hand: a
 run in which every test passed and every end-to-end test that touches Ceph ran
 (the `tentacle` marker) rewrites its release's row and keeps the others. The
 host's run (`.venv/bin/python -m pytest`, Debian 12) gives Pacific's row, the

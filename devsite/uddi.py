@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tests.stack.bind import Bind
-from tests.stack.ports import free_port
-from tests.stack.tlsca import TestCA
+from devsite.bind import Bind
+from devsite.ports import free_port
+from devsite.tlsca import TestCA
 
 log = logging.getLogger(__name__)
 

@@ -25,17 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.stack.ports import free_port
-from tests.stack.proc import Server
-from tests.stack.tlsca import TestCA
+from devsite.ports import free_port
+from devsite.proc import Server
+from devsite.tlsca import TestCA
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PEBBLE_CACHE = ROOT / ".cache" / "pebble-sid"
 PEBBLE = PEBBLE_CACHE / "root" / "usr" / "bin" / "pebble"
 BOOKWORM_PEBBLE = Path("/usr/bin/pebble")
 
 # A name for Pebble that only a proxy started with `hosts={ONLY_VIA_PROXY: "127.0.0.1"}`
-# resolves (tests/stack/proxy.py): through it the CA is reachable, directly it is not.
+# resolves (devsite/proxy.py): through it the CA is reachable, directly it is not.
 ONLY_VIA_PROXY = "acme.only-via-proxy.test"
 
 # The issuer-domain-names of Pebble 2.10's dns-persist-01 challenges, and its directory's CAA identity.
