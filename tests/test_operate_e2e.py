@@ -313,3 +313,16 @@ def test_syslog_option_logs_without_changing_what_cron_mails(stack: Stack, gatew
     assert res.code == 0, res.stderr
     # Quiet on stderr still; where /dev/log is missing, one warning says so.
     assert res.stderr in ("",) or res.stderr.startswith("WARNING: syslog is not available")
+
+
+def test_staging_issue_metrics_never_overwrite_the_production_issuers(stack: Stack, tmp_path: Path) -> None:
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    config = stack.write_config(stack.settings(), "issuer.toml")
+    assert run_cli(config, "issue", "--textfile", str(textfile)).code == 0
+    production = (textfile / "rgwtls_issue.prom").read_text()
+    assert run_cli(config, "issue", "--staging", "--textfile", str(textfile)).code == 0
+    assert (textfile / "rgwtls_issue.prom").read_text() == production
+    staging = families(textfile / "rgwtls_issue-staging.prom")
+    assert staging["rgwtls_last_run_success"].samples[0].labels == {"command": "issue-staging"}
+    assert "rgwtls_certificate_generation" not in staging

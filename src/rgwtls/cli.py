@@ -112,7 +112,7 @@ def _write_metrics(
     try:
         if report is None:
             # issue writes the pool's side, deploy this host's: see metrics.py, one series, one owner.
-            here = command != "issue"
+            here = command not in ("issue", "issue-staging")
             # Without the dns-persist-01 records' DNS queries: cron runs deploy every few minutes.
             report = status.gather(cfg, served=here, deployed=here, persist=False)
         metrics.write(textfile, command, ok, started, report, check_state)
@@ -139,7 +139,16 @@ def issue(ctx: click.Context, staging: bool, force: bool, cert_name: str | None,
     """Obtain or renew the certificates through ACME DNS-01 and store them in the pool."""
     from rgwtls.issue import issue as run_issue
 
-    _run(ctx, "issue", textfile, run_issue, stoppable=True, staging=staging, force=force, only=cert_name)
+    _run(
+        ctx,
+        "issue-staging" if staging else "issue",
+        textfile,
+        run_issue,
+        stoppable=True,
+        staging=staging,
+        force=force,
+        only=cert_name,
+    )
 
 
 @main.command()

@@ -16,6 +16,10 @@ alone knows, and the facts of a run carry its `command` label:
   each compared with the pool);
 - check: its verdict.
 
+`issue --staging` writes `rgwtls_issue-staging.prom`: only its own run,
+labelled `command="issue-staging"`, so that a staging run never overwrites
+the production issuer's run figures, nor writes the pool's side twice.
+
 A family written by several commands has one HELP and TYPE (`FAMILIES`), since
 node_exporter also rejects a family whose HELP differs between files. What a
 run cannot read is left out, never written as 0. The last success and failure
