@@ -61,6 +61,10 @@ sys.exit(0 if same else 3)
 """
 
 
+# The house issue's target for the cron no-op, with the floor printed beside it.
+TARGET = 0.8
+
+
 def run_ok(argv: list[str], env: dict[str, str], logs: Path, name: str) -> Run:
     """One run that must exit 0. Its peak RSS is os.wait4's (see `bench.harness.measure`)."""
     run = measure(argv, {**os.environ, **env}, logs, name, gnu_time=False)
@@ -210,7 +214,7 @@ def section(
             f"{median(rss[key]) / 1024:.0f} | {reads[key][0]} | {reads[key][1]} | "
             f"{median(w) / shell:.2f}x |"
         )
-    verdict = "meets" if ratio <= 0.5 else "misses"
+    verdict = "meets" if ratio <= TARGET else "misses"
     return "\n".join(
         [
             "## deploy: rgwtls vs the shell job it replaces",
@@ -229,7 +233,7 @@ def section(
             "",
             *table,
             "",
-            f"Target: a no-op `rgwtls deploy` at most 0.5x the shell job's wall time, with one RADOS read: "
+            f"Target: a no-op `rgwtls deploy` at most {TARGET}x the shell job's wall time, with one RADOS read: "
             f"{ratio:.2f}x ({verdict}), {reads['rgwtls'][0]} read(s).",
             "",
             "The floor row is what any Python program pays for this no-op with librados: the interpreter, "
