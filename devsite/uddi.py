@@ -35,20 +35,17 @@ import json
 import logging
 import re
 import secrets
-import socket
-import ssl
-import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devsite.bind import Bind
-from devsite.ports import free_port
+from devsite.https import HttpsService, ServiceHandler
 from devsite.tlsca import TestCA
 
 log = logging.getLogger(__name__)
@@ -129,18 +126,19 @@ class _Failure:
     retry_after: str | None
 
 
-class UddiEmulator:
+class UddiEmulator(HttpsService):
     """The emulator's state and steering; its HTTPS server runs in a thread."""
+
+    name = "UDDI emulator"
 
     def __init__(
         self, workdir: Path, bind: Bind, api_key: str | None = None, views: tuple[str, ...] = ("default", "external")
     ) -> None:
+        super().__init__()
         self.workdir = workdir
         self.bind = bind
         self.api_key = api_key if api_key is not None else secrets.token_urlsafe(32)
         self.dns_view = "default"
-        self.port = free_port()
-        self._lock = threading.RLock()
         self.views: dict[str, str] = {name: f"dns/view/{uuid.uuid4()}" for name in views}
         self._zones: list[_Zone] = [
             _Zone(f"dns/auth_zone/{uuid.uuid4()}", f"{z}.", self.views[self.dns_view]) for z in bind.zones
@@ -150,10 +148,6 @@ class UddiEmulator:
         self._log: list[tuple[str, str, int]] = []
         self._failure: _Failure | None = None
         self._slow: tuple[float, frozenset[str] | None] | None = None
-        self._stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         ca = TestCA(workdir / "ca")
         self.ca_bundle: Path = ca.ca_pem
         self._cert, self._key = ca.issue("uddi")
@@ -416,90 +410,13 @@ class UddiEmulator:
             raise ApiError(405, f"method {method} not allowed on {path}")
         raise ApiError(404, f"no such object type: {path}")
 
-    # -- life ------------------------------------------------------------------------
 
-    def start(self) -> UddiEmulator:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self._cert, self._key)
-        server = _Server(("127.0.0.1", self.port), _Handler, self)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"uddi-{self.port}"
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with suppress(OSError):
-                socket.socket.shutdown(conn, socket.SHUT_RDWR)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins them: no thread outlives the emulator
-    block_on_close = True
-
-    def __init__(self, addr: tuple[str, int], handler: type[_Handler], emulator: UddiEmulator) -> None:
-        self.emulator = emulator
-        super().__init__(addr, handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("UDDI emulator: connection from %s ended with an error", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(ServiceHandler):
     server_version = "envoy"
-    sys_version = ""
-    timeout = 30
-    disable_nagle_algorithm = True
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = ServiceHandler.dispatch
 
-    @property
-    def emulator(self) -> UddiEmulator:
-        server = self.server
-        if not isinstance(server, _Server):
-            raise TypeError("not the UDDI emulator's server")
-        return server.emulator
 
-    def setup(self) -> None:
-        super().setup()
-        sock = self.request
-        with self.emulator._lock:
-            self.emulator._conns.add(sock)
-        if isinstance(sock, ssl.SSLSocket):
-            try:
-                sock.do_handshake()  # in this connection's thread: a stalled client cannot block the accept loop
-            except BaseException:
-                with self.emulator._lock:
-                    self.emulator._conns.discard(sock)
-                raise
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.emulator._lock:
-                self.emulator._conns.discard(self.request)
-
-    def _dispatch(self) -> None:
-        self.emulator.handle(self)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("UDDI emulator: " + format, *args)
+UddiEmulator.handler = _Handler
 
 
 @contextmanager

@@ -36,20 +36,17 @@ import json
 import logging
 import re
 import secrets
-import socket
-import ssl
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devsite.bind import Bind
-from devsite.ports import free_port
+from devsite.https import HttpsService, ServiceHandler
 from devsite.tlsca import TestCA
 
 log = logging.getLogger(__name__)
@@ -185,8 +182,10 @@ class _Failure:
     methods: frozenset[str] | None
 
 
-class WapiEmulator:
+class WapiEmulator(HttpsService):
     """The emulator's state and steering; its HTTPS server runs in a thread."""
+
+    name = "WAPI emulator"
 
     def __init__(
         self,
@@ -197,14 +196,13 @@ class WapiEmulator:
         views: set[str] | None = None,
         dns_view: str = "default",
     ) -> None:
+        super().__init__()
         self.workdir = workdir
         self.bind = bind
         self.username = username
         self.password = password if password is not None else secrets.token_urlsafe(16)
         self.views: set[str] = set(views) if views is not None else {"default", "external"}
         self.dns_view = dns_view
-        self.port = free_port()
-        self._lock = threading.RLock()
         self._records: dict[str, _Record] = {}  # by internal id
         self._sessions: set[str] = set()
         self._basic_logins = 0
@@ -212,10 +210,6 @@ class WapiEmulator:
         self._versions: list[str] = []
         self._failure: _Failure | None = None
         self._slow: tuple[float, frozenset[str] | None] | None = None
-        self._stopping = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
         ca = TestCA(workdir / "ca")
         self.ca_bundle: Path = ca.ca_pem
         self._cert, self._key = ca.issue("wapi")
@@ -522,7 +516,7 @@ class WapiEmulator:
                             return True, None
         return False, None
 
-    def handle(self, h: _Handler) -> None:
+    def handle(self, h: BaseHTTPRequestHandler) -> None:
         method = h.command
         target = h.path
         split = urlsplit(target)
@@ -541,7 +535,9 @@ class WapiEmulator:
         if method != "HEAD":
             h.wfile.write(body)
 
-    def _answer(self, h: _Handler, method: str, path: str, query: str) -> tuple[int, str, bytes, list[tuple[str, str]]]:
+    def _answer(
+        self, h: BaseHTTPRequestHandler, method: str, path: str, query: str
+    ) -> tuple[int, str, bytes, list[tuple[str, str]]]:
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
         html = "text/html; charset=iso-8859-1"
@@ -628,91 +624,13 @@ class WapiEmulator:
             return 200, wrap(self._delete(rest))
         raise WapiError.proto(f"Method {method} not supported by the emulator for {rest}")
 
-    # -- life ------------------------------------------------------------------------
 
-    def start(self) -> WapiEmulator:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self._cert, self._key)
-        server = _HTTPServer(("127.0.0.1", self.port), _Handler, self)
-        # The handshake happens in the connection's own thread (_Handler.setup),
-        # so a client that stalls in it cannot stop the accept loop.
-        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"wapi-{self.port}"
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()  # cut short any slow() delay
-        server.shutdown()  # the accept loop ends
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:  # idle keep-alive connections: wake their threads
-            with suppress(OSError):
-                socket.socket.shutdown(conn, socket.SHUT_RDWR)
-        server.server_close()  # joins every connection's thread
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins them: no thread outlives the emulator
-    block_on_close = True
-
-    def __init__(self, addr: tuple[str, int], handler: type[_Handler], emulator: WapiEmulator) -> None:
-        self.emulator = emulator
-        super().__init__(addr, handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("WAPI emulator: connection from %s ended with an error", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests' sessions use it
+class _Handler(ServiceHandler):
     server_version = "Apache"
-    sys_version = ""
-    timeout = 30  # an idle connection's thread ends by itself after this
-    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms stall
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = ServiceHandler.dispatch
 
-    @property
-    def emulator(self) -> WapiEmulator:
-        server = self.server
-        assert isinstance(server, _HTTPServer)
-        return server.emulator
 
-    def setup(self) -> None:
-        super().setup()
-        sock = self.request
-        with self.emulator._lock:
-            self.emulator._conns.add(sock)
-        if isinstance(sock, ssl.SSLSocket):
-            try:
-                sock.do_handshake()
-            except BaseException:  # finish() is not called when setup() fails
-                with self.emulator._lock:
-                    self.emulator._conns.discard(sock)
-                raise
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.emulator._lock:
-                self.emulator._conns.discard(self.request)
-
-    def _dispatch(self) -> None:
-        self.emulator.handle(self)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _dispatch
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("WAPI emulator: " + format, *args)
+WapiEmulator.handler = _Handler
 
 
 @contextmanager
