@@ -37,6 +37,8 @@ CHALLENGES = ("dns-01", PERSIST)
 
 @dataclass(frozen=True)
 class AcmeConfig:
+    """[acme]: which CA, as which account, and how patiently to talk to it."""
+
     directory: str = LETSENCRYPT
     staging_directory: str = LETSENCRYPT_STAGING
     email: str = ""
@@ -87,6 +89,8 @@ class AcmeConfig:
 
 @dataclass(frozen=True)
 class CephConfig:
+    """[ceph]: the cluster and the cephx user; issuer and gateways use different users of one pool."""
+
     conf: str = "/etc/ceph/ceph.conf"
     user: str = "client.rgwtls"
     keyring: str = ""
@@ -102,6 +106,8 @@ class CephConfig:
 
 @dataclass(frozen=True)
 class InfobloxConfig:
+    """[dns.infoblox]: the grid's WAPI; the password lives in a file readable only by its owner."""
+
     server: str = ""
     wapi_version: str = "2.11"
     username: str = ""
@@ -121,6 +127,8 @@ class InfobloxConfig:
 
 @dataclass(frozen=True)
 class UddiConfig:
+    """[dns.uddi]: Infoblox's cloud API; the API key lives in a file readable only by its owner."""
+
     # Infoblox Universal DDI (the Cloud Services Portal): https://PORTAL/api/ddi/v1/
     portal: str = "csp.infoblox.com"
     api_key_file: str = ""
@@ -139,6 +147,8 @@ class UddiConfig:
 
 @dataclass(frozen=True)
 class Rfc2136Config:
+    """[dns.rfc2136]: a primary taking TSIG-signed updates; the secret lives in a file."""
+
     server: str = ""
     port: int = 53
     zone: str = ""
@@ -158,12 +168,16 @@ class Rfc2136Config:
 
 @dataclass(frozen=True)
 class HookConfig:
+    """[dns.hook]: a dehydrated-style hook, for DNS services rgwtls has no back end for."""
+
     command: str = ""
     timeout: float = 120.0
 
 
 @dataclass(frozen=True)
 class DnsConfig:
+    """[dns]: which back end publishes the records, and how long to wait until every server has them."""
+
     provider: str = "infoblox"
     # Authoritative servers to check ("host" or "host:port"). Empty: discover
     # them from the zone's NS records. Set it for split-horizon views, where
@@ -189,6 +203,8 @@ class DnsConfig:
 
 @dataclass(frozen=True)
 class DeployConfig:
+    """[deploy]: what this gateway installs, where, and how radosgw is restarted and checked."""
+
     # Which [[certificate]] this gateway serves; empty: the first one.
     certificate: str = ""
     # The names this gateway must be covered for; empty: the certificate's domains.
@@ -301,6 +317,8 @@ class Threshold:
 
 @dataclass(frozen=True)
 class CheckConfig:
+    """[check]: the monitoring plugin's defaults; the command line overrides them."""
+
     # Days left ("14") or a share of the lifetime left ("20%"): renewal is
     # due at a third left, so a warning at a fifth means renewal is overdue.
     warning: str = "20%"
@@ -312,6 +330,8 @@ class CheckConfig:
 
 @dataclass(frozen=True)
 class CertificateConfig:
+    """One [[certificate]]: a set of names issued, stored and deployed together."""
+
     name: str
     domains: tuple[str, ...]
     key_type: str = ""
@@ -336,6 +356,8 @@ class CertificateConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole file, validated: every command reads this and nothing else."""
+
     path: Path
     acme: AcmeConfig
     ceph: CephConfig
