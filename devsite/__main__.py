@@ -16,7 +16,9 @@ def up() -> int:
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    # SIGINT too: a shell that starts this in the background hands it SIGINT ignored.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop)
     with tempfile.TemporaryDirectory(prefix="rgwtls-site-") as tmp:
         print(f"devsite: starting the local site in {tmp}", flush=True)
         try:
