@@ -30,7 +30,7 @@ RGWTLS_STEPS: tuple[tuple[str, str, str], ...] = (
     ("new certificate key (RSA 2048)", "rgwtls/certs.py", "new_private_key"),
     ("CSR", "rgwtls/acmeflow.py", "make_csr"),
     ("ACME: new order + authorizations", "rgwtls/acmeflow.py", "new_order"),
-    ("DNS: back end set-up", "rgwtls/dns/__init__.py", "make_provider"),
+    ("DNS: back end set-up", "rgwtls/dns/backends.py", "make_provider"),
     ("DNS: publish 2 values", "rgwtls/dns/", "present"),
     ("DNS: wait until the servers answer", "rgwtls/propagation.py", "wait_for_values"),
     ("ACME: answer challenges + poll authorizations", "rgwtls/acmeflow.py", "answer_and_wait"),

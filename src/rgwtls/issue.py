@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from rgwtls import certs
 from rgwtls.config import CertificateConfig, Config
-from rgwtls.dns import Challenge, DnsProvider, make_provider
+from rgwtls.dns import Challenge, DnsProvider
+from rgwtls.dns.backends import make_provider
 from rgwtls.errors import AcmeError, ConfigError, Interrupted, RgwtlsError, StoreError
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, CertSet, IssuerLock, Pool

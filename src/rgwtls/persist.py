@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import dns.exception
 
 from rgwtls.config import CertificateConfig, Config
-from rgwtls.dns import Challenge, make_provider
+from rgwtls.dns import Challenge
+from rgwtls.dns.backends import make_provider
 from rgwtls.errors import DnsError, RgwtlsError
 from rgwtls.log import notice
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from rgwtls.config import Config
-
 
 @dataclass(frozen=True)
 class Challenge:
@@ -48,23 +46,3 @@ class DnsProvider(Protocol):
 
     def cleanup(self, ch: Challenge) -> None:
         """Remove exactly this value, published by this run or by a crashed earlier one."""
-
-
-def make_provider(cfg: Config) -> DnsProvider:
-    """The configured back end; its secrets are read here, so only `issue` needs them."""
-    kind = cfg.dns.provider
-    if kind == "infoblox":
-        from rgwtls.dns.infoblox import Infoblox
-
-        return Infoblox(cfg.dns.infoblox, cfg.path)
-    if kind == "uddi":
-        from rgwtls.dns.uddi import Uddi
-
-        return Uddi(cfg.dns.uddi, cfg.path)
-    if kind == "rfc2136":
-        from rgwtls.dns.rfc2136 import Rfc2136
-
-        return Rfc2136(cfg.dns.rfc2136, cfg.path)
-    from rgwtls.dns.hook import Hook
-
-    return Hook(cfg.dns.hook, cfg.path)
