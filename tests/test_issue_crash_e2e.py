@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,7 +27,8 @@ from cryptography import x509
 
 from devsite.ports import free_port
 from devsite.tlsca import TestCA
-from tests.conftest import ZONE, Result, Stack, run_cli
+from rgwtls import certs
+from tests.conftest import DOMAINS, ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set, write_hook
 
 RECORD = f"_acme-challenge.{ZONE}"
@@ -268,6 +270,92 @@ def test_kept_set_the_pool_already_holds_is_only_removed(site: Site) -> None:
     assert res.stderr == ""
     assert not kept.exists()
     assert stored_set(site.stack) == s
+
+
+# -- killed while the CA issues -----------------------------------------------------------
+
+
+class Verbose:
+    """`rgwtls -v issue` in its own session, its stderr lines gathered as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rgwtls", "-v", "issue"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RGWTLS_CONFIG": str(config)},
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._gather, daemon=True)
+        self._reader.start()
+
+    def _gather(self) -> None:
+        assert self.proc.stderr is not None
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                self.lines.append(line)
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def wait(self) -> int:
+        code = self.proc.wait(60)
+        self._reader.join(10)
+        return code
+
+
+@pytest.mark.parametrize("signame", ["KILL", "TERM"])
+def test_issuer_killed_while_the_ca_issues_gets_that_certificate_on_the_next_run(site: Site, signame: str) -> None:
+    """The CSR is sent, the CA is issuing, the run is killed: the next run fetches that certificate, orders nothing."""
+    settings = tomllib.loads(site.config.read_text())
+    settings["acme"]["poll_interval"] = 30.0  # a CA that says "processing": rgwtls waits before asking again
+    run = Verbose(site.stack.write_config(settings, "slow-ca.toml"))
+    wait_for("the finalized order", lambda: run.said("asking again for the certificate"), 60)
+    note = site.state / "issued" / f"{ZONE}.order"
+    assert note.stat().st_mode & 0o777 == 0o600
+    noted = json.loads(note.read_text())
+    os.killpg(run.proc.pid, getattr(signal, f"SIG{signame}"))
+    assert run.wait() != 0
+    assert stored_set(site.stack) is None
+    assert note.exists()
+    site.calls.unlink()
+    assert_next_runs_recover(site, run.proc.pid, signame, expect_kept=True)
+    assert not ordered_again(site)
+    assert not note.exists()
+    s = stored_set(site.stack)
+    assert s is not None
+    # The certificate of the killed run's order, with the key it noted.
+    assert s["key_pem"] == noted["key_pem"]
+
+
+def test_noted_order_that_gives_no_certificate_is_dropped_and_the_run_orders(site: Site) -> None:
+    """An order the CA no longer gives (gone, or another account's) costs one INFO line, never a failed run."""
+    issued = site.state / "issued"
+    issued.mkdir(parents=True, mode=0o700)
+    note = issued / f"{ZONE}.order"
+    pebble = site.stack.pebble.directory_url
+    note.write_text(
+        json.dumps(
+            {
+                "format": "rgwtls-order/1",
+                "name": ZONE,
+                "directory": pebble,
+                "order": pebble.removesuffix("/dir") + "/my-order/no-such-order",
+                "domains": list(DOMAINS),
+                "profile": "",
+                "key_pem": certs.private_pem(certs.new_private_key("ec256")),
+            }
+        )
+    )
+    note.chmod(0o600)
+    res = run_cli(site.config, "-v", "issue")
+    assert res.code == 0, res.stderr
+    assert "gives no certificate; ordering as usual" in res.stderr or "no longer gives the order" in res.stderr
+    assert "WARNING" not in res.stderr, res.stderr
+    assert not note.exists()
+    assert ordered_again(site)
+    assert stored_set(site.stack) is not None
 
 
 # -- the lock of a live issuer -----------------------------------------------------------

@@ -486,22 +486,71 @@ class Acme:
         time.sleep(min(after if after is not None else self.cfg.poll_interval, remaining, 10.0))
 
     def finalize(self, orderr: messages.OrderResource, csr_pem: bytes, deadline: float) -> str:
-        """Send the CSR, poll the order until valid, download the full chain."""
+        """Send the CSR, wait until the CA has issued, download the full chain."""
         orderr = orderr.update(csr_pem=csr_pem)
         orderr = self._guard("finalize the order", lambda: self.client.begin_finalization(orderr))
-        body = orderr.body
-        while body.status in (messages.STATUS_PENDING, messages.STATUS_PROCESSING, messages.STATUS_READY):
-            resp = self._guard("poll the order", lambda: self._post(orderr.uri, None))
-            body = messages.Order.from_json(resp.json())
-            if body.status == messages.STATUS_VALID:
-                break
-            if body.status not in (messages.STATUS_PROCESSING, messages.STATUS_READY):
-                break
-            self._sleep_until_next_poll(resp, deadline, "finalization")
+        body = self._decided(orderr.uri, orderr.body, self.net.last_response, deadline)
         if body.status != messages.STATUS_VALID or not body.certificate:
             why = f": {body.error.detail}" if body.error else ""
             raise AcmeError(f"ACME: the order ended {body.status}{why}")
-        resp = self._download(body.certificate, "download the certificate")
+        return self._fullchain(body.certificate)
+
+    def collect(self, order_url: str, deadline: float) -> str | None:
+        """The full chain of an order an earlier run finalized; None if that order never gives one.
+
+        A CA that no longer knows the order, or not for this account, answers
+        with a problem document: the order is dead, the CA is not, and the
+        caller orders anew. A CA that cannot be reached is an AcmeError.
+        """
+
+        def fetch() -> tuple[messages.Order, requests.Response] | None:
+            try:
+                resp = self._post(order_url, None)
+            except messages.Error as e:
+                log.info("ACME: the CA no longer gives the order %s (%s)", order_url, e.detail or e.typ)
+                return None
+            except errors.ClientError:
+                gone = self.net.last_response
+                if gone is None or gone.status_code not in (403, 404, 410):
+                    raise
+                log.info("ACME: the CA no longer gives the order %s (HTTP %d)", order_url, gone.status_code)
+                return None
+            return messages.Order.from_json(resp.json()), resp
+
+        found = self._guard(f"fetch the order {order_url}", fetch)
+        if found is None:
+            return None
+        if found[0].status in (messages.STATUS_PENDING, messages.STATUS_READY):
+            # Stopped before its CSR reached the CA: nothing was issued.
+            log.info("ACME: the order %s was never finalized", order_url)
+            return None
+        body = self._decided(order_url, *found, deadline)
+        if body.status != messages.STATUS_VALID or not body.certificate:
+            log.info("ACME: the order %s ended %s", order_url, body.status)
+            return None
+        return self._fullchain(body.certificate)
+
+    def _decided(
+        self, url: str, body: messages.Order, resp: requests.Response | None, deadline: float
+    ) -> messages.Order:
+        """The order once the CA has decided it: polled after Retry-After or acme.poll_interval, as RFC 8555 asks.
+
+        A CA that finalizes in the background (Pebble, and Let's Encrypt for
+        some orders) answers "processing" first; the acme library's own
+        client sleeps before its first poll too.
+        """
+        while body.status in (messages.STATUS_PENDING, messages.STATUS_PROCESSING, messages.STATUS_READY):
+            log.info("ACME: the order is %s; asking again for the certificate", body.status)
+            if resp is not None:
+                self._sleep_until_next_poll(resp, deadline, "finalization")
+            resp = self._guard("poll the order", lambda: self._post(url, None))
+            body = messages.Order.from_json(resp.json())
+            if body.status not in (messages.STATUS_PROCESSING, messages.STATUS_READY):
+                break
+        return body
+
+    def _fullchain(self, url: str) -> str:
+        resp = self._download(url, "download the certificate")
         return self._preferred(resp) if self.cfg.preferred_chain else str(resp.text)
 
     def _download(self, url: str, what: str) -> requests.Response:

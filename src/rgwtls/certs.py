@@ -33,6 +33,14 @@ def new_private_key(key_type: str) -> PrivateKey:
     return ec.generate_private_key(curve)
 
 
+def load_private_key(pem: str) -> PrivateKey:
+    """A key as rgwtls makes them, RSA or EC; raises ValueError for anything else."""
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ValueError(f"a {type(key).__name__}, not an RSA or EC key")
+    return key
+
+
 def private_pem(key: PrivateKey) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -90,7 +90,8 @@ def _issue_one(
         log.warning("%s; it will be replaced", e)
         current = None
     kept = _kept_path(cfg, cert.name, staging)
-    if _store_kept(cfg, pool, lock, cert, current, staging, directory, kept):
+    earlier = _collect_order(cfg, session, cert, directory, kept) or _read_kept(cert, kept)
+    if earlier is not None and _store_earlier(cfg, pool, lock, cert, current, staging, directory, earlier, kept):
         return True
     decision = _decide(cert, current, session, force, directory, cert.wanted_profile(cfg.acme))
     if not decision.due:
@@ -98,7 +99,7 @@ def _issue_one(
         return False
     log.info("%s: renewing: %s", cert.name, decision.reason)
     with _Records(cfg, pool, cert.name) as records:
-        new = _obtain(cfg, session, records, cert, current, decision)
+        new = _obtain(cfg, session, records, cert, current, decision, _order_path(kept))
         # Stored before the records are removed: nothing that may fail
         # afterwards can cost the certificate the CA has just issued.
         _store(cfg, pool, lock, new, staging, kept)
@@ -242,6 +243,7 @@ def _obtain(
     cert: CertificateConfig,
     current: CertSet | None,
     decision: Decision,
+    noted: Path,
 ) -> CertSet:
     from rgwtls.propagation import wait_for_values
 
@@ -285,6 +287,9 @@ def _obtain(
         wait_for_values(expected, cfg.dns)
         acme.answer_and_wait(pending, deadline)
     key = new_key.result()
+    # From the CSR on, the CA may issue whatever happens to this run: the
+    # order and its key are noted first, for the next run to fetch it.
+    _note_order(noted, cert, session.directory, str(order.uri), key, order.body.profile or profile)
     fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
     # The profile the CA says it used; a CA that says none used what was asked.
     return _build_set(cert, key, fullchain, current, session.directory, order.body.profile or profile)
@@ -495,7 +500,9 @@ def _store(cfg: Config, pool: Pool, lock: IssuerLock, new: CertSet, staging: boo
     either; it goes once the pool has the set.
     """
     not_kept = _keep(kept, new)
-    if not_kept is not None:
+    if not_kept is None:
+        _discard(_order_path(kept))  # the kept set says more than the order it came from
+    else:
         log.info("%s: cannot keep the new set in %s (%s); storing it without that safety net", new.name, kept, not_kept)
     legacy = new.name == cfg.certificates[0].name
     try:
@@ -504,6 +511,7 @@ def _store(cfg: Config, pool: Pool, lock: IssuerLock, new: CertSet, staging: boo
     except Exception as e:
         raise _issued_but_not_stored(new, kept, not_kept, e) from None
     _discard(kept)
+    _discard(_order_path(kept))
 
 
 def _issued_but_not_stored(new: CertSet, kept: Path, not_kept: str | None, e: Exception) -> RgwtlsError:
@@ -522,7 +530,24 @@ def _issued_but_not_stored(new: CertSet, kept: Path, not_kept: str | None, e: Ex
     return StoreError(text)
 
 
-def _store_kept(
+def _read_kept(cert: CertificateConfig, path: Path) -> CertSet | None:
+    """The set an earlier run issued but could not store, if it left one; an unreadable one is dropped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("%s: cannot read the certificate kept in %s (%s); ordering as usual", cert.name, path, e.strerror)
+        return None
+    try:
+        return CertSet.from_bytes(data, str(path))
+    except (RgwtlsError, ValueError) as e:
+        log.warning("%s: dropping %s: %s", cert.name, path, e)
+        _discard(path)
+        return None
+
+
+def _store_earlier(
     cfg: Config,
     pool: Pool,
     lock: IssuerLock,
@@ -530,18 +555,11 @@ def _store_kept(
     current: CertSet | None,
     staging: bool,
     directory: str,
+    kept: CertSet,
     path: Path,
 ) -> bool:
-    """Store the set an earlier run issued but could not store, instead of ordering again; True if it was stored."""
+    """Store the set an earlier run obtained but did not store, instead of ordering again; True if it was stored."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError as e:
-        log.warning("%s: cannot read the certificate kept in %s (%s); ordering as usual", cert.name, path, e.strerror)
-        return False
-    try:
-        kept = CertSet.from_bytes(data, str(path))
         info = certs.cert_info(kept.cert_pem)
         matches = certs.key_matches_cert(kept.key_pem, kept.cert_pem)
     except (RgwtlsError, ValueError) as e:
@@ -597,10 +615,15 @@ def _kept_path(cfg: Config, name: str, staging: bool) -> Path:
 
 
 def _keep(path: Path, new: CertSet) -> str | None:
-    """Write the set to a new 0600 file, atomically; None if it is kept, else why not.
+    """Write the set to its private file; None if it is kept, else why not."""
+    return _write_private(path, new.to_bytes())
 
-    It holds a private key: the file is created 0600 and exclusive, never
-    widened, written whole, fsynced, then renamed into place.
+
+def _write_private(path: Path, data: bytes) -> str | None:
+    """Write a file that holds a private key, atomically; None if it is written, else why not.
+
+    The file is created 0600 and exclusive, never widened, written whole,
+    fsynced, then renamed into place, in a 0700 directory.
     """
     from rgwtls import files
 
@@ -610,9 +633,114 @@ def _keep(path: Path, new: CertSet) -> str | None:
     except OSError as e:
         return f"{e.strerror or e}: {e.filename or path}"
     try:
-        files.atomic_write(path, new.to_bytes(), files.Access(0o600, os.getuid(), os.getgid()))
+        files.atomic_write(path, data, files.Access(0o600, os.getuid(), os.getgid()))
     except RgwtlsError as e:
         return str(e)
+    return None
+
+
+# -- a finalized order: the next run fetches its certificate ------------------------
+
+ORDER_FORMAT = "rgwtls-order/1"
+
+
+def _order_path(kept: Path) -> Path:
+    """Beside the kept set: NAME[.staging].order."""
+    return kept.with_suffix(".order")
+
+
+def _note_order(
+    path: Path, cert: CertificateConfig, directory: str, order_url: str, key: certs.PrivateKey, profile: str
+) -> None:
+    """Note the order and the certificate's new key before the CSR goes, so that a stopped run loses nothing.
+
+    Between the CSR and the kept set, the CA may issue a certificate this run
+    never downloads (SIGKILL, a power cut, a CA that stops answering): the
+    next run fetches it from the order instead of ordering again.
+    """
+    doc = {
+        "format": ORDER_FORMAT,
+        "name": cert.name,
+        "directory": directory,
+        "order": order_url,
+        "domains": list(cert.domains),
+        "profile": profile,
+        "key_pem": certs.private_pem(key),
+    }
+    not_noted = _write_private(path, json.dumps(doc).encode())
+    if not_noted is not None:
+        log.info("%s: cannot note the order in %s (%s); finalizing without that safety net", cert.name, path, not_noted)
+
+
+def _collect_order(
+    cfg: Config, session: _Session, cert: CertificateConfig, directory: str, kept: Path
+) -> CertSet | None:
+    """The certificate of an order an earlier run finalized but never kept, fetched from the CA and kept now.
+
+    None if there is no such order, or it gives no certificate any more:
+    then the note goes, and the run orders as usual.
+    """
+    path = _order_path(kept)
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("%s: dropping the order noted in %s (%s); ordering as usual", cert.name, path, e)
+        _discard(path)
+        return None
+    if kept.exists():
+        log.info("%s: the set of the order noted in %s is kept in %s already", cert.name, path, kept)
+        _discard(path)
+        return None
+    stale = _stale_order(doc, cert, directory, cfg)
+    if stale is not None:
+        log.warning("%s: dropping the order noted in %s: %s", cert.name, path, stale)
+        _discard(path)
+        return None
+    order_url = doc["order"]
+    log.info("%s: an earlier run finalized order %s and was stopped; fetching its certificate", cert.name, order_url)
+    fullchain = session.registered().collect(order_url, time.monotonic() + cfg.acme.order_timeout)
+    if fullchain is None:
+        # The earlier run said why it failed; this one orders anew.
+        log.info("%s: order %s gives no certificate; ordering as usual", cert.name, order_url)
+        _discard(path)
+        return None
+    try:
+        new = _build_set(cert, certs.load_private_key(doc["key_pem"]), fullchain, None, directory, doc["profile"])
+    except (RgwtlsError, ValueError) as e:
+        log.warning("%s: dropping the order noted in %s: %s; ordering as usual", cert.name, path, e)
+        _discard(path)
+        return None
+    not_kept = _keep(kept, new)
+    if not_kept is None:
+        _discard(path)
+    else:
+        log.info("%s: cannot keep the fetched set in %s (%s); storing it without that net", cert.name, kept, not_kept)
+    return new
+
+
+def _stale_order(doc: object, cert: CertificateConfig, directory: str, cfg: Config) -> str | None:
+    """Why a noted order is no use to this run, or None."""
+    fields = {
+        "format": str,
+        "name": str,
+        "directory": str,
+        "order": str,
+        "domains": list,
+        "profile": str,
+        "key_pem": str,
+    }
+    if not isinstance(doc, dict) or any(not isinstance(doc.get(k), t) for k, t in fields.items()):
+        return "it is not an order note of this rgwtls"
+    if doc["format"] != ORDER_FORMAT:
+        return f"unknown format {doc['format']!r}"
+    if doc["name"] != cert.name or set(doc["domains"]) != set(cert.domains):
+        return "its names are no longer the configured ones"
+    if doc["directory"] != directory:
+        return f"it was placed with another CA ({doc['directory']})"
+    if cert.wanted_profile(cfg.acme) not in ("", doc["profile"]):
+        return f"its profile is no longer the configured one ({doc['profile'] or 'none recorded'})"
     return None
 
 
