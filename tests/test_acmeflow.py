@@ -163,6 +163,30 @@ def test_refused_replacement_is_ordered_again_once_without_replaces(
     assert [p.get("replaces") for p in ca.payloads] == ["aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE", None]
 
 
+def test_replacement_order_the_ca_keeps_failing_is_ordered_again_once_without_replaces(ca: FakeCA) -> None:
+    """Pebble 2.10 answers 500 when the replaced certificate's serial starts with a 0x00 DER byte (pebble#550)."""
+    a = acme(retries=1)
+    lost = "could not find an order for the given certificate"
+    ca.queue = [
+        problem(500, "serverInternal", lost),
+        problem(500, "serverInternal", lost),
+        response(201, ORDER, ORDER_CREATED),
+    ]
+    order, refused = a.new_order(["cog.example.org"], "RTAINB8QAcdWz54id2aMkYdCnDI.AIWf94paRX4")
+    assert order.uri == "https://ca.test/order/1"
+    assert refused is not None
+    assert "serverInternal" in refused
+    assert [p.get("replaces") for p in ca.payloads] == ["RTAINB8QAcdWz54id2aMkYdCnDI.AIWf94paRX4"] * 2 + [None]
+
+
+def test_ca_that_fails_every_order_fails_the_run_after_one_order_without_replaces(ca: FakeCA) -> None:
+    a = acme(retries=0)
+    ca.queue = [problem(500, "serverInternal", "database unavailable")] * 2
+    with pytest.raises(AcmeError, match="database unavailable"):
+        a.new_order(["cog.example.org"], "RTAINB8QAcdWz54id2aMkYdCnDI.AIWf94paRX4")
+    assert [p.get("replaces") for p in ca.payloads] == ["RTAINB8QAcdWz54id2aMkYdCnDI.AIWf94paRX4", None]
+
+
 def test_refused_order_without_replaces_is_not_ordered_again(ca: FakeCA) -> None:
     a = acme()
     ca.queue = [problem(403, "unauthorized", "requester account did not request the certificate being replaced")]

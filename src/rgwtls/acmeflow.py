@@ -618,9 +618,16 @@ def _problem_type(e: messages.Error) -> str:
 
 
 def _replacement_refused(e: messages.Error) -> str | None:
-    """The CA's words if it refused `replaces` itself (RFC 9773), not the order; else None."""
+    """The CA's words if it refused `replaces` itself (RFC 9773), not the order; else None.
+
+    A CA that still fails the order with an internal error after the
+    retries may have tripped over `replaces` (Pebble 2.10 cannot find
+    certificates whose serial's DER bytes start with 0x00, letsencrypt/pebble#550):
+    asking once without it costs one request, and a CA that is down fails
+    that one too.
+    """
     typ, detail = _problem_type(e), e.detail or e.description or ""
-    if typ == "alreadyReplaced" or (typ == "unauthorized" and "replace" in detail.lower()):
+    if typ in ("alreadyReplaced", "serverInternal") or (typ == "unauthorized" and "replace" in detail.lower()):
         return f"{typ}: {detail}"
     return None
 
