@@ -161,6 +161,14 @@ class Fleet:
         self.order: list[str] = []
         self.write_inventory(list(self.hosts))
 
+    def vars_file(self, name: str, values: dict[str, Any], vault: bool = False) -> Path:
+        """Variables for `-e @FILE`; with `vault`, encrypted as the group's vault is (secrets go only there)."""
+        path = self.workdir / name
+        path.write_text(json.dumps(values, indent=2))
+        if vault:
+            self.run_tool("ansible-vault", "encrypt", "--vault-password-file", str(self.vault_password_file), str(path))
+        return path
+
     def write_inventory(self, order: list[str]) -> None:
         """The group `rgws` in this order: its first host is the issuer."""
         hosts = {name: {**self.hosts[name].layout_vars(), **self.hosts[name].vars} for name in order}
