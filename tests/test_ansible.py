@@ -397,7 +397,7 @@ STAGING_EAB_HMAC_KEY = secrets.token_urlsafe(48)
 SECRET_FILES = {
     "rgwtls_acme_proxy_password": "proxy-password",
     "rgwtls_acme_eab_hmac_key": "eab-hmac",
-    "rgwtls_acme_staging_eab_hmac_key": "staging-eab-hmac",
+    "rgwtls_acme_staging_eab_hmac_key": "eab-hmac-staging",
     "rgwtls_uddi_api_key": "uddi-api-key",
 }
 
@@ -523,7 +523,7 @@ def test_new_variables_write_their_keys_into_the_issuer_config_which_rgwtls_load
         "eab_kid": EAB_KID,
         "eab_hmac_key_file": str(conf / "eab-hmac"),
         "staging_eab_kid": STAGING_EAB_KID,
-        "staging_eab_hmac_key_file": str(conf / "staging-eab-hmac"),
+        "staging_eab_hmac_key_file": str(conf / "eab-hmac-staging"),
         **_issuer_overrides(site.stack, "uddi")["acme"],
     }
     assert doc["dns"]["provider"] == "uddi"
@@ -538,7 +538,7 @@ def test_new_variables_write_their_keys_into_the_issuer_config_which_rgwtls_load
     # rgwtls' own validation (the role's `validate` ran it before the file went in place).
     cfg = load(conf / "issuer.toml")
     assert cfg.acme.proxy_password_file == str(conf / "proxy-password")
-    assert cfg.acme.eab(staging=True) == (STAGING_EAB_KID, str(conf / "staging-eab-hmac"), "acme.staging_eab_")
+    assert cfg.acme.eab(staging=True) == (STAGING_EAB_KID, str(conf / "eab-hmac-staging"), "acme.staging_eab_")
     assert cfg.dns.uddi.api_key_file == str(conf / "uddi-api-key")
     # The gateways' deploy configuration has no [acme] or [dns] at all.
     for name in HOSTS:
