@@ -102,6 +102,10 @@ exit 0
         issued = self.state / "issued"
         return sorted(issued.glob("*.json")) if issued.exists() else []
 
+    def noted_orders(self) -> list[Path]:
+        issued = self.state / "issued"
+        return sorted(issued.glob("*.order")) if issued.exists() else []
+
     def run(self) -> tuple[Result, float]:
         started = time.monotonic()
         res = run_cli(self.config, "issue")
@@ -152,6 +156,7 @@ def assert_next_runs_recover(site: Site, killed_pid: int, signame: str, expect_k
     assert not site.stack.bind.txt(RECORD), "a challenge record was left in DNS"
     assert stored(site.stack, "challenges.journal", ns="acme") is None
     assert site.kept() == []
+    assert site.noted_orders() == []
     s = stored_set(site.stack)
     assert s is not None
     assert s["generation"] == 1
