@@ -1,9 +1,10 @@
-"""The HTTPS plumbing the API emulators share: a threaded server that stops cleanly.
+"""The HTTPS plumbing the API emulators share: a threaded server that stops cleanly, and its steering.
 
 Each connection gets its own thread, which does the TLS handshake itself, so
 a client that stalls in it cannot stop the accept loop; `stop()` wakes idle
 keep-alive connections and joins every thread, so no emulator thread outlives
-its test.
+its test. A test steers every emulator the same way: `fail`, `slow`, and what
+it answered in `requests_log`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import ssl
 import threading
 from contextlib import suppress
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
@@ -20,6 +22,16 @@ from typing import Any, Self
 from devsite.ports import free_port
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Failure:
+    """What `fail` asked for: the next `count` requests (None: all) with these methods (None: any) get `status`."""
+
+    status: int
+    count: int | None
+    methods: frozenset[str] | None
+    retry_after: str | None
 
 
 class HttpsService:
@@ -37,9 +49,73 @@ class HttpsService:
         self._thread: threading.Thread | None = None
         self._cert: Path | None = None
         self._key: Path | None = None
+        self._log: list[tuple[str, str, int]] = []
+        self._failure: Failure | None = None
+        self._slow: tuple[float, frozenset[str] | None] | None = None
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         raise NotImplementedError
+
+    # -- steering, and what tests read ----------------------------------------------
+
+    @property
+    def requests_log(self) -> list[tuple[str, str, int]]:
+        """(method, path with query, status) of every answered request, in order."""
+        with self._lock:
+            return list(self._log)
+
+    def fail(
+        self,
+        status: int | None,
+        count: int | None = None,
+        methods: set[str] | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        """The next `count` requests (None: all, until cleared) with these methods get `status`; None clears.
+
+        Each service answers a failure as its real counterpart's front end does.
+        """
+        with self._lock:
+            ms = frozenset(m.upper() for m in methods) if methods else None
+            self._failure = None if status is None else Failure(status, count, ms, retry_after)
+
+    def slow(self, seconds: float | None, methods: set[str] | None = None) -> None:
+        """Delay answers to requests with these methods (None: all) by `seconds`; None clears."""
+        with self._lock:
+            ms = frozenset(m.upper() for m in methods) if methods else None
+            self._slow = None if seconds is None else (seconds, ms)
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def _clear_steering(self) -> None:
+        """No failure, no delay, an empty log: for the next test."""
+        with self._lock:
+            self._failure = None
+            self._slow = None
+            self._log.clear()
+
+    def _take_failure(self, method: str) -> Failure | None:
+        """The failure this request gets, if a test asked for one; counted down."""
+        with self._lock:
+            f = self._failure
+            if f is None or (f.methods is not None and method not in f.methods):
+                return None
+            if f.count is not None:
+                f.count -= 1
+                if f.count <= 0:
+                    self._failure = None
+            return f
+
+    def _answered(self, method: str, target: str, status: int) -> None:
+        """Wait as long as `slow` asked (cut short by `stop`), then log the answer about to go."""
+        with self._lock:
+            slow = self._slow
+        if slow is not None and (slow[1] is None or method in slow[1]):
+            self._stopping.wait(slow[0])
+        with self._lock:
+            self._log.append((method, target, status))
 
     def start(self) -> Self:
         if self._cert is None or self._key is None:

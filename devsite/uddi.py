@@ -118,14 +118,6 @@ class _Record:
         }
 
 
-@dataclass
-class _Failure:
-    status: int
-    count: int | None
-    methods: frozenset[str] | None
-    retry_after: str | None
-
-
 class UddiEmulator(HttpsService):
     """The emulator's state and steering; its HTTPS server runs in a thread."""
 
@@ -145,9 +137,6 @@ class UddiEmulator(HttpsService):
         ]
         self._first_zones = list(self._zones)
         self._records: dict[str, _Record] = {}
-        self._log: list[tuple[str, str, int]] = []
-        self._failure: _Failure | None = None
-        self._slow: tuple[float, frozenset[str] | None] | None = None
         ca = TestCA(workdir / "ca")
         self.ca_bundle: Path = ca.ca_pem
         self._cert, self._key = ca.issue("uddi")
@@ -163,12 +152,6 @@ class UddiEmulator(HttpsService):
     def url(self) -> str:
         return f"https://{self.portal}{BASE}"
 
-    @property
-    def requests_log(self) -> list[tuple[str, str, int]]:
-        """(method, path with query, status) of every answered request, in order."""
-        with self._lock:
-            return list(self._log)
-
     def records(self) -> list[dict[str, Any]]:
         with self._lock:
             return [r.as_dict() for r in self._records.values()]
@@ -178,25 +161,6 @@ class UddiEmulator(HttpsService):
             return next(z.id for z in self._zones if z.fqdn == fqdn.rstrip(".") + "." and z.view == self.views[view])
 
     # -- steering ----------------------------------------------------------------
-
-    def fail(
-        self,
-        status: int | None,
-        count: int | None = None,
-        methods: set[str] | None = None,
-        retry_after: str | None = None,
-    ) -> None:
-        """The next `count` requests (None: all, until cleared) with these methods get `status`; None clears."""
-        with self._lock:
-            if status is None:
-                self._failure = None
-            else:
-                ms = frozenset(m.upper() for m in methods) if methods else None
-                self._failure = _Failure(status, count, ms, retry_after)
-
-    def slow(self, seconds: float | None, methods: set[str] | None = None) -> None:
-        with self._lock:
-            self._slow = None if seconds is None else (seconds, frozenset(m.upper() for m in methods or ()) or None)
 
     def add_zone(self, fqdn: str, view: str) -> str:
         """Another auth zone, e.g. the same name in a second view (never served by BIND unless in dns_view)."""
@@ -215,13 +179,11 @@ class UddiEmulator(HttpsService):
 
     def reset(self) -> None:
         """A fresh tenant for the next test: no records (none in BIND either), the first zones, no failure or delay."""
+        self._clear_steering()
         with self._lock:
-            self._failure = None
-            self._slow = None
             for rid in list(self._records):
                 self._delete(rid)
             self._zones = list(self._first_zones)
-            self._log.clear()
 
     # -- the object model ------------------------------------------------------------
 
@@ -323,17 +285,6 @@ class UddiEmulator(HttpsService):
 
     # -- HTTP ----------------------------------------------------------------------
 
-    def _take_failure(self, method: str) -> _Failure | None:
-        with self._lock:
-            f = self._failure
-            if f is None or (f.methods is not None and method not in f.methods):
-                return None
-            if f.count is not None:
-                f.count -= 1
-                if f.count <= 0:
-                    self._failure = None
-            return f
-
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         method, target = h.command, h.path
         length = int(h.headers.get("Content-Length") or 0)
@@ -354,12 +305,7 @@ class UddiEmulator(HttpsService):
             status, doc = self._answer(h, method, target, raw)
             body = json.dumps(doc).encode() if doc is not None else b""
             ctype = "application/json"
-        with self._lock:
-            delay = self._slow[0] if self._slow and (self._slow[1] is None or method in self._slow[1]) else 0.0
-        if delay:
-            self._stopping.wait(delay)
-        with self._lock:
-            self._log.append((method, target, status))
+        self._answered(method, target, status)
         h.send_response(status)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(body)))

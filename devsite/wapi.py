@@ -175,13 +175,6 @@ class _Record:
         return out
 
 
-@dataclass
-class _Failure:
-    status: int
-    count: int | None
-    methods: frozenset[str] | None
-
-
 class WapiEmulator(HttpsService):
     """The emulator's state and steering; its HTTPS server runs in a thread."""
 
@@ -206,10 +199,7 @@ class WapiEmulator(HttpsService):
         self._records: dict[str, _Record] = {}  # by internal id
         self._sessions: set[str] = set()
         self._basic_logins = 0
-        self._log: list[tuple[str, str, int]] = []
         self._versions: list[str] = []
-        self._failure: _Failure | None = None
-        self._slow: tuple[float, frozenset[str] | None] | None = None
         ca = TestCA(workdir / "ca")
         self.ca_bundle: Path = ca.ca_pem
         self._cert, self._key = ca.issue("wapi")
@@ -231,12 +221,6 @@ class WapiEmulator(HttpsService):
             return self._basic_logins
 
     @property
-    def requests_log(self) -> list[tuple[str, str, int]]:
-        """(method, path with query, status) of every answered request, in order."""
-        with self._lock:
-            return list(self._log)
-
-    @property
     def wapi_versions(self) -> list[str]:
         """The WAPI version of every request that had one, e.g. ["2.11", "2.11"]."""
         with self._lock:
@@ -255,27 +239,6 @@ class WapiEmulator(HttpsService):
 
     # -- steering ----------------------------------------------------------------
 
-    def fail(self, status: int | None, count: int | None = None, methods: set[str] | None = None) -> None:
-        """The next `count` requests (None: all, until cleared) with these methods get `status`.
-
-        401: the web server's HTML 401; 503 and other 5xx but 500: its HTML page;
-        500: a JSON WAPI error. `fail(None)` clears.
-        """
-        with self._lock:
-            if status is None:
-                self._failure = None
-            else:
-                ms = frozenset(m.upper() for m in methods) if methods else None
-                self._failure = _Failure(status, count, ms)
-
-    def slow(self, seconds: float | None, methods: set[str] | None = None) -> None:
-        """Delay answers to requests with these methods (None: all) by `seconds`; None clears."""
-        with self._lock:
-            if seconds is None:
-                self._slow = None
-            else:
-                self._slow = (seconds, frozenset(m.upper() for m in methods) if methods else None)
-
     def expire_sessions(self) -> None:
         """Every ibapauth cookie handed out so far stops working (as at its timeout)."""
         with self._lock:
@@ -283,20 +246,18 @@ class WapiEmulator(HttpsService):
 
     def clear_log(self) -> None:
         with self._lock:
-            self._log.clear()
+            super().clear_log()
             self._versions.clear()
 
     def reset(self) -> None:
         """A fresh appliance for the next test: no records (none in BIND either), no
         failure or delay, no sessions, `basic_logins` and the logs back to zero."""
+        self._clear_steering()
         with self._lock:
-            self._failure = None
-            self._slow = None
             for rec in list(self._records.values()):
                 self._delete(rec.ref)
             self._sessions.clear()
             self._basic_logins = 0
-            self._log.clear()
             self._versions.clear()
 
     def add_record(self, name: str, text: str, view: str = "default", comment: str = "") -> str:
@@ -462,24 +423,6 @@ class WapiEmulator(HttpsService):
 
     # -- HTTP ----------------------------------------------------------------------
 
-    def _take_failure(self, method: str) -> int | None:
-        with self._lock:
-            f = self._failure
-            if f is None or (f.methods is not None and method not in f.methods):
-                return None
-            if f.count is not None:
-                f.count -= 1
-                if f.count <= 0:
-                    self._failure = None
-            return f.status
-
-    def _delay(self, method: str) -> float:
-        with self._lock:
-            if self._slow is None:
-                return 0.0
-            seconds, methods = self._slow
-            return seconds if methods is None or method in methods else 0.0
-
     def _authenticate(self, headers: Any) -> tuple[bool, str | None]:
         """(authenticated, cookie to set)."""
         auth = headers.get("Authorization")
@@ -521,11 +464,7 @@ class WapiEmulator(HttpsService):
         target = h.path
         split = urlsplit(target)
         status, ctype, body, headers = self._answer(h, method, split.path, split.query)
-        delay = self._delay(method)
-        if delay:
-            self._stopping.wait(delay)
-        with self._lock:
-            self._log.append((method, target, status))
+        self._answered(method, target, status)
         h.send_response(status)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(body)))
@@ -543,8 +482,11 @@ class WapiEmulator(HttpsService):
         html = "text/html; charset=iso-8859-1"
         unauthorized = (401, html, _HTML_401.encode(), [("WWW-Authenticate", f'Basic realm="{REALM}"')])
 
-        failure = self._take_failure(method)
-        if failure is not None:
+        # A failure a test asked for (`fail`) looks as the appliance's makes it: 401 the
+        # web server's HTML 401; 500 a JSON WAPI error; 503 and other statuses its HTML page.
+        steered = self._take_failure(method)
+        if steered is not None:
+            failure = steered.status
             if failure == 401:
                 return unauthorized
             if failure == 503:
