@@ -52,19 +52,12 @@ class Certbot(Tool):
             str(self.base / "logs"),
         ]
 
+    def account(self) -> list[str]:
+        """The CA and the account, as every certbot command here names them."""
+        return ["--server", self.pebble.directory_url, "--non-interactive", "--agree-tos", "-m", EMAIL]
+
     def register_argv(self) -> list[str]:
-        return [
-            self.exe,
-            "register",
-            "--server",
-            self.pebble.directory_url,
-            "--non-interactive",
-            "--agree-tos",
-            "-m",
-            EMAIL,
-            "--no-eff-email",
-            *self.dirs(),
-        ]
+        return [self.exe, "register", *self.account(), "--no-eff-email", *self.dirs()]
 
     def argv(self, profile: Path | None = None, importtime: bool = False) -> list[str]:
         args = [
@@ -76,12 +69,7 @@ class Certbot(Tool):
             str(self.auth),
             "--manual-cleanup-hook",
             str(self.cleanup),
-            "--server",
-            self.pebble.directory_url,
-            "--non-interactive",
-            "--agree-tos",
-            "-m",
-            EMAIL,
+            *self.account(),
             "--force-renewal",
             *CERTBOT_KEY_ARGS,
             "-d",
