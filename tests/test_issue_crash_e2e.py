@@ -28,7 +28,7 @@ from cryptography import x509
 from devsite.ports import free_port
 from devsite.tlsca import TestCA
 from rgwtls import certs
-from tests.conftest import DOMAINS, ZONE, Result, Stack, run_cli
+from tests.conftest import ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set, write_hook
 
 RECORD = f"_acme-challenge.{ZONE}"
@@ -344,10 +344,8 @@ def test_noted_order_that_gives_no_certificate_is_dropped_and_the_run_orders(sit
         json.dumps(
             {
                 "format": "rgwtls-order/1",
-                "name": ZONE,
                 "directory": pebble,
                 "order": pebble.removesuffix("/dir") + "/my-order/no-such-order",
-                "domains": list(DOMAINS),
                 "profile": "",
                 "key_pem": certs.private_pem(certs.new_private_key("ec256")),
             }

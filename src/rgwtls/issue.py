@@ -287,12 +287,13 @@ def _obtain(
         wait_for_values(expected, cfg.dns)
         acme.answer_and_wait(pending, deadline)
     key = new_key.result()
+    # The profile the CA says it used; a CA that says none used what was asked.
+    used = order.body.profile or profile
     # From the CSR on, the CA may issue whatever happens to this run: the
     # order and its key are noted first, for the next run to fetch it.
-    _note_order(noted, cert, session.directory, str(order.uri), key, order.body.profile or profile)
+    _note_order(noted, cert, session.directory, str(order.uri), key, used)
     fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
-    # The profile the CA says it used; a CA that says none used what was asked.
-    return _build_set(cert, key, fullchain, current, session.directory, order.body.profile or profile)
+    return _build_set(cert, key, fullchain, current, session.directory, used)
 
 
 def _check_persistent(cfg: Config, session: _Session, acme: Acme, cert: CertificateConfig) -> None:
@@ -660,10 +661,8 @@ def _note_order(
     """
     doc = {
         "format": ORDER_FORMAT,
-        "name": cert.name,
         "directory": directory,
         "order": order_url,
-        "domains": list(cert.domains),
         "profile": profile,
         "key_pem": certs.private_pem(key),
     }
@@ -693,7 +692,7 @@ def _collect_order(
         log.info("%s: the set of the order noted in %s is kept in %s already", cert.name, path, kept)
         _discard(path)
         return None
-    stale = _stale_order(doc, cert, directory, cfg)
+    stale = _stale_order(doc, directory)
     if stale is not None:
         log.warning("%s: dropping the order noted in %s: %s", cert.name, path, stale)
         _discard(path)
@@ -720,27 +719,16 @@ def _collect_order(
     return new
 
 
-def _stale_order(doc: object, cert: CertificateConfig, directory: str, cfg: Config) -> str | None:
-    """Why a noted order is no use to this run, or None."""
-    fields = {
-        "format": str,
-        "name": str,
-        "directory": str,
-        "order": str,
-        "domains": list,
-        "profile": str,
-        "key_pem": str,
-    }
+def _stale_order(doc: object, directory: str) -> str | None:
+    """Why a noted order must not be fetched, or None; its certificate is judged like any kept set once fetched."""
+    fields = {"format": str, "directory": str, "order": str, "profile": str, "key_pem": str}
     if not isinstance(doc, dict) or any(not isinstance(doc.get(k), t) for k, t in fields.items()):
         return "it is not an order note of this rgwtls"
     if doc["format"] != ORDER_FORMAT:
         return f"unknown format {doc['format']!r}"
-    if doc["name"] != cert.name or set(doc["domains"]) != set(cert.domains):
-        return "its names are no longer the configured ones"
     if doc["directory"] != directory:
+        # Its URL is another CA's: this account has nothing to ask there.
         return f"it was placed with another CA ({doc['directory']})"
-    if cert.wanted_profile(cfg.acme) not in ("", doc["profile"]):
-        return f"its profile is no longer the configured one ({doc['profile'] or 'none recorded'})"
     return None
 
 
