@@ -361,6 +361,42 @@ def test_noted_order_that_gives_no_certificate_is_dropped_and_the_run_orders(sit
     assert stored_set(site.stack) is not None
 
 
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("{not json", "dropping the order noted in"),
+        ('{"format": "rgwtls-order/1"}', "is not an order note of this rgwtls"),
+        (
+            json.dumps(
+                {
+                    "format": "rgwtls-order/1",
+                    "directory": "https://acme.other.test/dir",
+                    "order": "https://acme.other.test/order/1",
+                    "profile": "",
+                    "key_pem": "-----BEGIN PRIVATE KEY-----",
+                }
+            ),
+            "it was placed with another CA (https://acme.other.test/dir)",
+        ),
+    ],
+    ids=["corrupt", "incomplete", "another-ca"],
+)
+def test_order_note_that_cannot_be_used_is_one_warning_and_the_run_orders(site: Site, content: str, why: str) -> None:
+    issued = site.state / "issued"
+    issued.mkdir(parents=True, mode=0o700)
+    note = issued / f"{ZONE}.order"
+    note.write_text(content)
+    note.chmod(0o600)
+    res = run_cli(site.config, "issue")
+    assert res.code == 0, res.stderr
+    [warning] = [line for line in res.stderr.splitlines() if line.startswith("WARNING:")]
+    assert why in warning
+    assert "acme.other.test/order" not in res.stderr.replace(why, "")  # never asked the other CA
+    assert not note.exists()
+    assert ordered_again(site)
+    assert stored_set(site.stack) is not None
+
+
 # -- the lock of a live issuer -----------------------------------------------------------
 
 
