@@ -19,7 +19,7 @@ import pytest
 from devsite.certmaker import make_ca, make_cert, pem_file
 from devsite.gateway import Gateway
 from tests.conftest import DOMAINS, POOL, ZONE, Result, Stack, run_cli
-from tests.test_issue_e2e import assert_one_error_line, stored_set
+from tests.test_issue_e2e import account_of, assert_one_error_line, stored_set
 
 CLI = Callable[..., Result]
 
@@ -188,7 +188,7 @@ def test_deploy_only_user_can_deploy_but_cannot_read_the_account_key(
         ioctx = r.open_ioctx(POOL)
         ioctx.set_namespace("acme")
         with pytest.raises(rados.PermissionError):
-            ioctx.read("account.production", 1 << 20)
+            ioctx.read(account_of(stack), 1 << 20)
         ioctx.set_namespace("")
         assert ioctx.read(f"{ZONE}/current", 1 << 20)
         ioctx.close()

@@ -22,7 +22,13 @@ from devsite.tlsca import TestCA
 from rgwtls.acmeflow import _NewOrder
 from tests.conftest import POOL, ZONE, Result, Stack, run_cli
 from tests.test_issue_crash_e2e import Site, finish, hold_at_the_hook_and_stop_the_osd, last_issue
-from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored, stored_set
+from tests.test_issue_e2e import (
+    account_of,
+    assert_one_error_line,
+    no_challenge_records,
+    stored_account,
+    stored_set,
+)
 
 CLI = Callable[..., Result]
 
@@ -255,11 +261,11 @@ def test_unauthorized_replacement_after_an_account_change_orders_without_replace
     assert first is not None
     ask_to_renew_now(stack.pebble, str(first["cert_pem"]))
     # A new account key (say, the account object was lost): the old certificate is another account's.
-    assert stored(stack, "account.production", ns="acme") is not None
+    assert stored_account(stack) is not None
     ioctx = stack.ceph.admin().open_ioctx(POOL)
     try:
         ioctx.set_namespace("acme")
-        ioctx.remove_object("account.production")
+        ioctx.remove_object(account_of(stack))
     finally:
         ioctx.close()
     res = cli(config, "issue")

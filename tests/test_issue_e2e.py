@@ -31,6 +31,17 @@ def stored(stack: Stack, obj: str, ns: str = "") -> bytes | None:
         ioctx.close()
 
 
+def account_of(stack: Stack, staging: bool = False) -> str:
+    """The pool object (namespace acme) of the account at the stack's Pebble, production or staging side."""
+    from rgwtls.issue import account_object
+
+    return account_object(stack.pebble.directory_url + ("?staging" if staging else ""))
+
+
+def stored_account(stack: Stack, staging: bool = False) -> bytes | None:
+    return stored(stack, account_of(stack, staging), ns="acme")
+
+
 def stored_set(stack: Stack, which: str = "current", ns: str = "") -> dict[str, object] | None:
     raw = stored(stack, f"{ZONE}/{which}", ns)
     return json.loads(raw) if raw else None
@@ -108,8 +119,8 @@ def test_staging_result_is_stored_apart_with_its_own_account(stack: Stack, cli: 
     assert stored_set(stack) is None
     assert stored(stack, "privkey.pem") is None
     assert stored_set(stack, ns="staging") is not None
-    assert stored(stack, "account.staging", ns="acme") is not None
-    assert stored(stack, "account.production", ns="acme") is None
+    assert stored_account(stack, staging=True) is not None
+    assert stored_account(stack) is None
 
 
 def test_rfc2136_back_end_issues_a_certificate(stack: Stack, cli: CLI) -> None:
@@ -357,7 +368,7 @@ def test_no_secret_reaches_the_output_even_with_debug(stack: Stack, provider: st
     s = stored_set(stack)
     assert s is not None
     key_body = str(s["key_pem"]).splitlines()[1]
-    account = stored(stack, "account.production", ns="acme")
+    account = stored_account(stack)
     assert account is not None
     account_key_body = json.loads(account)["key"].splitlines()[1]
     cephx = stack.keyring.read_text().split("key = ")[1].split()[0]

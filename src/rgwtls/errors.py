@@ -36,6 +36,10 @@ class LockHeld(StoreError):
     """Another issuer holds the cluster-wide lock."""
 
 
+class Fenced(LockHeld):
+    """A write under the issuer lock found it lost, or the object changed since the run decided: nothing written."""
+
+
 class DeployError(RgwtlsError):
     """A set could not be deployed; the gateway keeps (or got back) what it served."""
 

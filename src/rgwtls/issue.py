@@ -27,7 +27,7 @@ from rgwtls.dns import Challenge, DnsProvider
 from rgwtls.dns.backends import make_provider
 from rgwtls.errors import AcmeError, ConfigError, Interrupted, RgwtlsError, StoreError
 from rgwtls.log import notice
-from rgwtls.store import NS_ISSUER, CertSet, IssuerLock, Pool
+from rgwtls.store import NS_ISSUER, Basis, CertSet, IssuerLock, Pool
 
 if TYPE_CHECKING:
     from rgwtls.acmeflow import Acme
@@ -84,14 +84,16 @@ def _issue_one(
     directory: str,
 ) -> bool:
     """Decide, and renew if due; True if a new certificate was stored."""
-    try:
-        current = pool.read_set(cert.name, staging)
-    except RgwtlsError as e:
-        log.warning("%s; it will be replaced", e)
-        current = None
+    # The lease first, then the read: whatever this run decides from, no
+    # other issuer can replace before this run's fenced write, or after it lost the lock.
+    lock.claim(pool.set_namespace(staging), f"{cert.name}/current")
+    basis = pool.basis(cert.name, staging)
+    if basis.problem is not None:
+        log.warning("%s; it will be replaced", basis.problem)
+    current = basis.current
     kept = _kept_path(cfg, cert.name, staging)
-    earlier = _collect_order(cfg, session, cert, directory, kept) or _read_kept(cert, kept)
-    if earlier is not None and _store_earlier(cfg, pool, lock, cert, current, staging, directory, earlier, kept):
+    earlier = _collect_order(cfg, session, cert, directory, kept, basis.next_generation) or _read_kept(cert, kept)
+    if earlier is not None and _store_earlier(cfg, pool, lock, cert, basis, staging, directory, earlier, kept):
         return True
     decision = _decide(cert, current, session, force, directory, cert.wanted_profile(cfg.acme))
     if not decision.due:
@@ -99,7 +101,7 @@ def _issue_one(
         return False
     log.info("%s: renewing: %s", cert.name, decision.reason)
     with _Records(cfg, pool, cert.name) as records:
-        new = _obtain(cfg, session, records, cert, current, decision, _order_path(kept))
+        new = _obtain(cfg, session, records, cert, basis.next_generation, decision, _order_path(kept))
         # Stored before the records are removed: nothing that may fail
         # afterwards can cost the certificate the CA has just issued.
         _store(cfg, pool, lock, new, staging, kept)
@@ -143,12 +145,19 @@ def _record_attempt(pool: Pool, name: str, staging: bool, error: str | None, war
 
 
 class _Session:
-    """The ACME session, opened only when a decision needs the CA."""
+    """The ACME session, opened only when a decision needs the CA.
+
+    Accounts are kept per CA, keyed by directory (`account_object`): going
+    back to a CA finds its account, and a run against a mistyped directory
+    replaces nobody's. A new account's key is written to the pool only once
+    the CA has answered and registered it.
+    """
 
     def __init__(self, cfg: Config, pool: Pool, directory: str, staging: bool) -> None:
         self.cfg, self.pool, self.directory, self.staging = cfg, pool, directory, staging
         self._acme: Acme | None = None
         self._registered = False
+        self._unsaved: dict[str, str] | None = None
         # What a certificate's attempt worked around, for its last-issue record.
         self.warnings: dict[str, str] = {}
 
@@ -156,29 +165,86 @@ class _Session:
         from rgwtls.acmeflow import Acme, new_account_key
 
         if self._acme is None:
-            obj = f"account.{'staging' if self.staging else 'production'}"
-            raw = self.pool.read(NS_ISSUER, obj)
-            doc = json.loads(raw) if raw else {}
-            if doc.get("directory") != self.directory or not doc.get("key"):
-                # A first run, or the CA changed: a new account key, kept in the
-                # issuer-only namespace so that another issuer can take over.
+            doc, obj = self._account()
+            if doc is None:
+                # A first run with this CA: a new key, saved once the CA registered it.
                 doc = {
                     "directory": self.directory,
                     "key": new_account_key(),
                     "created": _now().isoformat(timespec="seconds"),
                     "created_by": socket.gethostname(),
                 }
-                self.pool.write(NS_ISSUER, obj, json.dumps(doc).encode())
-                log.info("created a new ACME account key for %s", self.directory)
-            self._acme = Acme(self.cfg.acme, self.directory, doc["key"], self.cfg.path)
+                self._unsaved = doc
+            try:
+                self._acme = Acme(self.cfg.acme, self.directory, doc["key"], self.cfg.path)
+            except (ValueError, TypeError) as e:
+                raise _unusable_account(self.pool, obj, f"its key does not load: {e}") from None
         return self._acme
+
+    def _account(self) -> tuple[dict[str, str] | None, str]:
+        """This CA's account document and its object; None if there is none yet."""
+        obj = account_object(self.directory)
+        raw = self.pool.read(NS_ISSUER, obj)
+        if raw is None:
+            # Before accounts were kept per CA, each side had one object.
+            legacy = f"account.{'staging' if self.staging else 'production'}"
+            raw = self.pool.read(NS_ISSUER, legacy)
+            doc = _account_doc(self.pool, legacy, raw) if raw is not None else None
+            if doc is None or doc["directory"] != self.directory:
+                return None, obj
+            self.pool.write(NS_ISSUER, obj, json.dumps(doc).encode())
+            log.info("the ACME account for %s is now kept in %s/%s", self.directory, NS_ISSUER, obj)
+            return doc, obj
+        doc = _account_doc(self.pool, obj, raw)
+        if doc["directory"] != self.directory:
+            raise _unusable_account(self.pool, obj, f"it is the account for {doc['directory']}, not {self.directory}")
+        return doc, obj
 
     def registered(self) -> Acme:
         acme = self.acme()
         if not self._registered:
             acme.register(self.cfg.acme.email, *self.cfg.acme.eab(self.staging))
+            if self._unsaved is not None:
+                obj = account_object(self.directory)
+                self.pool.write(NS_ISSUER, obj, json.dumps(self._unsaved).encode())
+                self._unsaved = None
+                log.info("created a new ACME account for %s, kept in %s/%s", self.directory, NS_ISSUER, obj)
             self._registered = True
         return acme
+
+
+def account_object(directory: str) -> str:
+    """The pool object (namespace acme) of the account at this CA: its host, readable, and a digest of the URL."""
+    import hashlib
+    from urllib.parse import urlsplit
+
+    host = urlsplit(directory).hostname or "ca"
+    return f"account.{host}.{hashlib.sha256(directory.encode()).hexdigest()[:12]}"
+
+
+def _account_doc(pool: Pool, obj: str, raw: bytes) -> dict[str, str]:
+    """The account document, checked: a damaged one is one line naming it, and is never replaced by itself."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise _unusable_account(pool, obj, "it is not JSON") from None
+    if not isinstance(doc, dict):
+        raise _unusable_account(pool, obj, f"it is a JSON {type(doc).__name__}, not an object")
+    for field in ("directory", "key"):
+        if not isinstance(doc.get(field), str) or not doc[field]:
+            raise _unusable_account(pool, obj, f"it has no {field}")
+    if "PRIVATE KEY-----" not in doc["key"]:
+        raise _unusable_account(pool, obj, "its key is not a PEM private key")
+    return {k: v for k, v in doc.items() if isinstance(v, str)}
+
+
+def _unusable_account(pool: Pool, obj: str, why: str) -> StoreError:
+    name, where = pool.cfg.pool, f"{NS_ISSUER}/{obj}"
+    return StoreError(
+        f"the ACME account {where} in pool {name} is unusable ({why}); nothing was changed. Save it "
+        f"('rados -p {name} -N {NS_ISSUER} get {obj} FILE'), then remove it ('rados -p {name} -N {NS_ISSUER} rm "
+        f"{obj}') so that the next run registers a new account (a CA with External Account Binding needs a new binding)"
+    )
 
 
 def _now() -> dt.datetime:
@@ -241,7 +307,7 @@ def _obtain(
     session: _Session,
     records: _Records,
     cert: CertificateConfig,
-    current: CertSet | None,
+    generation: int,
     decision: Decision,
     noted: Path,
 ) -> CertSet:
@@ -293,7 +359,7 @@ def _obtain(
     # order and its key are noted first, for the next run to fetch it.
     _note_order(noted, cert, session.directory, str(order.uri), key, used)
     fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
-    return _build_set(cert, key, fullchain, current, session.directory, used)
+    return _build_set(cert, key, fullchain, generation, session.directory, used)
 
 
 def _check_persistent(cfg: Config, session: _Session, acme: Acme, cert: CertificateConfig) -> None:
@@ -385,7 +451,7 @@ def _build_set(
     cert: CertificateConfig,
     key: certs.PrivateKey,
     fullchain: str,
-    current: CertSet | None,
+    generation: int,
     directory: str,
     profile: str = "",
 ) -> CertSet:
@@ -399,7 +465,7 @@ def _build_set(
         )
     return CertSet(
         name=cert.name,
-        generation=(current.generation + 1) if current else 1,
+        generation=generation,
         key_pem=certs.private_pem(key),
         cert_pem=leaf,
         chain_pem=chain,
@@ -506,9 +572,10 @@ def _store(cfg: Config, pool: Pool, lock: IssuerLock, new: CertSet, staging: boo
     else:
         log.info("%s: cannot keep the new set in %s (%s); storing it without that safety net", new.name, kept, not_kept)
     legacy = new.name == cfg.certificates[0].name
+    ns = pool.set_namespace(staging)
     try:
         lock.confirm()
-        pool.write_set(new, staging, legacy)
+        pool.write_set(new, staging, legacy, lock.lease(ns, f"{new.name}/current"))
     except Exception as e:
         raise _issued_but_not_stored(new, kept, not_kept, e) from None
     _discard(kept)
@@ -553,7 +620,7 @@ def _store_earlier(
     pool: Pool,
     lock: IssuerLock,
     cert: CertificateConfig,
-    current: CertSet | None,
+    basis: Basis,
     staging: bool,
     directory: str,
     kept: CertSet,
@@ -569,6 +636,7 @@ def _store_earlier(
         return False
     until = info.not_after.strftime("%Y-%m-%d %H:%M UTC")
     now = _now()
+    current = basis.current
     stale = None
     if not matches:
         stale = "its key does not match its certificate"
@@ -595,7 +663,7 @@ def _store_earlier(
         log.warning("%s: dropping the certificate kept in %s (valid until %s): %s", cert.name, path, until, stale)
         _discard(path)
         return False
-    new = dataclasses.replace(kept, generation=(current.generation + 1) if current else 1)
+    new = dataclasses.replace(kept, generation=basis.next_generation)
     _store(cfg, pool, lock, new, staging, path)
     notice(
         log,
@@ -672,7 +740,7 @@ def _note_order(
 
 
 def _collect_order(
-    cfg: Config, session: _Session, cert: CertificateConfig, directory: str, kept: Path
+    cfg: Config, session: _Session, cert: CertificateConfig, directory: str, kept: Path, generation: int
 ) -> CertSet | None:
     """The certificate of an order an earlier run finalized but never kept, fetched from the CA and kept now.
 
@@ -706,7 +774,8 @@ def _collect_order(
         _discard(path)
         return None
     try:
-        new = _build_set(cert, certs.load_private_key(doc["key_pem"]), fullchain, None, directory, doc["profile"])
+        key = certs.load_private_key(doc["key_pem"])
+        new = _build_set(cert, key, fullchain, generation, directory, doc["profile"])
     except (RgwtlsError, ValueError) as e:
         log.warning("%s: dropping the order noted in %s: %s; ordering as usual", cert.name, path, e)
         _discard(path)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +35,7 @@ from typing import Any
 import rados
 
 from rgwtls.config import CephConfig
-from rgwtls.errors import LockHeld, StoreError
+from rgwtls.errors import Fenced, LockHeld, StoreError
 from rgwtls.log import notice
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,23 @@ HOLDER_XATTR = "holder"
 # lapsed, EBUSY if another took it); flag 1, MAY_RENEW, would quietly take a
 # lapsed lock again although another issuer may have held it meanwhile.
 LOCK_FLAG_MUST_RENEW = 2
+# cls_lock's ClsLockType for an exclusive lock, as assert_locked wants it.
+LOCK_TYPE_EXCLUSIVE = 1
+# The omap key of every set object that holds its generation: the fence of `fenced_write`.
+FENCE_KEY = "generation"
+
+
+@dataclass(frozen=True)
+class Basis:
+    """What an issuer decided from: `current` (None if absent or unusable) and the generation a new set follows."""
+
+    current: CertSet | None
+    generation: int
+    problem: str | None = None
+
+    @property
+    def next_generation(self) -> int:
+        return self.generation + 1
 
 
 @dataclass(frozen=True)
@@ -232,28 +251,111 @@ class Pool:
             return None
         return CertSet.from_bytes(data, f"{_name(ns, f'{name}/{which}')} in pool {self.cfg.pool}")
 
-    def write_set(self, new: CertSet, staging: bool, legacy: bool) -> None:
-        """Store a new generation, keeping the one it replaces as `previous`.
+    def basis(self, name: str, staging: bool) -> Basis:
+        """What an issuer decides from: the set in `current`, and the highest generation the object ever held.
 
-        `current` is written last and whole, so a crash at any point leaves a
-        complete set there: the old one or the new one.
+        The generation comes from the object's fence (see `fenced_write`), so a
+        corrupt `current` is still replaced by a higher generation, never a lower one.
         """
         ns = self.set_namespace(staging)
-        old = self.read(ns, f"{new.name}/current")
+        obj = f"{name}/current"
+        problem = None
+        try:
+            current = self.read_set(name, staging)
+        except StoreError as e:
+            current, problem = None, str(e)
+        fenced = self._fence_of(ns, obj)
+        return Basis(current, max(fenced, current.generation if current else 0), problem)
+
+    def write_set(self, new: CertSet, staging: bool, legacy: bool, lease: str | None) -> None:
+        """Store a new generation, keeping the one it replaces as `previous`; every write is fenced.
+
+        `current` is written last and whole, so a crash at any point leaves a
+        complete set there: the old one or the new one. Its write holds only
+        while `lease` (the issuer's cookie on `current`, None if `current` did
+        not exist when the issuer decided) is still ours and the object still
+        holds an older generation: an issuer frozen past its lock writes nothing.
+        """
+        ns = self.set_namespace(staging)
+        cur, prev = f"{new.name}/current", f"{new.name}/previous"
+        old = self.read(ns, cur)
         if old is not None:
-            self.write(ns, f"{new.name}/previous", old)
-        self.write(ns, f"{new.name}/current", new.to_bytes())
+            try:
+                old_generation = CertSet.from_bytes(old, cur).generation
+            except StoreError:
+                old_generation = 0  # a corrupt set is no fallback: `previous` keeps what it had
+            if old_generation:
+                self.fenced_write(ns, prev, old, old_generation, below=old_generation + 1)
+        self.fenced_write(ns, cur, new.to_bytes(), new.generation, below=new.generation, lease=lease or "")
         if legacy:
             self.write_legacy(new, staging)
 
     def write_legacy(self, new: CertSet, staging: bool) -> None:
         """The legacy objects `privkey.pem`, `cert.pem`, `chain.pem`, for `rados get` and old scripts.
 
-        Written after `current`, so a crash can skip them.
+        Written after `current`, so a crash can skip them; each is fenced, so
+        a frozen issuer never puts an older key back.
         """
         ns = self.set_namespace(staging)
         for obj, pem in zip(LEGACY_OBJECTS, (new.key_pem, new.cert_pem, new.chain_pem), strict=True):
-            self.write(ns, obj, pem.encode())
+            self.fenced_write(ns, obj, pem.encode(), new.generation, below=new.generation + 1)
+
+    def fenced_write(
+        self, ns: str, obj: str, data: bytes, generation: int, below: int, lease: str | None = None
+    ) -> None:
+        """Replace the object whole, in ONE operation that holds only if the object's generation is below `below`.
+
+        The generation is kept in the object's omap under `generation`, zero
+        padded so that omap_cmp's byte order is numeric order, and set in the
+        same operation. `lease`, if given, is also asserted in that operation:
+        a cookie (cls_lock's assert_locked on the object), or "" for an object
+        that did not exist when the writer decided, which must still not exist.
+        """
+        self._ioctx.set_namespace(ns)
+        try:
+            with rados.WriteOpCtx() as op:
+                if lease:
+                    op.execute("lock", "assert_locked", _assert_locked_op(ISSUER_LOCK_NAME, lease))
+                elif lease == "":
+                    op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
+                else:
+                    op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)  # omap_cmp needs an object to compare with
+                op.omap_cmp(FENCE_KEY, _fence(below), rados.LIBRADOS_CMPXATTR_OP_LT)
+                self._ioctx.set_omap(op, (FENCE_KEY,), (_fence(generation).encode(),))
+                op.write_full(data)
+                self._ioctx.operate_write_op(op, obj)
+        except rados.Error as e:
+            where = f"{_name(ns, obj)} in pool {self.cfg.pool}"
+            code = getattr(e, "errno", None)
+            if code == errno.ECANCELED:
+                raise Fenced(
+                    f"{where} already holds generation {self._fence_of(ns, obj)}, not one below {below}: "
+                    "another issuer stored meanwhile, so this run wrote nothing"
+                ) from None
+            if code == errno.EBUSY:
+                raise Fenced(
+                    f"this run's lease on {where} is gone (it lapsed or another issuer took it), so it wrote nothing"
+                ) from None
+            if code == errno.EEXIST:
+                raise Fenced(f"{where} was created by another issuer meanwhile, so this run wrote nothing") from None
+            raise StoreError(f"cannot write {_name(ns, obj)} to {self._describe()}: {_reason(e)}") from None
+
+    def _fence_of(self, ns: str, obj: str) -> int:
+        """The generation an object's fence holds; 0 for none (an absent object, or one stored before fencing)."""
+        self._ioctx.set_namespace(ns)
+        try:
+            with rados.ReadOpCtx() as op:
+                values, _ = self._ioctx.get_omap_vals_by_keys(op, (FENCE_KEY,))
+                self._ioctx.operate_read_op(op, obj)
+                raw = dict(values).get(FENCE_KEY)
+        except rados.ObjectNotFound:
+            return 0
+        except rados.Error as e:
+            raise StoreError(f"cannot read {_name(ns, obj)} from {self._describe()}: {_reason(e)}") from None
+        try:
+            return int(raw) if raw else 0
+        except ValueError:
+            return 0
 
     # -- locks: the issuer lock and the restart slots --------------------------
 
@@ -399,10 +501,13 @@ class Pool:
             return f"{holder.describe()}, still running on this host"
         return holder.describe()
 
-    def _renew(self, ioctx: Any, cookie: str) -> None:
-        """Extend our issuer lock; rados.Error if it is no longer ours (ENOENT: lapsed, EBUSY: taken)."""
+    def _renew(self, ioctx: Any, cookie: str, obj: str = ISSUER_LOCK) -> None:
+        """Extend our lock on `obj` (the issuer lock, or a lease on a set); rados.Error if it is no longer ours.
+
+        ENOENT: it lapsed; EBUSY: another took it.
+        """
         ioctx.lock_exclusive(
-            ISSUER_LOCK,
+            obj,
             ISSUER_LOCK_NAME,
             cookie,
             desc=Holder.me(cookie).describe(),
@@ -410,9 +515,35 @@ class Pool:
             flags=LOCK_FLAG_MUST_RENEW,
         )
 
+    def _break_lease(self, ns: str, obj: str) -> None:
+        """Remove another cookie's lease on a set object: a former issuer's, since we hold the issuer lock.
+
+        One write operation that asserts the version read with the lock, as
+        `_break_if_dead` does; a lease that changed meanwhile is looked at again.
+        """
+        self._ioctx.set_namespace(ns)
+        try:
+            self._ioctx.get_xattrs(obj)
+            version = self._ioctx.get_last_version()
+            with rados.WriteOpCtx() as op:
+                op.assert_version(version)
+                op.rm_xattr(f"lock.{ISSUER_LOCK_NAME}")
+                self._ioctx.operate_write_op(op, obj)
+        except (rados.TimedOut, rados.PermissionError) as e:
+            raise StoreError(
+                f"cannot take over the lease on {_name(ns, obj)} in {self._describe()}: {_reason(e)}"
+            ) from None
+        except rados.Error:
+            return
+
 
 class IssuerLock:
     """The issuer lock while we hold it: renewed in a thread until released, confirmed before a store.
+
+    Under it the run also holds a lease, with the same cookie, on each set
+    object it decides from (`claim`), renewed with it: the write of a new set
+    asserts that lease in the same RADOS operation, which is what stops an
+    issuer frozen past its lock (a confirm before the write cannot).
 
     The thread has its own I/O context: the pool's shared one switches
     namespaces under whoever else uses it. It is opened on the same cluster
@@ -426,6 +557,8 @@ class IssuerLock:
         self._duration = pool.cfg.lock_duration
         self._renewed = time.monotonic()
         self._lost: str | None = None
+        self._claims: list[tuple[str, str]] = []
+        self._claims_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="issuer-lock", daemon=True)
         self._thread.start()
@@ -434,10 +567,13 @@ class IssuerLock:
         ioctx: Any = None
         try:
             ioctx = self._pool._cluster.open_ioctx(self._pool.cfg.pool)
-            ioctx.set_namespace(NS_ISSUER)
             while not self._stop.wait(self._duration / 3):
+                with self._claims_lock:
+                    held = [(NS_ISSUER, ISSUER_LOCK), *self._claims]
                 try:
-                    self._pool._renew(ioctx, self._cookie)
+                    for ns, obj in held:
+                        ioctx.set_namespace(ns)
+                        self._pool._renew(ioctx, self._cookie, obj)
                     self._renewed = time.monotonic()
                 except (rados.ObjectBusy, rados.ObjectNotFound) as e:
                     self._lost = f"renewing it failed: {_reason(e)}"
@@ -450,6 +586,51 @@ class IssuerLock:
         finally:
             if ioctx is not None:
                 ioctx.close()
+
+    def claim(self, ns: str, obj: str) -> None:
+        """Hold a lease on a set object under our cookie, from before the run reads it until the run ends.
+
+        An object that does not exist gets none (taking a lock would create it
+        empty, for every gateway to read): its write creates it exclusively
+        instead. Another cookie's lease is a former issuer's, frozen or dead
+        past its lock: after confirming that the lock is ours, it is broken.
+        """
+        pool = self._pool
+        if (ns, obj) in self._claims:
+            return
+        pool._ioctx.set_namespace(ns)
+        try:
+            pool._ioctx.stat(obj)
+        except rados.ObjectNotFound:
+            return
+        except rados.Error as e:
+            raise StoreError(f"cannot read {_name(ns, obj)} from {pool._describe()}: {_reason(e)}") from None
+        for _ in range(3):
+            pool._ioctx.set_namespace(ns)
+            try:
+                pool._ioctx.lock_exclusive(
+                    obj,
+                    ISSUER_LOCK_NAME,
+                    self._cookie,
+                    desc=Holder.me(self._cookie).describe(),
+                    duration=_seconds(self._duration),
+                )
+            except rados.ObjectBusy:
+                self.confirm()
+                pool._break_lease(ns, obj)
+                continue
+            except rados.ObjectExists:
+                pass  # ours already
+            except rados.Error as e:
+                raise StoreError(f"cannot lease {_name(ns, obj)} in {pool._describe()}: {_reason(e)}") from None
+            with self._claims_lock:
+                self._claims.append((ns, obj))
+            return
+        raise LockHeld(f"cannot lease {_name(ns, obj)} in pool {pool.cfg.pool}: another issuer keeps taking it")
+
+    def lease(self, ns: str, obj: str) -> str:
+        """What a write to a claimed object asserts: our cookie, or "" (must not exist) for one we hold no lease on."""
+        return self._cookie if (ns, obj) in self._claims else ""
 
     def confirm(self) -> None:
         """Renew once more, now: StoreError unless the lock is still ours, so that we never store after losing it."""
@@ -472,6 +653,10 @@ class IssuerLock:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(self._pool.cfg.timeout + 1)
+        with self._claims_lock:
+            claims, self._claims = self._claims, []
+        for ns, obj in claims:
+            self._pool._unlock(ns, obj, ISSUER_LOCK_NAME, self._cookie, f"the lease on {_name(ns, obj)}")
 
 
 @dataclass(frozen=True)
@@ -558,6 +743,21 @@ def _process_start(pid: int) -> int | None:
         return int(fields[19])
     except ValueError:
         return None
+
+
+def _fence(generation: int) -> str:
+    return f"{generation:020d}"
+
+
+def _encoded(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<I", len(raw)) + raw
+
+
+def _assert_locked_op(name: str, cookie: str) -> bytes:
+    """cls_lock_assert_op as Ceph encodes it (ENCODE_START(1, 1): name, type, cookie, tag), for WriteOp.execute."""
+    body = _encoded(name) + bytes([LOCK_TYPE_EXCLUSIVE]) + _encoded(cookie) + _encoded("")
+    return bytes([1, 1]) + struct.pack("<I", len(body)) + body
 
 
 def _seconds(duration: float) -> int:
