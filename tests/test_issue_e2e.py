@@ -163,14 +163,15 @@ printf 'server 127.0.0.1 {stack.bind.port}\\nupdate %s _acme-challenge.%s. 60 TX
     assert not stack.bind.txt(f"_acme-challenge.{ZONE}")
 
 
-def test_two_concurrent_issuers_produce_one_certificate(stack: Stack) -> None:
+def test_two_concurrent_issuers_produce_one_certificate_and_both_exit_0(stack: Stack) -> None:
+    """Two issuer hosts whose cron fires in the same minute: one issues, the other finds the lock held and is done."""
     config = stack.write_config(stack.settings())
     env = {"RGWTLS_CONFIG": str(config)}
     import os
 
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "rgwtls", "issue"],
+            [sys.executable, "-m", "rgwtls", "-v", "issue"],
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **env},
@@ -183,8 +184,10 @@ def test_two_concurrent_issuers_produce_one_certificate(stack: Stack) -> None:
             p.stderr.close()
     codes = sorted(code for code, _ in outs)
     text = "\n".join(err for _, err in outs)
-    assert codes == [0, 1], text
-    assert "another issuer holds the lock" in text
+    assert codes == [0, 0], text
+    assert "ERROR" not in text
+    # The second either found the lock held, or took it after the first and found the set fresh.
+    assert "this issuer has nothing to do" in text or text.count("nothing to do") == 1, text
     s = stored_set(stack)
     assert s is not None
     assert s["generation"] == 1

@@ -36,6 +36,10 @@ class LockHeld(StoreError):
     """Another issuer holds the cluster-wide lock."""
 
 
+class IssuerBusy(LockHeld):
+    """A live issuer holds the lock: for a standby's cron run, nothing to do."""
+
+
 class Fenced(LockHeld):
     """A write under the issuer lock found it lost, or the object changed since the run decided: nothing written."""
 

@@ -9,6 +9,7 @@ never thrown away.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -19,13 +20,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rgwtls import certs
 from rgwtls.config import CertificateConfig, Config
 from rgwtls.dns import Challenge, DnsProvider
 from rgwtls.dns.backends import make_provider
-from rgwtls.errors import AcmeError, ConfigError, Interrupted, RgwtlsError, StoreError
+from rgwtls.errors import AcmeError, ConfigError, Interrupted, IssuerBusy, LockHeld, RgwtlsError, StoreError
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, Basis, CertSet, IssuerLock, Pool
 
@@ -45,32 +46,70 @@ class Decision:
 
 
 def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | None = None) -> int:
-    """Issue what is due; return the number of certificates issued."""
+    """Issue what is due; return the number of certificates issued.
+
+    Every issuer host runs this from cron: the one that takes the lock
+    decides from the pool, and the others, finding it held by a live issuer,
+    have nothing to do. Only an operator's `--force` is told that as an error.
+    """
     wanted = cfg.certificate(only)
     directory = cfg.acme.staging_directory if staging else cfg.acme.directory
-    issued = 0
-    failures: list[str] = []
-    with Pool(cfg.ceph) as pool, pool.issuer_lock() as lock:
-        # A killed run may have left challenge records: remove them first.
-        _clean_journal(pool, cfg)
-        session = _Session(cfg, pool, directory, staging)
-        for cert in wanted:
-            try:
-                if _issue_one(cfg, pool, lock, session, cert, staging, force, directory):
-                    issued += 1
-                _record_attempt(pool, cert.name, staging, None, session.warnings.pop(cert.name, None))
-            except Exception as e:
-                # Every failure, ours or not, is recorded where every gateway
-                # can read it, so that `rgwtls check` sees it.
-                said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
-                _record_attempt(pool, cert.name, staging, said, session.warnings.pop(cert.name, None))
-                if isinstance(e, Interrupted) or len(wanted) == 1:
-                    raise  # the operator asked the run to stop: not on to the next certificate
-                log.error("%s: %s", cert.name, said)
-                failures.append(cert.name)
+    started = _now()
+    with Pool(cfg.ceph) as pool, contextlib.ExitStack() as held:
+        try:
+            lock = held.enter_context(pool.issuer_lock())
+        except IssuerBusy as e:
+            if force:
+                raise
+            log.info("%s; this issuer has nothing to do", e)
+            return 0
+        issued, failures = _issue_all(cfg, pool, lock, wanted, staging, force, directory, started)
     if failures:
         raise RgwtlsError(f"{len(failures)} of {len(wanted)} certificates failed: {', '.join(failures)}")
     return issued
+
+
+def _issue_all(
+    cfg: Config,
+    pool: Pool,
+    lock: IssuerLock,
+    wanted: tuple[CertificateConfig, ...],
+    staging: bool,
+    force: bool,
+    directory: str,
+    started: dt.datetime,
+) -> tuple[int, list[str]]:
+    """Under the lock: each certificate in turn, each attempt recorded; the count issued and the names that failed."""
+    issued = 0
+    failures: list[str] = []
+    # A killed run may have left challenge records: remove them first.
+    _clean_journal(pool, cfg)
+    session = _Session(cfg, pool, directory, staging)
+    for cert in wanted:
+        attempt = _read_attempt(pool, cert.name, staging)
+        try:
+            done = _issue_one(cfg, pool, lock, session, cert, staging, force, directory, attempt)
+            if done is None:
+                continue  # held back by the retry schedule: the last failure stays recorded
+            issued += done
+            _record_attempt(pool, cert.name, staging, None, session.warnings.pop(cert.name, None))
+        except Exception as e:
+            # Every failure, ours or not, is recorded where every gateway
+            # can read it, so that `rgwtls check` sees it.
+            said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
+            # A stop or a lost lock is no failure to wait after: the next run goes on.
+            retry = None
+            if not isinstance(e, Interrupted | LockHeld):
+                retry = _next_attempt(pool, cert, staging, attempt, started)
+            if retry is not None:
+                said += f"; next attempt after {retry[1]:%Y-%m-%d %H:%M} UTC ('rgwtls issue --force' tries now)"
+                e.args = (said,) if isinstance(e, RgwtlsError) else e.args
+            _record_attempt(pool, cert.name, staging, said, session.warnings.pop(cert.name, None), retry, cfg)
+            if isinstance(e, Interrupted) or len(wanted) == 1:
+                raise  # the operator asked the run to stop: not on to the next certificate
+            log.error("%s: %s", cert.name, said)
+            failures.append(cert.name)
+    return issued, failures
 
 
 def _issue_one(
@@ -82,8 +121,9 @@ def _issue_one(
     staging: bool,
     force: bool,
     directory: str,
-) -> bool:
-    """Decide, and renew if due; True if a new certificate was stored."""
+    attempt: dict[str, Any],
+) -> bool | None:
+    """Decide, and renew if due; True if a new certificate was stored, None if the retry schedule held it back."""
     # The lease first, then the read: whatever this run decides from, no
     # other issuer can replace before this run's fenced write, or after it lost the lock.
     lock.claim(pool.set_namespace(staging), f"{cert.name}/current")
@@ -99,6 +139,10 @@ def _issue_one(
     if not decision.due:
         log.info("%s: %s; nothing to do", cert.name, decision.reason)
         return False
+    held_back = None if force else _held_back(attempt, _config_digest(cfg))
+    if held_back is not None:
+        log.info("%s: due (%s), but %s", cert.name, decision.reason, held_back)
+        return None
     log.info("%s: renewing: %s", cert.name, decision.reason)
     with _Records(cfg, pool, cert.name) as records:
         new = _obtain(cfg, session, records, cert, basis.next_generation, decision, _order_path(kept))
@@ -120,22 +164,95 @@ def _issue_one(
     return True
 
 
-def _record_attempt(pool: Pool, name: str, staging: bool, error: str | None, warning: str | None = None) -> None:
-    """Keep the last attempt, success and failure of `issue` beside the set, and what it had to work around."""
-    ns = pool.set_namespace(staging)
-    obj = f"{name}/last-issue"
-    now = _now().isoformat(timespec="seconds")
+# The retry schedule of a failing renewal: 1 hour after the first failure,
+# doubling to at most 6 hours, and never more than a quarter of the time the
+# current certificate has left, so that at least four attempts fit before it
+# expires. A run up to RETRY_EARLY before its time counts as on time: cron
+# starts each run at the same minute, a little before the last one's end plus
+# the wait.
+RETRY_FIRST = dt.timedelta(hours=1)
+RETRY_MAX = dt.timedelta(hours=6)
+RETRY_MIN = dt.timedelta(minutes=5)
+RETRY_EARLY = dt.timedelta(minutes=5)
+
+
+def _read_attempt(pool: Pool, name: str, staging: bool) -> dict[str, Any]:
+    """The certificate's last-issue record; {} if there is none or it is unreadable (it is rewritten whole)."""
     try:
-        raw = pool.read(ns, obj)
+        raw = pool.read(pool.set_namespace(staging), f"{name}/last-issue")
         doc = json.loads(raw) if raw else {}
-        if not isinstance(doc, dict):
-            doc = {}
     except Interrupted:
         raise
     except (RgwtlsError, ValueError):
-        doc = {}
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _next_attempt(
+    pool: Pool, cert: CertificateConfig, staging: bool, attempt: dict[str, Any], started: dt.datetime
+) -> tuple[int, dt.datetime]:
+    """Failures in a row, counting this one, and when the next attempt is due."""
+    failures = attempt.get("failures") if not attempt.get("ok", True) else 0
+    failures = (failures if type(failures) is int and failures > 0 else 0) + 1
+    wait = min(RETRY_FIRST * 2 ** min(failures - 1, 8), RETRY_MAX)
+    try:
+        current = pool.read_set(cert.name, staging)
+    except RgwtlsError:
+        current = None
+    if current is not None:
+        left = certs.cert_info(current.cert_pem).not_after - _now()
+        wait = min(wait, max(left / 4, RETRY_MIN))
+    return failures, started + wait
+
+
+def _config_digest(cfg: Config) -> str:
+    """What the retry schedule compares: a changed configuration (a fix) tries at once."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+def _held_back(attempt: dict[str, Any], config: str) -> str | None:
+    """Why the retry schedule holds this renewal back now, or None if it may go."""
+    if attempt.get("ok", True) or not isinstance(attempt.get("next_attempt"), str):
+        return None
+    if attempt.get("config") != config:
+        return None
+    try:
+        due = dt.datetime.fromisoformat(attempt["next_attempt"])
+    except ValueError:
+        return None
+    if due.tzinfo is None or _now() >= due - RETRY_EARLY:
+        return None
+    failures = attempt.get("failures", 1)
+    return (
+        f"its last {failures} attempt(s) failed; the next is due after {due:%Y-%m-%d %H:%M} UTC "
+        "('rgwtls issue --force' tries now)"
+    )
+
+
+def _record_attempt(
+    pool: Pool,
+    name: str,
+    staging: bool,
+    error: str | None,
+    warning: str | None = None,
+    retry: tuple[int, dt.datetime] | None = None,
+    cfg: Config | None = None,
+) -> None:
+    """Keep the last attempt, success and failure of `issue` beside the set, what it worked around, and the retry."""
+    ns = pool.set_namespace(staging)
+    obj = f"{name}/last-issue"
+    now = _now().isoformat(timespec="seconds")
+    doc = _read_attempt(pool, name, staging)
     doc.update(at=now, host=socket.gethostname(), ok=error is None, error=error, warning=warning)
     doc["last_success" if error is None else "last_failure"] = now
+    failures, next_attempt = retry if retry is not None else (0, None)
+    doc.update(failures=failures, next_attempt=next_attempt.isoformat(timespec="seconds") if next_attempt else None)
+    doc["config"] = _config_digest(cfg) if cfg is not None and retry is not None else None
     try:
         pool.write(ns, obj, json.dumps(doc).encode())
     except Interrupted:
@@ -278,6 +395,9 @@ def _decide(
     if info.not_after <= now:
         return Decision(True, f"it expired at {info.not_after:%Y-%m-%d %H:%M} UTC")
     days_left = info.remaining(now).total_seconds() / 86400
+    if info.remaining(now) <= info.lifetime / 20:
+        # The emergency rule: whatever ARI says, a twentieth of the life is too little to wait on.
+        return Decision(True, f"only {days_left:.1f} days left, a twentieth of its lifetime", info.ari_id)
     try:
         ari = session.acme().renewal_time(current.cert_pem)
     except AcmeError as e:

@@ -278,6 +278,10 @@ def render(report: Report) -> str:
             li = st.last_issue
             result = "ok" if li.get("ok") else f"FAILED: {li.get('error')}"
             lines.append(f"  issue     last attempt {when(str(li.get('at', '')))} on {li.get('host')}: {result}")
+            if not li.get("ok") and li.get("next_attempt"):
+                lines.append(
+                    f"            {li.get('failures')} failure(s) in a row; next attempt {when(str(li['next_attempt']))}"
+                )
             if li.get("warning"):
                 lines.append(f"            worked around: {li.get('warning')}")
         elif "last_issue" in st.unknown:

@@ -35,7 +35,7 @@ from typing import Any
 import rados
 
 from rgwtls.config import CephConfig
-from rgwtls.errors import Fenced, LockHeld, StoreError
+from rgwtls.errors import Fenced, IssuerBusy, LockHeld, StoreError
 from rgwtls.log import notice
 
 log = logging.getLogger(__name__)
@@ -270,23 +270,28 @@ class Pool:
     def write_set(self, new: CertSet, staging: bool, legacy: bool, lease: str | None) -> None:
         """Store a new generation, keeping the one it replaces as `previous`; every write is fenced.
 
-        `current` is written last and whole, so a crash at any point leaves a
-        complete set there: the old one or the new one. Its write holds only
-        while `lease` (the issuer's cookie on `current`, None if `current` did
-        not exist when the issuer decided) is still ours and the object still
-        holds an older generation: an issuer frozen past its lock writes nothing.
+        `current` is written whole in one operation, so a reader sees the old
+        set or the new one. That write holds only while `lease` (the issuer's
+        cookie on `current`; "" if `current` did not exist when the issuer
+        decided) is still ours and the object holds an older generation: an
+        issuer frozen past its lock writes nothing. `previous` follows, fenced
+        so that it never goes back a generation; a crash between the two
+        leaves `previous` one generation behind, never wrong.
         """
         ns = self.set_namespace(staging)
         cur, prev = f"{new.name}/current", f"{new.name}/previous"
         old = self.read(ns, cur)
+        self.fenced_write(ns, cur, new.to_bytes(), new.generation, below=new.generation, lease=lease or "")
         if old is not None:
             try:
                 old_generation = CertSet.from_bytes(old, cur).generation
             except StoreError:
                 old_generation = 0  # a corrupt set is no fallback: `previous` keeps what it had
             if old_generation:
-                self.fenced_write(ns, prev, old, old_generation, below=old_generation + 1)
-        self.fenced_write(ns, cur, new.to_bytes(), new.generation, below=new.generation, lease=lease or "")
+                try:
+                    self.fenced_write(ns, prev, old, old_generation, below=old_generation + 1)
+                except Fenced as e:
+                    log.info("%s holds a newer set than the one replaced (%s); it keeps it", prev, e)
         if legacy:
             self.write_legacy(new, staging)
 
@@ -427,6 +432,8 @@ class Pool:
         self._ioctx.set_namespace(ns)
         try:
             self._ioctx.unlock(obj, name, cookie)
+        except rados.ObjectNotFound:
+            log.info("%s had lapsed already", what)  # or another took it: either way, nothing of ours to release
         except rados.Error as e:
             log.warning("could not release %s (it expires by itself): %s", what, _reason(e))
 
@@ -441,7 +448,7 @@ class Pool:
         obj, name, what = ISSUER_LOCK, ISSUER_LOCK_NAME, "the issuer lock"
         cookie = self._try_lock(NS_ISSUER, obj, name, self.cfg.lock_duration, what)
         if cookie is None:
-            raise LockHeld(
+            raise IssuerBusy(
                 f"another issuer holds the lock in pool {self.cfg.pool} ({self._lock_holder(NS_ISSUER, obj)}); "
                 "nothing issued. It expires by itself "
                 f"{int(self.cfg.lock_duration)}s after its last renewal if that issuer died"
