@@ -279,9 +279,8 @@ def render(report: Report) -> str:
             result = "ok" if li.get("ok") else f"FAILED: {li.get('error')}"
             lines.append(f"  issue     last attempt {when(str(li.get('at', '')))} on {li.get('host')}: {result}")
             if not li.get("ok") and li.get("next_attempt"):
-                lines.append(
-                    f"            {li.get('failures')} failure(s) in a row; next attempt {when(str(li['next_attempt']))}"
-                )
+                retry = when(str(li["next_attempt"]))
+                lines.append(f"            {li.get('failures')} failure(s) in a row; next attempt {retry}")
             if li.get("warning"):
                 lines.append(f"            worked around: {li.get('warning')}")
         elif "last_issue" in st.unknown:
