@@ -143,8 +143,16 @@ class Pool:
             "rados_mon_op_timeout": timeout,
             "rados_osd_op_timeout": timeout,
         }
+        if not logging.getLogger("rgwtls").isEnabledFor(logging.DEBUG):
+            # librados writes its own lines to stderr (six for a missing
+            # keyring, each blaming nothing in particular): cron mail gets
+            # rgwtls's one line instead, which names the cause. --debug keeps them.
+            conf.update(log_to_stderr="false", err_to_stderr="false", log_to_file="false", log_file="")
         if self.cfg.keyring:
             conf["keyring"] = self.cfg.keyring
+            unusable = _unusable_keyring(Path(self.cfg.keyring))
+            if unusable is not None:
+                raise StoreError(f"ceph.keyring: {unusable}; nothing was changed")
         started = time.monotonic()
         try:
             self._cluster = rados.Rados(conffile=self.cfg.conf, name=self.cfg.user, conf=conf)
@@ -153,8 +161,7 @@ class Pool:
             self.close()
             raise StoreError(
                 f"cannot connect to the Ceph cluster (conf {self.cfg.conf}, user {self.cfg.user}) "
-                f"after {time.monotonic() - started:.1f}s: {_reason(e)}; "
-                "check that the mons are up ('ceph -s') and the keyring is readable"
+                f"after {time.monotonic() - started:.1f}s: {self._connect_failure(e)}"
             ) from None
         try:
             self._ioctx = self._cluster.open_ioctx(self.cfg.pool)
@@ -167,6 +174,24 @@ class Pool:
             self.close()
             raise StoreError(f"cannot open {self._describe()}: {_reason(e)}") from None
         return self
+
+    def _connect_failure(self, e: rados.Error) -> str:
+        """What librados' errno means at connect, where its own words (now silenced) would have said it."""
+        code = getattr(e, "errno", None)
+        keyring = self.cfg.keyring or "the default keyring paths (/etc/ceph/ceph.USER.keyring, ...)"
+        if code == errno.ENOENT:
+            return f"no keyring for {self.cfg.user} in {keyring}; set ceph.keyring to its file"
+        if code == errno.EISDIR:
+            return f"keyring {keyring} is a directory; set ceph.keyring to the keyring file in it"
+        if code == errno.EIO:
+            fix = f"write it with 'ceph auth get {self.cfg.user}'"
+            return f"keyring {keyring} is not a Ceph keyring (it does not parse); {fix}"
+        if code == errno.EACCES:
+            return (
+                f"the cluster refused the key of {self.cfg.user} from {keyring} (revoked, or not this user's); "
+                f"compare it with 'ceph auth get {self.cfg.user}'"
+            )
+        return f"{_reason(e)}; check that the mons are up ('ceph -s') and the keyring is readable"
 
     def close(self) -> None:
         ioctx, self._ioctx = self._ioctx, None
@@ -750,6 +775,31 @@ def _process_start(pid: int) -> int | None:
         return int(fields[19])
     except ValueError:
         return None
+
+
+def _unusable_keyring(path: Path) -> str | None:
+    """Why librados could not use this keyring file, said as an operator fixes it; None if it looks usable."""
+    import pwd
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except OSError as e:
+        return f"cannot look at {path}: {e.strerror}"
+    if path.is_dir():
+        return f"{path} is a directory, not a keyring file"
+    if not os.access(path, os.R_OK):
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        try:
+            me = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            me = str(os.geteuid())
+        return f"{path} (owner {owner}, mode {st.st_mode & 0o7777:04o}) is not readable by {me}, whom rgwtls runs as"
+    return None
 
 
 def _fence(generation: int) -> str:
