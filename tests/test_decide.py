@@ -45,7 +45,7 @@ def a_set(days_total: float, days_left: float, names: tuple[str, ...] = DOMAINS,
 
 def decide(current: CertSet | None, session: Any = None, force: bool = False) -> Any:
     cfg = CertificateConfig("cog.example.org", DOMAINS)
-    return _decide(cfg, current, session or FakeSession(), force, DIRECTORY)  # type: ignore[arg-type]
+    return _decide(cfg, current, session or FakeSession(), force, (DIRECTORY,))  # type: ignore[arg-type]
 
 
 def test_nothing_stored_is_due() -> None:

@@ -60,7 +60,7 @@ def test_a_profile_stored_as_a_number_is_one_line() -> None:
 
 def decide(current: CertSet, profile: str, session: Any = None) -> Any:
     cert = CertificateConfig(ZONE, DOMAINS)
-    return _decide(cert, current, session or FakeSession(), False, DIRECTORY, profile)  # type: ignore[arg-type]
+    return _decide(cert, current, session or FakeSession(), False, (DIRECTORY,), profile)  # type: ignore[arg-type]
 
 
 def test_a_profile_change_is_due_as_a_name_change_is() -> None:

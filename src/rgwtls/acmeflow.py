@@ -33,7 +33,7 @@ from josepy.jwk import JWK, JWKEC
 from rgwtls import __version__
 from rgwtls.config import AcmeConfig, config_path, read_secret
 from rgwtls.dns import Challenge
-from rgwtls.errors import AcmeError, ConfigError
+from rgwtls.errors import AcmeError, CaUnavailable, ConfigError
 from rgwtls.proxy import Route, failure, root_cause, route
 
 log = logging.getLogger(__name__)
@@ -189,16 +189,23 @@ class Acme:
             if e.code == "rateLimited":
                 after = _retry_after(self.net.last_response)
                 when = f"; retry after {after:.0f}s" if after is not None else ""
-                raise AcmeError(f"ACME: rate limited while trying to {what}: {e.detail}{when}") from None
-            raise AcmeError(f"ACME: could not {what}: {e.detail or e.description} ({e.typ})") from None
+                raise CaUnavailable(f"ACME: rate limited while trying to {what}: {e.detail}{when}") from None
+            kind = CaUnavailable if self._server_failed() else AcmeError
+            raise kind(f"ACME: could not {what}: {e.detail or e.description} ({e.typ})") from None
         except errors.ClientError as e:
             resp = self.net.last_response
             status = f"HTTP {resp.status_code}" if resp is not None else str(e)
-            raise AcmeError(f"ACME: could not {what}: {status} from {self.directory_url}") from None
+            kind = CaUnavailable if self._server_failed() else AcmeError
+            raise kind(f"ACME: could not {what}: {status} from {self.directory_url}") from None
         except requests.RequestException as e:
-            raise AcmeError(f"ACME: could not {what}: {self._unreachable(e)}") from None
+            raise CaUnavailable(f"ACME: could not {what}: {self._unreachable(e)}") from None
         except errors.Error as e:
             raise AcmeError(f"ACME: could not {what}: {e}") from None
+
+    def _server_failed(self) -> bool:
+        """Whether the CA's last answer was its own failure (5xx or 429, after the retries), not a refusal of ours."""
+        resp = self.net.last_response
+        return resp is not None and (resp.status_code >= 500 or resp.status_code == 429)
 
     def _unreachable(self, e: requests.RequestException) -> str:
         """Which of the two failed, the proxy or the CA, naming both."""
@@ -478,7 +485,7 @@ class Acme:
     def _sleep_until_next_poll(self, resp: requests.Response, deadline: float, what: str) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise AcmeError(
+            raise CaUnavailable(
                 f"ACME: {what} not done within {self.cfg.order_timeout:g}s; "
                 "the CA may be slow, try again later or raise acme.order_timeout"
             )
@@ -491,8 +498,9 @@ class Acme:
         orderr = self._guard("finalize the order", lambda: self.client.begin_finalization(orderr))
         body = self._decided(orderr.uri, orderr.body, self.net.last_response, deadline)
         if body.status != messages.STATUS_VALID or not body.certificate:
+            # The challenges were valid: what failed now is the CA's own issuance.
             why = f": {body.error.detail}" if body.error else ""
-            raise AcmeError(f"ACME: the order ended {body.status}{why}")
+            raise CaUnavailable(f"ACME: the order ended {body.status}{why}")
         return self._fullchain(body.certificate)
 
     def collect(self, order_url: str, deadline: float) -> str | None:

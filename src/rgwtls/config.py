@@ -36,6 +36,18 @@ CHALLENGES = ("dns-01", PERSIST)
 
 
 @dataclass(frozen=True)
+class FallbackCa:
+    """[[acme.fallback]]: a CA asked, in order, when acme.directory cannot issue in this run (each its own account)."""
+
+    directory: str
+    ca_bundle: str = ""
+    eab_kid: str = ""
+    eab_hmac_key_file: str = ""
+    profile: str = ""
+    preferred_chain: str = ""
+
+
+@dataclass(frozen=True)
 class AcmeConfig:
     """[acme]: which CA, as which account, and how patiently to talk to it."""
 
@@ -79,6 +91,20 @@ class AcmeConfig:
     # challenges list in issuer-domain-names; empty: the first of the CAA
     # identities its directory names (letsencrypt.org; Pebble: pebble.letsencrypt.org).
     persist_issuer: str = ""
+    fallback: tuple[FallbackCa, ...] = ()
+
+    def as_fallback(self, ca: FallbackCa) -> AcmeConfig:
+        """This section as the fallback CA sees it: its directory, bundle, binding, profile and chain; the rest ours."""
+        return dataclasses.replace(
+            self,
+            directory=ca.directory,
+            ca_bundle=ca.ca_bundle,
+            eab_kid=ca.eab_kid,
+            eab_hmac_key_file=ca.eab_hmac_key_file,
+            profile=ca.profile,
+            preferred_chain=ca.preferred_chain,
+            fallback=(),
+        )
 
     def eab(self, staging: bool) -> tuple[str, str, str]:
         """(key ID, HMAC key file, the keys' prefix) for the production or the staging directory."""
@@ -531,6 +557,15 @@ def _check(cfg: Config, where: _Where) -> None:
     if cfg.acme.timeout < 1:
         # The ACME client takes whole seconds, and 0 means no time at all to requests.
         raise where.error("acme.timeout", f"must be at least 1 (whole seconds), not {cfg.acme.timeout:g}")
+    seen = {cfg.acme.directory}
+    for ca in cfg.acme.fallback:
+        if ca.directory in seen:
+            raise where.error("acme.fallback", f"{ca.directory} is named twice (acme.directory or another fallback)")
+        seen.add(ca.directory)
+        if bool(ca.eab_kid) != bool(ca.eab_hmac_key_file):
+            raise where.error(
+                "acme.fallback", f"{ca.directory}: External Account Binding needs both eab_kid and eab_hmac_key_file"
+            )
     for staging in (False, True):
         kid, hmac_file, prefix = cfg.acme.eab(staging)
         if bool(kid) != bool(hmac_file):

@@ -20,6 +20,14 @@ class AcmeError(RgwtlsError):
     """The ACME server refused, failed or could not be reached."""
 
 
+class CaUnavailable(AcmeError):
+    """The CA could not issue in this run: unreachable, 5xx after the retries, rate limited, or its own order failed.
+
+    Not a validation that failed on our side, nor a bad configuration: only
+    this makes `issue` go on to the next [[acme.fallback]] CA.
+    """
+
+
 class DnsError(RgwtlsError):
     """A DNS back end could not publish or remove a challenge record."""
 

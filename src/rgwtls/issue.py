@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,16 @@ from rgwtls import certs
 from rgwtls.config import CertificateConfig, Config
 from rgwtls.dns import Challenge, DnsProvider
 from rgwtls.dns.backends import make_provider
-from rgwtls.errors import AcmeError, ConfigError, Interrupted, IssuerBusy, LockHeld, RgwtlsError, StoreError
+from rgwtls.errors import (
+    AcmeError,
+    CaUnavailable,
+    ConfigError,
+    Interrupted,
+    IssuerBusy,
+    LockHeld,
+    RgwtlsError,
+    StoreError,
+)
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, Basis, CertSet, IssuerLock, Pool
 
@@ -53,7 +63,6 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     have nothing to do. Only an operator's `--force` is told that as an error.
     """
     wanted = cfg.certificate(only)
-    directory = cfg.acme.staging_directory if staging else cfg.acme.directory
     started = _now()
     with Pool(cfg.ceph) as pool, contextlib.ExitStack() as held:
         try:
@@ -63,7 +72,7 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
                 raise
             log.info("%s; this issuer has nothing to do", e)
             return 0
-        issued, failures = _issue_all(cfg, pool, lock, wanted, staging, force, directory, started)
+        issued, failures = _issue_all(cfg, pool, lock, wanted, staging, force, started)
     if failures:
         raise RgwtlsError(f"{len(failures)} of {len(wanted)} certificates failed: {', '.join(failures)}")
     return issued
@@ -76,7 +85,6 @@ def _issue_all(
     wanted: tuple[CertificateConfig, ...],
     staging: bool,
     force: bool,
-    directory: str,
     started: dt.datetime,
 ) -> tuple[int, list[str]]:
     """Under the lock: each certificate in turn, each attempt recorded; the count issued and the names that failed."""
@@ -84,15 +92,15 @@ def _issue_all(
     failures: list[str] = []
     # A killed run may have left challenge records: remove them first.
     _clean_journal(pool, cfg)
-    session = _Session(cfg, pool, directory, staging)
+    cas = _CAs(cfg, pool, staging)
     for cert in wanted:
         attempt = _read_attempt(pool, cert.name, staging)
         try:
-            done = _issue_one(cfg, pool, lock, session, cert, staging, force, directory, attempt)
+            done = _issue_one(cfg, pool, lock, cas, cert, staging, force, attempt)
             if done is None:
                 continue  # held back by the retry schedule: the last failure stays recorded
             issued += done
-            _record_attempt(pool, cert.name, staging, None, session.warnings.pop(cert.name, None))
+            _record_attempt(pool, cert.name, staging, None, cas.warnings.pop(cert.name, None))
         except Exception as e:
             # Every failure, ours or not, is recorded where every gateway
             # can read it, so that `rgwtls check` sees it.
@@ -104,7 +112,7 @@ def _issue_all(
             if retry is not None:
                 said += f"; next attempt after {retry[1]:%Y-%m-%d %H:%M} UTC ('rgwtls issue --force' tries now)"
                 e.args = (said,) if isinstance(e, RgwtlsError) else e.args
-            _record_attempt(pool, cert.name, staging, said, session.warnings.pop(cert.name, None), retry, cfg)
+            _record_attempt(pool, cert.name, staging, said, cas.warnings.pop(cert.name, None), retry, cfg)
             if isinstance(e, Interrupted) or len(wanted) == 1:
                 raise  # the operator asked the run to stop: not on to the next certificate
             log.error("%s: %s", cert.name, said)
@@ -116,11 +124,10 @@ def _issue_one(
     cfg: Config,
     pool: Pool,
     lock: IssuerLock,
-    session: _Session,
+    cas: _CAs,
     cert: CertificateConfig,
     staging: bool,
     force: bool,
-    directory: str,
     attempt: dict[str, Any],
 ) -> bool | None:
     """Decide, and renew if due; True if a new certificate was stored, None if the retry schedule held it back."""
@@ -132,10 +139,14 @@ def _issue_one(
         log.warning("%s; it will be replaced", basis.problem)
     current = basis.current
     kept = _kept_path(cfg, cert.name, staging)
-    earlier = _collect_order(cfg, session, cert, directory, kept, basis.next_generation) or _read_kept(cert, kept)
-    if earlier is not None and _store_earlier(cfg, pool, lock, cert, basis, staging, directory, earlier, kept):
+    earlier = _collect_order(cfg, cas, cert, kept, basis.next_generation) or _read_kept(cert, kept)
+    if earlier is not None and _store_earlier(cfg, pool, lock, cert, basis, staging, cas, earlier, kept):
         return True
-    decision = _decide(cert, current, session, force, directory, cert.wanted_profile(cfg.acme))
+    # Judged by the CA that issued it (its ARI, its profile): a set from a
+    # fallback CA is no reason to renew by itself.
+    judge = (cas.find(current.directory) if current else None) or cas.primary
+    profile = judge.cert_for(cert).wanted_profile(judge.cfg.acme)
+    decision = _decide(cert, current, cas.session(judge), force, cas.directories, profile)
     if not decision.due:
         log.info("%s: %s; nothing to do", cert.name, decision.reason)
         return False
@@ -145,14 +156,14 @@ def _issue_one(
         return None
     log.info("%s: renewing: %s", cert.name, decision.reason)
     with _Records(cfg, pool, cert.name) as records:
-        new = _obtain(cfg, session, records, cert, basis.next_generation, decision, _order_path(kept))
+        new = _obtain_from_any(cas, records, cert, current, basis.next_generation, decision, _order_path(kept))
         # Stored before the records are removed: nothing that may fail
         # afterwards can cost the certificate the CA has just issued.
         _store(cfg, pool, lock, new, staging, kept)
     info = certs.cert_info(new.cert_pem)
     notice(
         log,
-        "%s: renewed (%s); stored generation %d in pool %s%s: %s, valid until %s",
+        "%s: renewed (%s); stored generation %d in pool %s%s: %s, valid until %s%s",
         cert.name,
         decision.reason,
         new.generation,
@@ -160,8 +171,93 @@ def _issue_one(
         " (staging)" if staging else "",
         ", ".join(new.domains),
         info.not_after.strftime("%Y-%m-%d %H:%M UTC"),
+        "" if new.directory == cas.primary.directory else f", issued by fallback CA {new.directory}",
     )
     return True
+
+
+@dataclass(frozen=True)
+class _Ca:
+    """One CA a run may ask: acme.directory, or an [[acme.fallback]], with the configuration as it sees it."""
+
+    directory: str
+    cfg: Config
+    fallback: bool
+
+    def cert_for(self, cert: CertificateConfig) -> CertificateConfig:
+        """A [[certificate]]'s profile is the primary CA's: a fallback issues under its own (its profile key)."""
+        return dataclasses.replace(cert, profile="") if self.fallback else cert
+
+
+class _CAs:
+    """The CAs of this run, in the order they are asked, and one session with each, opened when first needed.
+
+    Every run starts again with acme.directory. Staging has no fallback: it
+    is there to try the one CA.
+    """
+
+    def __init__(self, cfg: Config, pool: Pool, staging: bool) -> None:
+        self.pool, self.staging = pool, staging
+        primary = cfg.acme.staging_directory if staging else cfg.acme.directory
+        self.order = [_Ca(primary, cfg, False)]
+        if not staging:
+            for fb in cfg.acme.fallback:
+                self.order.append(_Ca(fb.directory, dataclasses.replace(cfg, acme=cfg.acme.as_fallback(fb)), True))
+        self.directories = frozenset(ca.directory for ca in self.order)
+        # What a certificate's attempt worked around, for its last-issue record.
+        self.warnings: dict[str, str] = {}
+        self._sessions: dict[str, _Session] = {}
+
+    @property
+    def primary(self) -> _Ca:
+        return self.order[0]
+
+    def find(self, directory: str) -> _Ca | None:
+        return next((ca for ca in self.order if ca.directory == directory), None)
+
+    def session(self, ca: _Ca) -> _Session:
+        if ca.directory not in self._sessions:
+            self._sessions[ca.directory] = _Session(ca.cfg, self.pool, ca.directory, self.staging, self.warnings)
+        return self._sessions[ca.directory]
+
+
+def _obtain_from_any(
+    cas: _CAs,
+    records: _Records,
+    cert: CertificateConfig,
+    current: CertSet | None,
+    generation: int,
+    decision: Decision,
+    noted: Path,
+) -> CertSet:
+    """The certificate from the first CA that can issue it; only the CA's own failures move on to the next one.
+
+    `replaces` goes only to the CA that issued the certificate it names. A
+    validation that fails on our side, or a bad configuration, stops here:
+    another CA would fail the same way.
+    """
+    failed: list[tuple[_Ca, CaUnavailable]] = []
+    for ca in cas.order:
+        ours = current is not None and current.directory == ca.directory
+        asked = decision if ours else dataclasses.replace(decision, replaces=None)
+        try:
+            new = _obtain(ca.cfg, cas.session(ca), records, ca.cert_for(cert), generation, asked, noted)
+        except CaUnavailable as e:
+            if len(cas.order) == 1:
+                raise
+            failed.append((ca, e))
+            if ca is not cas.order[-1]:
+                log.info("%s: %s cannot issue now (%s); trying the next CA", cert.name, ca.directory, e)
+            continue
+        if failed:
+            said = "; ".join(f"{f.directory} could not issue ({e})" for f, e in failed)
+            warning = f"{said}; issued by fallback CA {ca.directory}"
+            log.warning("%s: %s", cert.name, warning)
+            cas.warnings[cert.name] = warning
+        return new
+    raise CaUnavailable(
+        f"{cert.name}: no CA could issue it, nothing stored: " + "; ".join(f"{ca.directory}: {e}" for ca, e in failed)
+    )
 
 
 # The retry schedule of a failing renewal: 1 hour after the first failure,
@@ -270,13 +366,15 @@ class _Session:
     the CA has answered and registered it.
     """
 
-    def __init__(self, cfg: Config, pool: Pool, directory: str, staging: bool) -> None:
+    def __init__(
+        self, cfg: Config, pool: Pool, directory: str, staging: bool, warnings: dict[str, str] | None = None
+    ) -> None:
         self.cfg, self.pool, self.directory, self.staging = cfg, pool, directory, staging
         self._acme: Acme | None = None
         self._registered = False
         self._unsaved: dict[str, str] | None = None
-        # What a certificate's attempt worked around, for its last-issue record.
-        self.warnings: dict[str, str] = {}
+        # What a certificate's attempt worked around, for its last-issue record (shared by the run's CAs).
+        self.warnings: dict[str, str] = {} if warnings is None else warnings
 
     def acme(self) -> Acme:
         from rgwtls.acmeflow import Acme, new_account_key
@@ -373,10 +471,14 @@ def _decide(
     current: CertSet | None,
     session: _Session,
     force: bool,
-    directory: str,
+    directories: Collection[str],
     profile: str = "",
 ) -> Decision:
-    """Renew when asked, when names, CA or profile changed, in the ARI window, or with a third of the life left."""
+    """Renew when asked, when names, CA or profile changed, in the ARI window, or with a third of the life left.
+
+    `directories` are the CAs this run may ask: a set from any of them is
+    judged by its dates alone, one from any other CA is renewed.
+    """
     if current is None:
         return Decision(True, "no certificate in the pool yet")
     info = certs.cert_info(current.cert_pem)
@@ -387,7 +489,7 @@ def _decide(
         added = sorted(set(cert.domains) - info.names)
         dropped = sorted(info.names - set(cert.domains))
         return Decision(True, f"names changed (add {added or 'none'}, drop {dropped or 'none'})")
-    if current.directory != directory:
+    if current.directory not in directories:
         return Decision(True, f"it was issued by another CA ({current.directory})")
     if profile and current.profile != profile:
         # A set stored before profiles were recorded has none: it is renewed once, to be sure.
@@ -613,8 +715,9 @@ class _Records:
     def present(self, challenges: list[Challenge]) -> None:
         self.provider = make_provider(self.cfg)
         # The journal is written before the first record exists, so a kill
-        # at any point leaves a list of what to clean up.
-        _write_journal(self.pool, challenges)
+        # at any point leaves a list of what to clean up: every record of this
+        # order, those published for a CA asked before this one too.
+        _write_journal(self.pool, [*self.attempted, *challenges])
         for ch in challenges:
             self.attempted.append(ch)
             self.provider.present(ch)
@@ -742,7 +845,7 @@ def _store_earlier(
     cert: CertificateConfig,
     basis: Basis,
     staging: bool,
-    directory: str,
+    cas: _CAs,
     kept: CertSet,
     path: Path,
 ) -> bool:
@@ -762,9 +865,9 @@ def _store_earlier(
         stale = "its key does not match its certificate"
     elif info.names != set(cert.domains) or kept.name != cert.name:
         stale = "its names are no longer the configured ones"
-    elif kept.directory != directory:
-        stale = f"another CA issued it ({kept.directory})"
-    elif cert.wanted_profile(cfg.acme) not in ("", kept.profile):
+    elif (issuer := cas.find(kept.directory)) is None:
+        stale = f"a CA no longer configured issued it ({kept.directory})"
+    elif issuer.cert_for(cert).wanted_profile(issuer.cfg.acme) not in ("", kept.profile):
         stale = f"its profile is no longer the configured one ({kept.profile or 'none recorded'})"
     elif info.not_after <= now:
         stale = f"it expired at {until}"
@@ -859,9 +962,7 @@ def _note_order(
         log.info("%s: cannot note the order in %s (%s); finalizing without that safety net", cert.name, path, not_noted)
 
 
-def _collect_order(
-    cfg: Config, session: _Session, cert: CertificateConfig, directory: str, kept: Path, generation: int
-) -> CertSet | None:
+def _collect_order(cfg: Config, cas: _CAs, cert: CertificateConfig, kept: Path, generation: int) -> CertSet | None:
     """The certificate of an order an earlier run finalized but never kept, fetched from the CA and kept now.
 
     None if there is no such order, or it gives no certificate any more:
@@ -880,14 +981,15 @@ def _collect_order(
         log.info("%s: the set of the order noted in %s is kept in %s already", cert.name, path, kept)
         _discard(path)
         return None
-    stale = _stale_order(doc, directory)
+    stale = _stale_order(doc, cas.directories)
     if stale is not None:
         log.warning("%s: dropping the order noted in %s: %s", cert.name, path, stale)
         _discard(path)
         return None
     order_url = doc["order"]
     log.info("%s: an earlier run finalized order %s and was stopped; fetching its certificate", cert.name, order_url)
-    fullchain = session.registered().collect(order_url, time.monotonic() + cfg.acme.order_timeout)
+    ca = cas.find(doc["directory"]) or cas.primary
+    fullchain = cas.session(ca).registered().collect(order_url, time.monotonic() + cfg.acme.order_timeout)
     if fullchain is None:
         # The earlier run said why it failed; this one orders anew.
         log.info("%s: order %s gives no certificate; ordering as usual", cert.name, order_url)
@@ -895,7 +997,7 @@ def _collect_order(
         return None
     try:
         key = certs.load_private_key(doc["key_pem"])
-        new = _build_set(cert, key, fullchain, generation, directory, doc["profile"])
+        new = _build_set(cert, key, fullchain, generation, ca.directory, doc["profile"])
     except (RgwtlsError, ValueError) as e:
         log.warning("%s: dropping the order noted in %s: %s; ordering as usual", cert.name, path, e)
         _discard(path)
@@ -908,15 +1010,15 @@ def _collect_order(
     return new
 
 
-def _stale_order(doc: object, directory: str) -> str | None:
+def _stale_order(doc: object, directories: Collection[str]) -> str | None:
     """Why a noted order must not be fetched, or None; its certificate is judged like any kept set once fetched."""
     fields = {"format": str, "directory": str, "order": str, "profile": str, "key_pem": str}
     if not isinstance(doc, dict) or any(not isinstance(doc.get(k), t) for k, t in fields.items()):
         return "it is not an order note of this rgwtls"
     if doc["format"] != ORDER_FORMAT:
         return f"unknown format {doc['format']!r}"
-    if doc["directory"] != directory:
-        # Its URL is another CA's: this account has nothing to ask there.
+    if doc["directory"] not in directories:
+        # Its URL is a CA's this run has no account with.
         return f"it was placed with another CA ({doc['directory']})"
     return None
 

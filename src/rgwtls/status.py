@@ -72,6 +72,7 @@ class PoolFacts(CertFacts):
     issued_at: str = ""
     issued_by: str = ""
     profile: str = ""  # the CA's certificate profile; empty: none recorded
+    ca: str = ""  # the directory of the CA that issued it: acme.directory, or a fallback
 
 
 @dataclass
@@ -121,7 +122,12 @@ def _pool_facts(s: CertSet | None, now: dt.datetime) -> PoolFacts | None:
     cert = x509.load_pem_x509_certificate(s.cert_pem.encode())
     base = CertFacts.of(cert, now)
     return PoolFacts(
-        **asdict(base), generation=s.generation, issued_at=s.issued_at, issued_by=s.issued_by, profile=s.profile
+        **asdict(base),
+        generation=s.generation,
+        issued_at=s.issued_at,
+        issued_by=s.issued_by,
+        profile=s.profile,
+        ca=s.directory,
     )
 
 
@@ -266,7 +272,7 @@ def render(report: Report) -> str:
             p = st.pool
             lines.append(f"  pool      generation {p.generation}, {cert_line(p)}")
             profile = f", profile {p.profile}" if p.profile else ""
-            lines.append(f"            issued {when(p.issued_at)} by {p.issued_by}{profile}")
+            lines.append(f"            issued {when(p.issued_at)} by {p.issued_by}{profile}, CA {p.ca}")
             lines.append(f"  names     {', '.join(p.names)}")
         elif "pool" in st.unknown:
             lines.append("  pool      UNKNOWN: could not be read")
