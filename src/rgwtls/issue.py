@@ -392,8 +392,8 @@ class _Session:
                 self._unsaved = doc
             try:
                 self._acme = Acme(self.cfg.acme, self.directory, doc["key"], self.cfg.path)
-            except (ValueError, TypeError) as e:
-                raise _unusable_account(self.pool, obj, f"its key does not load: {e}") from None
+            except (ValueError, TypeError):
+                raise _unusable_account(self.pool, obj, "its key does not load as a private key") from None
         return self._acme
 
     def _account(self) -> tuple[dict[str, str] | None, str]:
