@@ -143,7 +143,12 @@ def cname_target(record_name: str, cfg: DnsConfig) -> str:
 
 
 def txt_values(server: Server, name: str, timeout: float) -> set[str]:
-    """What this server itself answers, asked without recursion."""
+    """What this server itself answers, asked without recursion.
+
+    Any bytes are a TXT value, and other tools put non-UTF-8 ones beside
+    ours: they are decoded with replacement, so they never equal a challenge
+    value (always ASCII) and never stop the wait.
+    """
     q = dns.message.make_query(name, dns.rdatatype.TXT)
     q.flags &= ~dns.flags.RD
     resp = dns.query.udp(q, server.host, port=server.port, timeout=timeout)
@@ -152,7 +157,7 @@ def txt_values(server: Server, name: str, timeout: float) -> set[str]:
     values: set[str] = set()
     for rrset in resp.answer:
         if rrset.rdtype == dns.rdatatype.TXT:
-            values |= {b"".join(r.strings).decode() for r in rrset}
+            values |= {b"".join(r.strings).decode(errors="replace") for r in rrset}
     return values
 
 

@@ -1,0 +1,52 @@
+"""propagation: what one authoritative server's answer means, with the server faked at dns.query."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+import dns.rrset
+import pytest
+
+from rgwtls import propagation
+from rgwtls.config import DnsConfig
+from rgwtls.propagation import Server, txt_values
+
+NAME = "_acme-challenge.cog.example.org."
+OURS = {"K3c1dTF0a2VuLXZhbHVlLWFwZXg", "d2lsZGNhcmQtdG9rZW4tdmFsdWU"}
+FOREIGN_BINARY = b"\xff\xfe legacy-binary-token"
+
+
+def answer(strings: list[bytes], rcode: dns.rcode.Rcode = dns.rcode.NOERROR) -> Callable[..., dns.message.Message]:
+    """A fake dns.query.udp: this rcode, and one TXT rdata per string."""
+
+    def udp(q: dns.message.Message, where: str, **_: object) -> dns.message.Message:
+        resp = dns.message.make_response(q)
+        resp.set_rcode(rcode)
+        if strings:
+            rrset = dns.rrset.RRset(q.question[0].name, dns.rdataclass.IN, dns.rdatatype.TXT)
+            for s in strings:
+                rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, [s]), 60)
+            resp.answer.append(rrset)
+        return resp
+
+    return udp
+
+
+def test_a_foreign_non_utf8_txt_value_is_read_and_never_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dns.query, "udp", answer([FOREIGN_BINARY, *(v.encode() for v in OURS)]))
+    values = txt_values(Server("127.0.0.1", 53), NAME, 1.0)
+    assert values >= OURS
+    assert len(values) == 3
+
+
+def test_a_foreign_non_utf8_txt_value_does_not_stop_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dns.query, "udp", answer([FOREIGN_BINARY, *(v.encode() for v in OURS)]))
+    cfg = DnsConfig(nameservers=("127.0.0.1:5300",), propagation_timeout=1.0, propagation_interval=0.1)
+    took = propagation.wait_for_values({NAME: OURS}, cfg, sleep=lambda _: pytest.fail("no wait needed"))
+    assert took < 1.0
