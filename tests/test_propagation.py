@@ -15,6 +15,7 @@ import pytest
 
 from rgwtls import propagation
 from rgwtls.config import DnsConfig
+from rgwtls.errors import PropagationError
 from rgwtls.propagation import Server, txt_values
 
 NAME = "_acme-challenge.cog.example.org."
@@ -50,3 +51,35 @@ def test_a_foreign_non_utf8_txt_value_does_not_stop_the_wait(monkeypatch: pytest
     cfg = DnsConfig(nameservers=("127.0.0.1:5300",), propagation_timeout=1.0, propagation_interval=0.1)
     took = propagation.wait_for_values({NAME: OURS}, cfg, sleep=lambda _: pytest.fail("no wait needed"))
     assert took < 1.0
+
+
+def test_a_server_shows_its_name_and_address() -> None:
+    assert str(Server("192.0.2.1", 53, "ns1.example.org")) == "ns1.example.org (192.0.2.1)"
+    assert str(Server("192.0.2.1", 5300, "ns1.example.org")) == "ns1.example.org (192.0.2.1:5300)"
+    assert str(Server("192.0.2.1", 5300, "192.0.2.1")) == "192.0.2.1:5300"
+
+
+@pytest.mark.parametrize("rcode", [dns.rcode.SERVFAIL, dns.rcode.REFUSED])
+def test_the_line_names_the_server_that_answered_an_error(
+    monkeypatch: pytest.MonkeyPatch, rcode: dns.rcode.Rcode
+) -> None:
+    good = answer([v.encode() for v in OURS])
+    bad = answer([], rcode)
+    monkeypatch.setattr(dns.query, "udp", lambda q, where, **kw: (bad if where == "192.0.2.2" else good)(q, where))
+    cfg = DnsConfig(
+        nameservers=("192.0.2.1:5300", "192.0.2.2:5300"),
+        resolvers=("127.0.0.1:9",),
+        propagation_timeout=0.2,
+        propagation_interval=0.05,
+    )
+    with pytest.raises(PropagationError) as e:
+        propagation.wait_for_values({NAME: OURS}, cfg)
+    line = str(e.value)
+    assert f"192.0.2.2:5300 for {NAME}: answered {dns.rcode.to_text(rcode)}" in line
+    assert "192.0.2.1" not in line
+    assert "missing" not in line
+
+
+def test_nxdomain_is_no_value_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dns.query, "udp", answer([], dns.rcode.NXDOMAIN))
+    assert txt_values(Server("192.0.2.1", 53), NAME, 1.0) == set()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dns.name
+import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import pytest
 
-from devsite.bind import Bind
+from devsite.bind import Bind, bind_server
 from tests.conftest import POOL, ZONE, Result, Stack
 
 CLI = Callable[..., Result]
@@ -58,3 +60,20 @@ def test_a_foreign_non_utf8_txt_value_does_not_block_issuance(stack: Stack, lega
     assert "BEGIN CERTIFICATE" in stored["cert_pem"]
     # Ours are gone again; the foreign value stays, byte for byte.
     assert _raw_txt(legacy_binary_txt) == {LEGACY}
+
+
+def test_a_server_that_refuses_the_zone_is_named_in_the_line(stack: Stack, cli: CLI, tmp_path: Path) -> None:
+    # A real BIND that serves another zone: asked for ours, without recursion, it answers REFUSED.
+    with bind_server(tmp_path / "elsewhere", zones=("elsewhere.example.net",)) as elsewhere:
+        assert elsewhere.query(CHALLENGE).rcode() == dns.rcode.REFUSED
+        settings = stack.settings()
+        settings["dns"]["nameservers"] = [f"127.0.0.1:{stack.bind.port}", f"127.0.0.1:{elsewhere.port}"]
+        settings["dns"]["propagation_timeout"] = 1.0
+        res = cli(stack.write_config(settings), "issue")
+    assert res.code == 1, res.stderr
+    errors = [line for line in res.lines if line.startswith("ERROR:")]
+    assert len(errors) == 1, res.stderr
+    assert f"127.0.0.1:{elsewhere.port} for {CHALLENGE}: answered REFUSED" in errors[0]
+    assert f"127.0.0.1:{stack.bind.port}" not in errors[0]  # the server that has the values is not blamed
+    assert "missing" not in errors[0]
+    assert not stack.bind.txt(CHALLENGE)
