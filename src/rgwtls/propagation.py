@@ -38,8 +38,11 @@ class Server:
     name: str = ""
 
     def __str__(self) -> str:
-        address = self.host if self.port == 53 else f"{self.host}:{self.port}"
-        return f"{self.name} ({address})" if self.name and self.name != self.host else address
+        return self.host if self.port == 53 else f"{self.host}:{self.port}"
+
+    def named(self) -> str:
+        """The nameserver and this address of it, for a line that must say which server answered what."""
+        return f"{self.name} ({self})" if self.name and self.name != self.host else str(self)
 
 
 class BadRcode(dns.exception.DNSException):
@@ -222,7 +225,7 @@ def wait_for_values(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             worst = "; ".join(
-                f"{s} for {n}: {why}"
+                f"{s.named()} for {n}: {why}"
                 for (s, n), why in sorted(pending.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
             )
             raise PropagationError(
