@@ -118,7 +118,10 @@ auth service required = cephx
 auth client required = cephx
 auth allow insecure global id reclaim = false
 run dir = {w}/run
-admin socket = {w}/run/$cluster-$name.asok
+# Ceph's own default form: two processes of one user (two rgwtls runs, a
+# test beside a cron job) each get their own socket, instead of the second
+# printing "AdminSocket ... File exists" into the product's stderr.
+admin socket = {w}/run/$cluster-$name.$pid.$cctid.asok
 log file = {w}/log/$cluster-$name.log
 mon cluster log file = default={w}/log/$cluster.$channel.log cluster={w}/log/$cluster.log
 pid file = {w}/run/$cluster-$name.pid

@@ -4,6 +4,10 @@ Each release has one row, the last run's: the host's run (Debian 12, Pacific)
 and the Tentacle root's run (`scripts/tentacle`) each rewrite their own and
 keep the other's. The exact package versions come from dpkg, the release from
 `ceph-mon --version`, so the table says what really ran.
+
+Only a run asked to writes it (WRITE_VAR=1; `.ci/run` sets it for both
+runs): the date and the counts change at every run, and a test suite must
+leave a fresh clone's `git status` clean.
 """
 
 from __future__ import annotations
@@ -14,23 +18,31 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ceph-versions.md"
+WRITE_VAR = "RGWTLS_WRITE_CEPH_VERSIONS"
 PACKAGES = ("ceph-mon", "ceph-osd", "radosgw", "librados2", "python3-rados")
 COLUMNS = ("Ceph", "release", "tested on", "Debian", "Python", *PACKAGES, "end-to-end tests")
 HEADER = """\
 # Ceph releases tested
 
 Written by the test run itself (`devsite/versions.py`), never by hand: a
-run in which every test passed and every end-to-end test that touches Ceph ran
-(the `tentacle` marker) rewrites its release's row and keeps the others. The
+run asked to (`RGWTLS_WRITE_CEPH_VERSIONS=1`, as `.ci/run` sets it) in which
+every test passed and every end-to-end test that touches Ceph ran (the
+`tentacle` marker) rewrites its release's row and keeps the others. The
 host's run (`.venv/bin/python -m pytest`, Debian 12) gives Pacific's row, the
 Tentacle root's (`scripts/tentacle pytest -m tentacle`, Debian sid) Tentacle's.
 rgwtls runs on the librados and Python of the cluster's own release: a Pacific
 client cannot join a Tentacle cluster.
 
 """
+
+
+def asked(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether this run was asked to write its row: WRITE_VAR=1 in its environment."""
+    return env.get(WRITE_VAR) == "1"
 
 
 def _out(argv: list[str]) -> str:

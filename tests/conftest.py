@@ -25,7 +25,7 @@ from devsite.proxy import Tinyproxy, tinyproxy
 from devsite.site import DEPLOY_CAPS, DOMAINS, ISSUER_CAPS, POOL, ZONE, Stack, to_toml
 from devsite.tlsca import TestCA
 from devsite.uddi import UddiEmulator, uddi_emulator
-from devsite.versions import current_row, record
+from devsite.versions import asked, current_row, record
 from devsite.wapi import WapiEmulator, wapi_emulator
 
 
@@ -184,8 +184,9 @@ def cli() -> Callable[..., Result]:
 # The end-to-end tests that touch Ceph carry the `tentacle` marker: the host
 # runs them on Pacific with the rest, and `scripts/tentacle pytest -m tentacle`
 # runs the same code again in the Tentacle root (Ceph 20.2, its own Python and
-# librados). A run in which all of them ran and every test passed writes its
-# release's row of docs/ceph-versions.md.
+# librados). A run asked to (RGWTLS_WRITE_CEPH_VERSIONS=1, as .ci/run sets it)
+# in which all of them ran and every test passed writes its release's row of
+# docs/ceph-versions.md; any other run leaves the tree as it found it.
 TENTACLE_MODULES = frozenset(
     {"test_stack_ceph", "test_deploy_e2e", "test_deploy_crash_e2e", "test_issue_e2e", "test_operate_e2e"}
 )
@@ -222,7 +223,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     items = [item for item in session.items if "tentacle" in item.keywords]
     outcomes = list(_tentacle_outcomes.values())
     if (
-        exitstatus != 0
+        not asked()
+        or exitstatus != 0
         or {item.path.stem for item in items} != TENTACLE_MODULES
         or {"failed", "deselected"} & set(outcomes)
         or len(outcomes) != len(items)  # --collect-only, or a run cut short

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -181,3 +182,50 @@ def test_the_documented_alerts_and_metric_table_match_what_the_commands_write() 
     assert set(METRIC.findall(alerts)) - written_names() == set()
     table = {m for line in section.splitlines() if line.startswith("| `") for m in METRIC.findall(line.split("|")[1])}
     assert table == set(FAMILIES)
+
+
+def _plant_links(directory: Path, victim: Path, pids: range) -> list[Path]:
+    """What a member of the textfile directory's group can do: links at every name the old code would open."""
+    links = []
+    for pid in pids:
+        for name in (f".rgwtls_check.prom.{pid}.tmp", f".rgwtls_check.prom.rgwtls-{pid}"):
+            link = directory / name
+            link.symlink_to(victim)
+            links.append(link)
+    return links
+
+
+def test_links_planted_at_the_temporary_names_are_never_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = tmp_path / "root-only"
+    victim.write_bytes(b"root's own bytes\n")
+    victim.chmod(0o600)
+    textfile = tmp_path / "textfile"
+    textfile.mkdir(mode=0o775)
+    monkeypatch.setattr(os, "getpid", lambda: 4242)  # the pid the links were planted for
+    links = _plant_links(textfile, victim, range(4200, 4300))
+    path = metrics.write(textfile, "check", True, time.monotonic(), full_report(), 0)
+    assert victim.read_bytes() == b"root's own bytes\n"
+    assert victim.stat().st_mode & 0o777 == 0o600
+    assert all(link.is_symlink() for link in links)
+    assert not path.is_symlink()
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert [s.value for s in parse(path.read_text()) if s.name == "rgwtls_check_status"] == [0]
+    assert sorted(p.name for p in textfile.iterdir() if not p.is_symlink()) == ["rgwtls_check.prom"]
+
+
+def test_a_link_planted_at_the_prom_file_is_replaced_not_followed_nor_read(tmp_path: Path) -> None:
+    victim = tmp_path / "root-only"
+    victim.write_text('rgwtls_runs_total{command="check",result="success"} 31337\n')
+    victim.chmod(0o600)
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    (textfile / "rgwtls_check.prom").symlink_to(victim)
+    path = metrics.write(textfile, "check", True, time.monotonic(), full_report(), 0)
+    assert victim.read_text() == 'rgwtls_runs_total{command="check",result="success"} 31337\n'
+    assert not path.is_symlink()
+    runs = [
+        s.value for s in parse(path.read_text()) if s.name == "rgwtls_runs_total" and s.labels["result"] == "success"
+    ]
+    assert runs == [1]  # nothing carried over from the link's target

@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,3 +271,33 @@ def test_gateway_pem_starts_as_a_site_keeps_it_readable_by_the_gateway_group(gat
     assert gateway.readable_by_gateway(gateway.pem)
     gateway.pem.chmod(0o600)
     assert not gateway.readable_by_gateway(gateway.pem)
+
+
+_HOLD_A_CONNECTION = """
+import sys, time, rados
+conf, name, keyring = sys.argv[1:]
+handle = rados.Rados(conffile=conf, name=name, conf={"keyring": keyring})
+handle.connect(timeout=10)
+print("connected", flush=True)
+sys.stdin.read()  # until the test has both connected
+handle.shutdown()
+"""
+
+
+def test_two_clients_of_one_user_at_once_print_nothing_about_their_admin_sockets(cluster: CephCluster) -> None:
+    keyring = cluster.create_user("client.twice", {"mon": "allow r"})
+    argv = [sys.executable, "-c", _HOLD_A_CONNECTION, str(cluster.conf), "client.twice", str(keyring)]
+    procs = [
+        subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline() == "connected\n"  # both hold a connection now
+    finally:
+        outs = [p.communicate(timeout=30) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "AdminSocket" not in err
+        assert err == ""

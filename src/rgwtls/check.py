@@ -3,11 +3,22 @@
 One status line with perfdata; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 Let's Encrypt sends no expiry mail any more, and certificates are going to 45
 days: this is what notices a silent cron failure before the outage.
+
+A fleet may serve many certificates, and a monitoring summary (and a pager's
+SMS) shows only the start of the first line. Up to MAX_NAMED certificates,
+that line says everything, as it always did. Beyond, it follows the Nagios
+plugin guidelines' long output: the first line names the worst MAX_NAMED
+certificates, each with a short reason, says how many more there are, and
+carries only the counts as perfdata (FIRST_LINE bounds it); every
+certificate's full detail follows, one text a line, and every certificate's
+perfdata after a `|` on the last of those lines, one a line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 # Threshold lives in config, the lowest layer, which validates check.warning
@@ -16,68 +27,116 @@ from rgwtls.config import Threshold as Threshold
 
 if TYPE_CHECKING:
     # Annotations only: `rgwtls check` imports this before it reads the pool.
-    from rgwtls.status import Report
+    from rgwtls.status import Report, Status
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+MAX_NAMED = 3  # certificates named on the first line
+FIRST_LINE = 200  # characters: beyond, the first line of many certificates names fewer of them
 
 
-def judge(report: Report, warning: Threshold, critical: Threshold, grace: float) -> tuple[int, str]:
-    """The state and the one line (with perfdata) a monitoring system reads."""
-    if report.error:
-        return UNKNOWN, f"RGWTLS UNKNOWN - cannot read the pool: {report.error}"
-    now = dt.datetime.now(dt.UTC)
-    state = OK
-    said: list[str] = []
-    perf: list[str] = []
+@dataclass
+class Verdict:
+    """One certificate's judgement: its texts with their levels, its state, its perfdata, how soon it ends."""
 
-    def worse(level: int, text: str) -> None:
-        nonlocal state
-        state = max(state, level)
-        said.append(text)
+    name: str
+    texts: list[tuple[int, str, str]] = field(default_factory=list)  # level, the full text, a short reason
+    perf: str = ""
+    days_left: float = -math.inf  # no certificate at all sorts first
 
-    for st in report.certificates:
-        if st.pool is None:
-            worse(CRITICAL, f"{st.name}: no certificate in the pool; run 'rgwtls issue' on the issuer")
-            continue
-        li = st.last_issue
-        if li and not li.get("ok"):
-            worse(
+    @property
+    def state(self) -> int:
+        return max((level for level, _, _ in self.texts), default=OK)
+
+    def summary(self) -> str:
+        """The name and the reasons of its worst level: what the first line of many certificates says of it."""
+        return f"{self.name}: " + ", ".join(short for level, _, short in self.texts if level == self.state)
+
+
+def _verdict(st: Status, warning: Threshold, critical: Threshold, grace: float, now: dt.datetime) -> Verdict:
+    v = Verdict(st.name)
+    say = v.texts.append
+    if st.pool is None:
+        say((CRITICAL, f"{st.name}: no certificate in the pool; run 'rgwtls issue' on the issuer", "not in the pool"))
+        return v
+    li = st.last_issue
+    if li and not li.get("ok"):
+        say(
+            (
                 CRITICAL,
                 f"{st.name}: the last issue attempt ({li.get('at')} on {li.get('host')}) failed: {li.get('error')}",
+                "the last issue failed",
             )
-        if st.served_error:
-            worse(CRITICAL, f"{st.name}: no TLS handshake at {st.served_error}")
-        elif st.served is not None and not st.served.matches_pool:
-            since = dt.datetime.fromisoformat(st.pool.issued_at) if st.pool.issued_at else now
-            age = (now - since).total_seconds()
-            if age > grace:
-                worse(
+        )
+    if st.served_error:
+        say((CRITICAL, f"{st.name}: no TLS handshake at {st.served_error}", "no TLS handshake"))
+    elif st.served is not None and not st.served.matches_pool:
+        since = dt.datetime.fromisoformat(st.pool.issued_at) if st.pool.issued_at else now
+        age = (now - since).total_seconds()
+        if age > grace:
+            say(
+                (
                     CRITICAL,
                     f"{st.name}: the gateway serves serial {st.served.serial[:16]}, not the pool's "
                     f"generation {st.pool.generation} (issued {age / 3600:.1f} h ago); "
                     "check 'rgwtls deploy' on this host",
+                    "not deployed",
                 )
-            else:
-                said.append(f"{st.name}: generation {st.pool.generation} not deployed yet (within the grace)")
-        for text in st.persist_warnings:
-            # Before it breaks a renewal: the certificate itself is still good.
-            worse(WARNING, text)
-        # What clients see counts: the served certificate, else the pool's.
-        facts = st.served or st.pool
-        where = "served" if st.served else "pool"
-        if facts.days_left <= 0:
-            worse(CRITICAL, f"{st.name}: the {where} certificate EXPIRED at {facts.not_after}")
-        elif critical.reached(facts):
-            worse(CRITICAL, f"{st.name}: the {where} certificate expires in {facts.days_left:.1f} days")
-        elif warning.reached(facts):
-            worse(WARNING, f"{st.name}: the {where} certificate expires in {facts.days_left:.1f} days")
+            )
         else:
-            said.append(f"{st.name}: {where} certificate good for {facts.days_left:.1f} days")
-        perf.append(
-            f"'{st.name} days_left'={facts.days_left:.2f};{warning.days(facts):.2f};"
-            f"{critical.days(facts):.2f};0;{facts.lifetime_days:.2f}"
-        )
-    # Problems first: a monitoring summary shows the start of the line.
-    said.sort(key=lambda text: "good for" in text or "within the grace" in text)
-    return state, f"RGWTLS {NAMES[state]} - {'; '.join(said)} | {' '.join(perf)}"
+            say((OK, f"{st.name}: generation {st.pool.generation} not deployed yet (within the grace)", "deploying"))
+    for text in st.persist_warnings:
+        # Before it breaks a renewal: the certificate itself is still good.
+        say((WARNING, text, "dns-persist-01 record"))
+    # What clients see counts: the served certificate, else the pool's.
+    facts = st.served or st.pool
+    where = "served" if st.served else "pool"
+    days = f"{facts.days_left:.1f} days"
+    expires = f"expires in {days}"
+    if facts.days_left <= 0:
+        say((CRITICAL, f"{st.name}: the {where} certificate EXPIRED at {facts.not_after}", "EXPIRED"))
+    elif critical.reached(facts):
+        say((CRITICAL, f"{st.name}: the {where} certificate expires in {facts.days_left:.1f} days", expires))
+    elif warning.reached(facts):
+        say((WARNING, f"{st.name}: the {where} certificate expires in {facts.days_left:.1f} days", expires))
+    else:
+        say((OK, f"{st.name}: {where} certificate good for {facts.days_left:.1f} days", f"good for {days}"))
+    v.days_left = facts.days_left
+    v.perf = (
+        f"'{st.name} days_left'={facts.days_left:.2f};{warning.days(facts):.2f};"
+        f"{critical.days(facts):.2f};0;{facts.lifetime_days:.2f}"
+    )
+    return v
+
+
+def _problems_first(texts: list[tuple[int, str, str]]) -> list[str]:
+    # A stable sort: the problems keep their order, the good news follows.
+    return [text for _, text, _ in sorted(texts, key=lambda t: t[0] == OK)]
+
+
+def judge(report: Report, warning: Threshold, critical: Threshold, grace: float) -> tuple[int, str]:
+    """The state and what a monitoring system reads: one line with perfdata, and long output for many certificates."""
+    if report.error:
+        return UNKNOWN, f"RGWTLS UNKNOWN - cannot read the pool: {report.error}"
+    now = dt.datetime.now(dt.UTC)
+    verdicts = [_verdict(st, warning, critical, grace, now) for st in report.certificates]
+    state = max((v.state for v in verdicts), default=OK)
+    if len(verdicts) <= MAX_NAMED:
+        said = _problems_first([t for v in verdicts for t in v.texts])
+        perf = " ".join(v.perf for v in verdicts if v.perf)
+        return state, f"RGWTLS {NAMES[state]} - {'; '.join(said)} | {perf}"
+    # The worst first: by state, then the soonest to end, then by name for a stable order.
+    ranked = sorted(verdicts, key=lambda v: (-v.state, v.days_left, v.name))
+    counts = {level: sum(v.state == level for v in verdicts) for level in (CRITICAL, WARNING)}
+    head_perf = f"certificates={len(verdicts)};;;0 critical={counts[CRITICAL]};;;0 warning={counts[WARNING]};;;0"
+    for n in range(MAX_NAMED, 0, -1):  # long names: fewer of them, never a long first line
+        named = "; ".join(v.summary() for v in ranked[:n])
+        first = f"RGWTLS {NAMES[state]} - {named}; and {len(ranked) - n} more | {head_perf}"
+        if len(first) < FIRST_LINE:
+            break
+    lines = [first, *_problems_first([t for v in ranked for t in v.texts])]
+    every_perf = [v.perf for v in ranked if v.perf]
+    if every_perf:
+        lines[-1] += f" | {every_perf[0]}"
+        lines += every_perf[1:]
+    return state, "\n".join(lines)

@@ -1,4 +1,12 @@
-"""The files a gateway's radosgw reads, written so that no reader ever sees half of one.
+"""Every file rgwtls writes, written so that no reader ever sees half of one.
+
+The one writer of files in the package: what radosgw reads, the state and
+kept sets under `deploy.state_dir`, and the metrics in node_exporter's
+textfile directory, which a site often shares with a group (`root:ceph
+0775`). So the temporary file has a name nobody can guess, and is opened
+with O_EXCL|O_NOFOLLOW: a link planted there by a member of that group is
+never written through, and its mode is set on the open descriptor, never
+through a path.
 
 A private key is involved, and a site chose who may read it: a replaced file
 keeps its mode, owner and group (less any access for others), a new one gets
@@ -15,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -121,9 +130,11 @@ def atomic_write(path: Path, data: bytes, access: Access, check: Callable[[bytes
 
     `check` gets the bytes read back from the temporary file and raises
     ValueError if they are not what radosgw can load; a short or wrong file is
-    never renamed into place.
+    never renamed into place. A link at `path` itself is replaced, not
+    followed: callers that mean to keep a link resolve it first (real_path).
     """
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    # The pid says who left it; the random part makes it unguessable.
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{secrets.token_hex(8)}")
     try:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:

@@ -1,7 +1,9 @@
 """Prometheus metrics for node_exporter's textfile collector.
 
-`--textfile DIR` writes `DIR/rgwtls_<command>.prom` atomically (temporary file,
-rename), so the collector never reads half a file.
+`--textfile DIR` writes `DIR/rgwtls_<command>.prom` atomically, through
+files.atomic_write (an unguessable temporary file opened O_EXCL|O_NOFOLLOW,
+fsynced, renamed), so the collector never reads half a file and a link
+planted in a shared directory is never written through.
 
 One series, one owner: node_exporter merges every file of the directory into
 one scrape, and a series found in two files is a gathering error on every
@@ -32,10 +34,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rgwtls import files
 from rgwtls.status import Report
 
 EVERY = "every command"
@@ -201,6 +205,23 @@ def render(values: dict[str, list[tuple[str, float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _read_previous(path: Path) -> str:
+    """Our previous file, never through a link: a planted one must not carry a root-only file's numbers out."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(1 << 20).decode()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    finally:
+        os.close(fd)
+
+
 def write(
     directory: Path,
     command: str,
@@ -209,20 +230,15 @@ def write(
     report: Report | None,
     check_state: int | None = None,
 ) -> Path:
+    """Replace DIR/rgwtls_COMMAND.prom whole, through files.atomic_write, the package's one writer of files.
+
+    The directory is often group-writable (`root:ceph 0775`), and this runs
+    as root: its temporary file must not be a name another user can plant a
+    link at. A DeployError (the directory is missing, full, read-only) is
+    reported by the CLI as a warning; the run's outcome stands.
+    """
     path = directory / f"rgwtls_{command}.prom"
-    try:
-        previous = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        previous = ""
+    previous = _read_previous(path)
     text = render(samples(command, ok, time.monotonic() - started, report, check_state, previous))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.atomic_write(path, text.encode(), files.Access(0o644, os.getuid(), os.getgid()))
     return path

@@ -19,6 +19,7 @@ import dns.message
 import dns.name
 import dns.nameserver
 import dns.query
+import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
@@ -30,11 +31,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Server:
+    """One address of an authoritative nameserver; `name` is the nameserver as the zone or config names it."""
+
     host: str
     port: int
+    name: str = ""
 
     def __str__(self) -> str:
         return self.host if self.port == 53 else f"{self.host}:{self.port}"
+
+    def named(self) -> str:
+        """The nameserver and this address of it, for a line that must say which server answered what."""
+        return f"{self.name} ({self})" if self.name and self.name != self.host else str(self)
+
+
+class BadRcode(dns.exception.DNSException):
+    """A server answered, but with SERVFAIL, REFUSED or another error: not "the values are missing".
+
+    A DNSException, so that every caller that handles a server giving no
+    answer (persist's check too) handles this one.
+    """
+
+    def __init__(self, rcode: dns.rcode.Rcode) -> None:
+        # dnspython's DNSException.__init__ has no annotations.
+        super().__init__(f"answered {dns.rcode.to_text(rcode)}")  # type: ignore[no-untyped-call]
 
 
 def parse_server(text: str, default_port: int = 53) -> tuple[str, int]:
@@ -81,11 +101,11 @@ def authoritative_servers(record_name: str, cfg: DnsConfig) -> list[Server]:
             servers = []
             for entry in cfg.nameservers:
                 host, port = parse_server(entry, 53)
-                servers += [Server(a, port) for a in _addresses(res, host)]
+                servers += [Server(a, port, host) for a in _addresses(res, host)]
             return servers
         zone = dns.resolver.zone_for_name(record_name, resolver=res)
         targets = sorted(r.target.to_text() for r in res.resolve(zone, "NS"))
-        return [Server(a, cfg.nameserver_port) for t in targets for a in _addresses(res, t)]
+        return [Server(a, cfg.nameserver_port, t.rstrip(".")) for t in targets for a in _addresses(res, t)]
     except dns.exception.DNSException as e:
         raise PropagationError(
             f"cannot find the authoritative nameservers of {record_name}: {e}; set dns.nameservers to list them"
@@ -143,16 +163,26 @@ def cname_target(record_name: str, cfg: DnsConfig) -> str:
 
 
 def txt_values(server: Server, name: str, timeout: float) -> set[str]:
-    """What this server itself answers, asked without recursion."""
+    """What this server itself answers, asked without recursion.
+
+    Any bytes are a TXT value, and other tools put non-UTF-8 ones beside
+    ours: they are decoded with replacement, so they never equal a challenge
+    value (always ASCII) and never stop the wait. An error rcode (SERVFAIL,
+    REFUSED: the server does not serve the zone, or cannot) is BadRcode, so
+    the line names that server and what it said, not "values missing".
+    """
     q = dns.message.make_query(name, dns.rdatatype.TXT)
     q.flags &= ~dns.flags.RD
     resp = dns.query.udp(q, server.host, port=server.port, timeout=timeout)
     if resp.flags & dns.flags.TC:
         resp = dns.query.tcp(q, server.host, port=server.port, timeout=timeout)
+    rcode = resp.rcode()
+    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        raise BadRcode(rcode)
     values: set[str] = set()
     for rrset in resp.answer:
         if rrset.rdtype == dns.rdatatype.TXT:
-            values |= {b"".join(r.strings).decode() for r in rrset}
+            values |= {b"".join(r.strings).decode(errors="replace") for r in rrset}
     return values
 
 
@@ -177,6 +207,9 @@ def wait_for_values(
         for server, name in list(pending):
             try:
                 have = txt_values(server, name, cfg.query_timeout)
+            except BadRcode as e:
+                pending[(server, name)] = str(e)
+                continue
             except (OSError, dns.exception.DNSException) as e:
                 pending[(server, name)] = f"no answer ({e or type(e).__name__})"
                 continue
@@ -192,7 +225,7 @@ def wait_for_values(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             worst = "; ".join(
-                f"{s} for {n}: {why}"
+                f"{s.named()} for {n}: {why}"
                 for (s, n), why in sorted(pending.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
             )
             raise PropagationError(

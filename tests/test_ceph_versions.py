@@ -1,0 +1,58 @@
+"""docs/ceph-versions.md is written only when a run is asked to: a plain pytest leaves the tree clean."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from devsite import versions
+from tests import conftest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def finished_whole_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """Run the session hook as after a whole passing run; the rows it would have written."""
+    written: list[dict[str, str]] = []
+    monkeypatch.setattr(conftest, "record", written.append)
+    monkeypatch.setattr(conftest, "current_row", lambda passed, skipped: {"passed": str(passed)})
+    items = [SimpleNamespace(path=Path(f"tests/{m}.py"), keywords={"tentacle": 1}) for m in conftest.TENTACLE_MODULES]
+    monkeypatch.setattr(conftest, "_tentacle_outcomes", {f"{i.path}::t": "passed" for i in items})
+    session: Any = SimpleNamespace(items=items)
+    conftest.pytest_sessionfinish(session, 0)
+    return written
+
+
+def test_a_whole_passing_run_not_asked_writes_no_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(versions.WRITE_VAR, raising=False)
+    assert finished_whole_run(monkeypatch) == []
+
+
+@pytest.mark.parametrize("value", ["", "0", "yes"])
+def test_only_the_value_1_asks(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv(versions.WRITE_VAR, value)
+    assert finished_whole_run(monkeypatch) == []
+
+
+def test_a_whole_passing_run_asked_writes_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(versions.WRITE_VAR, "1")
+    assert finished_whole_run(monkeypatch) == [{"passed": str(len(conftest.TENTACLE_MODULES))}]
+
+
+def test_ci_asks_both_runs_and_still_runs_exactly_the_readmes_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert [line for line in ci if line in commands] == commands
+    export = ci.index(f"export {versions.WRITE_VAR}=1")
+    assert export < ci.index(commands[1]) < ci.index(commands[2])
+    # The Tentacle root's environment is cleared (env -i) but for a list, which must pass it on.
+    keep = re.search(r"for v in ([^;]+); do", (ROOT / "scripts" / "tentacle").read_text())
+    assert keep is not None
+    assert versions.WRITE_VAR in keep.group(1).split()
+    assert versions.WRITE_VAR in readme
