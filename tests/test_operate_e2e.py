@@ -93,8 +93,8 @@ def test_status_json_has_a_stable_schema(stack: Stack, gateway: Gateway) -> None
         "lifetime_days": float,
     }
     for side, extra in (
-        ("pool", {"generation": int, "issued_at": str, "issued_by": str, "profile": str}),
-        ("staging", {"generation": int, "issued_at": str, "issued_by": str, "profile": str}),
+        ("pool", {"generation": int, "issued_at": str, "issued_by": str, "profile": str, "ca": str}),
+        ("staging", {"generation": int, "issued_at": str, "issued_by": str, "profile": str, "ca": str}),
         ("deployed", {"where": str, "matches_pool": bool}),
         ("served", {"where": str, "matches_pool": bool}),
     ):

@@ -30,7 +30,8 @@ def _iso(t: dt.datetime) -> str:
 
 
 def _days_left(not_after: dt.datetime, now: dt.datetime) -> float:
-    return round((not_after - now).total_seconds() / 86400, 2)
+    # Six decimals (a tenth of a second): a lifetime of minutes (a test CA) is judged as exactly as one of months.
+    return round((not_after - now).total_seconds() / 86400, 6)
 
 
 @dataclass
@@ -54,7 +55,7 @@ class CertFacts:
             _iso(nb),
             _iso(na),
             _days_left(na, now),
-            round((na - nb).total_seconds() / 86400, 2),
+            round((na - nb).total_seconds() / 86400, 6),
         )
 
     @property
