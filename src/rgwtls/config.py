@@ -17,6 +17,7 @@ import stat
 import string
 import tomllib
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -572,8 +573,9 @@ def _check(cfg: Config, where: _Where) -> None:
     names: set[str] = set()
     for i, cert in enumerate(cfg.certificates):
         key = f"certificate[{i}]"
-        if not cert.name or "/" in cert.name:
-            raise where.error(f"{key}.name", "must be a non-empty name without '/'")
+        problem = name_problem(cert.name)
+        if problem:
+            raise where.error(f"{key}.name", problem)
         if cert.name in names:
             raise where.error(f"{key}.name", f"{cert.name!r} is configured twice")
         names.add(cert.name)
@@ -596,6 +598,38 @@ def _check(cfg: Config, where: _Where) -> None:
         alias = cert.challenge_alias
         if alias and (alias != alias.lower().rstrip(".") or "*" in alias or " " in alias or "." not in alias):
             raise where.error(f"{key}.challenge_alias", f"{alias!r} is not a lower-case domain name")
+
+
+# The longest file name the code makes from a name is the temporary file of a
+# kept staging set, ".NAME.staging.json.rgwtls-PID" (about 35 bytes besides
+# NAME), and 255 bytes is what Linux file systems hold; RADOS object names
+# (NAME/last-deploy) hold far more. 64 leaves room for new files, and keeps
+# log lines and metric labels readable.
+MAX_NAME_BYTES = 64
+
+
+def name_problem(name: str) -> str | None:
+    """Why a certificate name is unsafe as a RADOS object name and as a file name, or None.
+
+    librados cuts object names at a NUL, so two names that differ after it
+    would share every object; '/' and a leading '.' would reach other files
+    of the state directory; control characters break log lines and files.
+    """
+    if not name:
+        return "must not be empty"
+    if "\0" in name:
+        return "holds a NUL byte; use letters, digits, '.', '-' and '_'"
+    bad = next((c for c in name if unicodedata.category(c).startswith("C")), None)
+    if bad is not None:
+        return f"holds the control character U+{ord(bad):04X}; use letters, digits, '.', '-' and '_'"
+    if "/" in name:
+        return "must not hold '/': it names a RADOS object and a file; use '.', '-' or '_' instead"
+    if name.startswith("."):
+        return f"{name!r} must not start with '.'"
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        return f"is {size} bytes long; at most {MAX_NAME_BYTES} are allowed (it names files in deploy.state_dir)"
+    return None
 
 
 def _is_profile_name(name: str) -> bool:
