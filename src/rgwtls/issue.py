@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rgwtls import certs
-from rgwtls.config import CertificateConfig, Config
+from rgwtls.config import CertificateConfig, Config, check_secrets
 from rgwtls.dns import Challenge, DnsProvider
 from rgwtls.dns.backends import make_provider
-from rgwtls.errors import AcmeError, ConfigError, Interrupted, RgwtlsError, StoreError
+from rgwtls.errors import AcmeError, ConfigError, Interrupted, RgwtlsError, StoreError, describe
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, CertSet, IssuerLock, Pool
 
@@ -50,6 +50,7 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     directory = cfg.acme.staging_directory if staging else cfg.acme.directory
     issued = 0
     failures: list[str] = []
+    check_secrets(cfg, staging)  # a bad secret is one line before anything is locked or ordered
     with Pool(cfg.ceph) as pool, pool.issuer_lock() as lock:
         # A killed run may have left challenge records: remove them first.
         _clean_journal(pool, cfg)
@@ -62,7 +63,7 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
             except Exception as e:
                 # Every failure, ours or not, is recorded where every gateway
                 # can read it, so that `rgwtls check` sees it.
-                said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
+                said = describe(e)
                 _record_attempt(pool, cert.name, staging, said, session.warnings.pop(cert.name, None))
                 if isinstance(e, Interrupted) or len(wanted) == 1:
                     raise  # the operator asked the run to stop: not on to the next certificate
@@ -338,6 +339,7 @@ def persist_records(
             "set dns.challenge or its [[certificate]] challenge to dns-persist-01"
         )
     directory = cfg.acme.staging_directory if staging else cfg.acme.directory
+    check_secrets(cfg, staging, dns=publish or remove)
     every: list[standing.Record] = []
     with Pool(cfg.ceph) as pool, pool.issuer_lock():
         acme = _Session(cfg, pool, directory, staging).registered()
@@ -518,7 +520,7 @@ def _store(cfg: Config, pool: Pool, lock: IssuerLock, new: CertSet, staging: boo
 def _issued_but_not_stored(new: CertSet, kept: Path, not_kept: str | None, e: Exception) -> RgwtlsError:
     """One line saying that a certificate WAS issued, where it is, and what the next run does with it."""
     until = certs.cert_info(new.cert_pem).not_after.strftime("%Y-%m-%d %H:%M UTC")
-    said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
+    said = describe(e)
     if not_kept is None:
         fate = f"it is kept in {kept} and the next run stores it instead of ordering again"
     else:
