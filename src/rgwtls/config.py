@@ -226,6 +226,10 @@ class DeployConfig:
     # This host's own state: deploy's host lock, per-host records, and the
     # issuer's set kept when the pool could not store it.
     state_dir: str = "/var/lib/rgwtls"
+    # A PEM bundle of roots trusted besides the system's store: a set whose
+    # chain does not end at one of them is neither stored nor installed.
+    # Set it for a private ACME CA (step-ca, Pebble); empty: the system's alone.
+    trusted_roots: str = ""
     # Split like a shell would, then {host} (the short host name) is put into each word.
     restart_command: str = "systemctl restart ceph-radosgw@rgw.{host}"
     restart_timeout: float = 120.0

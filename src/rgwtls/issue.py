@@ -28,6 +28,7 @@ from rgwtls.dns.backends import make_provider
 from rgwtls.errors import AcmeError, ConfigError, Interrupted, RgwtlsError, StoreError, describe
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, CertSet, IssuerLock, Pool
+from rgwtls.validate import check_issued
 
 if TYPE_CHECKING:
     from rgwtls.acmeflow import Acme
@@ -294,7 +295,9 @@ def _obtain(
     # order and its key are noted first, for the next run to fetch it.
     _note_order(noted, cert, session.directory, str(order.uri), key, used)
     fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
-    return _build_set(cert, key, fullchain, current, session.directory, used)
+    new = _build_set(cert, key, fullchain, current, session.directory, used)
+    check_issued(new, cfg, noted)  # a chain to no trusted root is never stored, nor its order fetched again
+    return new
 
 
 def _check_persistent(cfg: Config, session: _Session, acme: Acme, cert: CertificateConfig) -> None:
@@ -709,6 +712,7 @@ def _collect_order(
         return None
     try:
         new = _build_set(cert, certs.load_private_key(doc["key_pem"]), fullchain, None, directory, doc["profile"])
+        check_issued(new, cfg, path)
     except (RgwtlsError, ValueError) as e:
         log.warning("%s: dropping the order noted in %s: %s; ordering as usual", cert.name, path, e)
         _discard(path)
