@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rgw = start_radosgw(cluster, work / "rgw", pem, supervised=True)
         ca = make_ca()
         store(cluster, new_set(1, ca))
+        # The bench's CA is no public one: named as a private CA's root is.
+        roots = work / "trusted-roots.pem"
+        roots.write_text(ca[1])
         config = work / "rgwtls.toml"
         config.write_text(
             to_toml(
@@ -160,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "restart_command": rgw.restart_command,
                         "verify_endpoint": f"127.0.0.1:{rgw.port}",
                         "state_dir": str(work / "state"),
+                        "trusted_roots": str(roots),
                     },
                     "certificate": [{"name": ZONE, "domains": list(DOMAINS)}],
                 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -54,6 +55,16 @@ def make_ca(name: str = "test issuer") -> tuple[ec.EllipticCurvePrivateKey, str]
         .sign(key, hashes.SHA256())
     )
     return key, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@functools.cache
+def site_ca() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """The dev site's own CA for sets made by hand, one per process, trusted like its Pebbles (site.py).
+
+    Named as every make_ca() is ("test issuer", the issuer make_cert writes),
+    so only its key tells it from a throwaway one.
+    """
+    return make_ca()
 
 
 def pem_file(names: tuple[str, ...], days_before: float = 30, days_after: float = 60) -> str:

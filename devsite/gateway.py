@@ -51,6 +51,7 @@ class Gateway:
             "verify_timeout": 20.0,
             "restart_wait": 60.0,
             "state_dir": str(workdir / "state"),
+            "trusted_roots": self.settings["deploy"]["trusted_roots"],
         }
         self.name = name
 

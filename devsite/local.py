@@ -61,6 +61,7 @@ def local_site(work: Path, say: Callable[[str], None] = lambda text: None) -> It
             "restart_command": rgw.restart_command,
             "verify_endpoint": f"127.0.0.1:{rgw.port}",
             "state_dir": str(work / "gateway-state"),
+            "trusted_roots": settings["deploy"]["trusted_roots"],
         }
         gateway_config = site.write_config(settings, "gateway.toml")
         yield LocalSite(site, rgw, pem, issuer_config, gateway_config)

@@ -18,6 +18,7 @@ import json
 import os
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -49,6 +50,12 @@ PROFILES: dict[str, int] = {"classic": 90 * DAY, "tlsserver": 45 * DAY, "shortli
 # What an order without a profile gets at Let's Encrypt. Pebble gives such an
 # order one of its profiles at random, so a stack that must not vary offers this one alone.
 DEFAULT_PROFILE = "classic"
+
+
+# The roots of every Pebble this process started, new at each start. The dev
+# site trusts all of its test CAs (Stack.settings() writes them to
+# deploy.trusted_roots), as a site on a private ACME CA names that CA's root.
+STARTED_ROOTS: list[str] = []
 
 
 def pebble_version(binary: Path = PEBBLE) -> str:
@@ -92,6 +99,17 @@ class Pebble:
     def roots_pem(self, chain: int = 0) -> str:
         """The root that issues this run's certificates (chain 0), or an alternate one: new at every start."""
         return self._mgmt(f"/roots/{chain}")
+
+    def all_roots_pem(self) -> str:
+        """Every root this Pebble issues under (chain 0 and each alternate), one PEM bundle."""
+        roots: list[str] = []
+        while True:
+            try:
+                roots.append(self.roots_pem(len(roots)))
+            except urllib.error.HTTPError as e:
+                if e.code != 404 or not roots:
+                    raise
+                return "".join(roots)
 
     def intermediates_pem(self, chain: int = 0) -> str:
         return self._mgmt(f"/intermediates/{chain}")
@@ -168,6 +186,7 @@ def pebble_server(
     server.start()
     try:
         server.wait_until(lambda: bool(pebble._mgmt("/roots/0")), timeout=20, what="serving")
+        STARTED_ROOTS.append(pebble.all_roots_pem())
         yield pebble
     finally:
         server.stop()

@@ -12,7 +12,8 @@ from typing import Any
 
 from devsite.bind import Bind
 from devsite.ceph import CephCluster
-from devsite.pebble import Pebble
+from devsite.certmaker import site_ca
+from devsite.pebble import STARTED_ROOTS, Pebble
 from devsite.uddi import UddiEmulator
 from devsite.wapi import WapiEmulator
 
@@ -44,6 +45,18 @@ class Stack:
         p.write_text(value + "\n")
         p.chmod(0o600)
         return p
+
+    def trusted_roots(self) -> Path:
+        """A bundle of every test CA's root: every Pebble this process started (this stack's too), the site's own.
+
+        Written at each call: a Pebble started since (a test's own) is in it then.
+        """
+        path = self.dir / "trusted-roots.pem"
+        # Renamed into place: a run started earlier may be reading it.
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(dict.fromkeys([*STARTED_ROOTS, site_ca()[1]])))
+        tmp.replace(path)
+        return path
 
     def settings(self, provider: str = "infoblox") -> dict[str, Any]:
         return {
@@ -87,7 +100,8 @@ class Stack:
                 **({"uddi": self._uddi_settings()} if self.uddi is not None else {}),
             },
             # This host's state (kept sets, deploy's lock): the test's own, never /var/lib/rgwtls.
-            "deploy": {"state_dir": str(self.dir / "state")},
+            # Pebble's roots are no public CA's: named, as a site names a private CA's.
+            "deploy": {"state_dir": str(self.dir / "state"), "trusted_roots": str(self.trusted_roots())},
             "certificate": [{"name": ZONE, "domains": list(DOMAINS)}],
         }
 

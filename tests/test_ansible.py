@@ -83,6 +83,8 @@ def _issuer_overrides(stack: Stack, provider: str) -> dict[str, Any]:
     return {
         "acme": {k: acme[k] for k in ("poll_interval", "order_timeout", "retry_backoff")},
         "ceph": {"timeout": ceph["timeout"]},
+        # The test CAs' roots (devsite's Pebbles) are no public CA's.
+        "deploy": {"trusted_roots": s["deploy"]["trusted_roots"]},
         "dns": {
             **{k: dns[k] for k in ("nameserver_port", "propagation_timeout", "propagation_interval", "query_timeout")},
             provider: {"timeout": 3.0},
@@ -124,7 +126,7 @@ def _group_vars(stack: Stack, wheelhouse: Path) -> dict[str, Any]:
         "rgwtls_issuer_config_overrides": _issuer_overrides(stack, "infoblox"),
         "rgwtls_deploy_config_overrides": {
             "ceph": {"timeout": ceph["timeout"]},
-            "deploy": {"verify_timeout": 20.0, "restart_wait": 60.0},
+            "deploy": {"verify_timeout": 20.0, "restart_wait": 60.0, "trusted_roots": s["deploy"]["trusted_roots"]},
         },
     }
 

@@ -322,3 +322,40 @@ def test_proxy_user_needs_a_password_file_and_a_password_file_a_user(tmp_path: P
     p = write(tmp_path, MINIMAL + "[acme]\nproxy = 'http://proxy.example.org:3128'\nproxy_password_file = '/x'\n")
     with pytest.raises(ConfigError, match=r"acme.proxy_password_file: acme.proxy names no user"):
         config.load(p)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("a\0b", "holds a NUL byte"),
+        ("a\nb", "holds the control character U+000A"),
+        ("tab\there", "holds the control character U+0009"),
+        ("del\x7f", "holds the control character U+007F"),
+        ("../x", "must not hold '/'"),
+        ("a/b", "must not hold '/'"),
+        (".hidden", "must not start with '.'"),
+        ("x" * 300, f"is 300 bytes long; at most {config.MAX_NAME_BYTES} are allowed"),
+        ("é" * 33, f"is 66 bytes long; at most {config.MAX_NAME_BYTES} are allowed"),
+        ("", "must not be empty"),
+    ],
+)
+def test_unsafe_certificate_name_is_refused_at_load_naming_the_key(tmp_path: Path, name: str, problem: str) -> None:
+    raw = {
+        "certificate": [
+            {"name": "fine", "domains": ["a.example.org"]},
+            {"name": "also-fine", "domains": ["b.example.org"]},
+            {"name": "fine2", "domains": ["c.example.org"]},
+            {"name": name, "domains": ["d.example.org"]},
+        ]
+    }
+    with pytest.raises(ConfigError) as e:
+        config.parse(raw, tmp_path / "c.toml")
+    assert str(e.value).startswith(f"config {tmp_path / 'c.toml'}: certificate[3].name: ")
+    assert problem in str(e.value)
+    assert not any(c in str(e.value) for c in "\n\0")
+
+
+@pytest.mark.parametrize("name", ["cog.example.org", "s3_eu-1", "x" * config.MAX_NAME_BYTES, "zone.example.org..1"])
+def test_safe_certificate_name_loads(tmp_path: Path, name: str) -> None:
+    cfg = config.parse({"certificate": [{"name": name, "domains": ["a.example.org"]}]}, tmp_path / "c.toml")
+    assert cfg.certificates[0].name == name

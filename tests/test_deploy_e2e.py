@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from devsite.certmaker import make_ca, make_cert, pem_file
+from devsite.certmaker import make_cert, pem_file, site_ca
 from devsite.gateway import Gateway
 from tests.conftest import DOMAINS, POOL, ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import account_of, assert_one_error_line, stored_set
@@ -216,7 +216,7 @@ def _mutated(stack: Stack, **fields: Any) -> bytes:
 
 def _bad_set(kind: str, stack: Stack) -> bytes:
     now = dt.datetime.now(dt.UTC)
-    ca_key, ca_pem = make_ca()
+    ca_key, ca_pem = site_ca()  # trusted, so that only the fault named is refused
     good = stored_set(stack)
     assert good is not None
     raw = json.dumps({"format": "rgwtls-set/1", **good}).encode()

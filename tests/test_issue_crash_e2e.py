@@ -74,7 +74,7 @@ exit 0
         )
         settings = stack.settings("hook")
         settings["dns"]["hook"] = {"command": str(hook)}
-        settings["deploy"] = {"state_dir": str(self.state)}
+        settings["deploy"]["state_dir"] = str(self.state)
         settings["ceph"]["timeout"] = 2.0
         if lock_duration is not None:
             settings["ceph"]["lock_duration"] = lock_duration

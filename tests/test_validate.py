@@ -1,4 +1,5 @@
-"""check_set refuses a set whose key, certificate or chain is not clean PEM: radosgw could not load it."""
+"""check_set refuses a set whose key, certificate or chain is not clean PEM (radosgw could not load it),
+or whose chain ends at no trusted root."""
 
 from __future__ import annotations
 
@@ -7,19 +8,22 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
+from cryptography import x509
 
 from devsite.certmaker import make_ca, make_cert
 from rgwtls.errors import DeployError
 from rgwtls.store import CertSet
-from rgwtls.validate import check_set
+from rgwtls.validate import Roots, check_set
 
 NAMES = ("cog.example.org", "*.cog.example.org")
 NOW = dt.datetime.now(dt.UTC)
+CA_KEY, CA_PEM = make_ca()
+ROOTS = Roots((x509.load_pem_x509_certificate(CA_PEM.encode()),))
 
 
 @pytest.fixture(scope="module")
 def good() -> CertSet:
-    ca_key, ca_pem = make_ca()
+    ca_key, ca_pem = CA_KEY, CA_PEM
     key, cert = make_cert(NAMES, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=60), issuer_key=ca_key)
     return CertSet(
         name="cog.example.org",
@@ -42,7 +46,7 @@ def with_pem(s: CertSet, field: str, text: str) -> CertSet:
 
 def refused(s: CertSet) -> str:
     with pytest.raises(DeployError) as err:
-        check_set(s, NAMES, NOW, None, allow_older=False)
+        check_set(s, NAMES, NOW, None, allow_older=False, roots=ROOTS)
     message = str(err.value)
     assert "\n" not in message
     prefix = "the set cog.example.org (generation 3) in the pool: "
@@ -52,7 +56,10 @@ def refused(s: CertSet) -> str:
 
 
 def test_clean_set_passes(good: CertSet) -> None:
-    assert check_set(good, NAMES, NOW, None, allow_older=False).cert.subject.rfc4514_string() == f"CN={NAMES[0]}"
+    assert (
+        check_set(good, NAMES, NOW, None, allow_older=False, roots=ROOTS).cert.subject.rfc4514_string()
+        == f"CN={NAMES[0]}"
+    )
 
 
 def test_whitespace_around_and_between_blocks_passes(good: CertSet) -> None:
@@ -62,7 +69,7 @@ def test_whitespace_around_and_between_blocks_passes(good: CertSet) -> None:
         cert_pem=good.cert_pem.replace("\n", "\r\n"),
         chain_pem=good.chain_pem + "\n \t\n" + good.chain_pem,
     )
-    check_set(spaced, NAMES, NOW, None, allow_older=False)
+    check_set(spaced, NAMES, NOW, None, allow_older=False, roots=ROOTS)
 
 
 @pytest.mark.parametrize(

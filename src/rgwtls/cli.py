@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from rgwtls import __version__
-from rgwtls.errors import Interrupted, RgwtlsError
+from rgwtls.errors import Interrupted, RgwtlsError, describe, scrub
 
 log = logging.getLogger("rgwtls")
 
@@ -29,7 +29,8 @@ TEXTFILE = click.option(
 
 
 def _fail(message: str) -> NoReturn:
-    log.error("%s", message)
+    """The run's one line; scrubbed, so that no codec error's byte (maybe a secret's) is ever printed."""
+    log.error("%s", scrub(message))
     sys.exit(1)
 
 
@@ -98,7 +99,7 @@ def _run(
     except Exception as e:  # the last line of defence: cron mail gets one line, not a traceback
         if ctx.obj["debug"]:
             raise
-        _fail(f"unexpected {type(e).__name__}: {e}; run again with --debug for the traceback")
+        _fail(f"{describe(e)}; run again with --debug for the traceback")
     finally:
         if textfile is not None and cfg is not None:
             _write_metrics(cfg, command, textfile, ok, started)
@@ -121,7 +122,7 @@ def _write_metrics(
 
 
 def _describe(e: Exception) -> str:
-    return str(e) if isinstance(e, RgwtlsError | OSError) else f"unexpected {type(e).__name__}: {e}"
+    return scrub(str(e)) if isinstance(e, OSError) else describe(e)
 
 
 @main.command()
@@ -237,11 +238,11 @@ def check(
         report = gather(cfg)
         state, line = judge(report, warn, crit, cfg.check.grace if grace is None else grace)
     except RgwtlsError as e:
-        state, line = UNKNOWN, f"RGWTLS UNKNOWN - {e}"
+        state, line = UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
     except Exception as e:  # a plugin answers UNKNOWN, whatever happened
         if ctx.obj["debug"]:
             raise
-        state, line = UNKNOWN, f"RGWTLS UNKNOWN - unexpected {type(e).__name__}: {e}"
+        state, line = UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
     click.echo(line)
     if textfile is not None and cfg is not None and report is not None:
         _write_metrics(cfg, "check", textfile, state != UNKNOWN, started, report, state)

@@ -17,6 +17,7 @@ import stat
 import string
 import tomllib
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,6 +252,10 @@ class DeployConfig:
     # This host's own state: deploy's host lock, per-host records, and the
     # issuer's set kept when the pool could not store it.
     state_dir: str = "/var/lib/rgwtls"
+    # A PEM bundle of roots trusted besides the system's store: a set whose
+    # chain does not end at one of them is neither stored nor installed.
+    # Set it for a private ACME CA (step-ca, Pebble); empty: the system's alone.
+    trusted_roots: str = ""
     # Split like a shell would, then {host} (the short host name) is put into each word.
     restart_command: str = "systemctl restart ceph-radosgw@rgw.{host}"
     restart_timeout: float = 120.0
@@ -607,8 +612,9 @@ def _check(cfg: Config, where: _Where) -> None:
     names: set[str] = set()
     for i, cert in enumerate(cfg.certificates):
         key = f"certificate[{i}]"
-        if not cert.name or "/" in cert.name:
-            raise where.error(f"{key}.name", "must be a non-empty name without '/'")
+        problem = name_problem(cert.name)
+        if problem:
+            raise where.error(f"{key}.name", problem)
         if cert.name in names:
             raise where.error(f"{key}.name", f"{cert.name!r} is configured twice")
         names.add(cert.name)
@@ -631,6 +637,38 @@ def _check(cfg: Config, where: _Where) -> None:
         alias = cert.challenge_alias
         if alias and (alias != alias.lower().rstrip(".") or "*" in alias or " " in alias or "." not in alias):
             raise where.error(f"{key}.challenge_alias", f"{alias!r} is not a lower-case domain name")
+
+
+# The longest file name the code makes from a name is the temporary file of a
+# kept staging set, ".NAME.staging.json.rgwtls-PID" (about 35 bytes besides
+# NAME), and 255 bytes is what Linux file systems hold; RADOS object names
+# (NAME/last-deploy) hold far more. 64 leaves room for new files, and keeps
+# log lines and metric labels readable.
+MAX_NAME_BYTES = 64
+
+
+def name_problem(name: str) -> str | None:
+    """Why a certificate name is unsafe as a RADOS object name and as a file name, or None.
+
+    librados cuts object names at a NUL, so two names that differ after it
+    would share every object; '/' and a leading '.' would reach other files
+    of the state directory; control characters break log lines and files.
+    """
+    if not name:
+        return "must not be empty"
+    if "\0" in name:
+        return "holds a NUL byte; use letters, digits, '.', '-' and '_'"
+    bad = next((c for c in name if unicodedata.category(c).startswith("C")), None)
+    if bad is not None:
+        return f"holds the control character U+{ord(bad):04X}; use letters, digits, '.', '-' and '_'"
+    if "/" in name:
+        return "must not hold '/': it names a RADOS object and a file; use '.', '-' or '_' instead"
+    if name.startswith("."):
+        return f"{name!r} must not start with '.'"
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        return f"is {size} bytes long; at most {MAX_NAME_BYTES} are allowed (it names files in deploy.state_dir)"
+    return None
 
 
 def _is_profile_name(name: str) -> bool:
@@ -686,7 +724,9 @@ def read_secret(path_value: str, key: str, cfg_path: Path) -> str:
     """Read a secret from a file, warning (as certbot does) if others can read it.
 
     Secrets live in files, never in the config or argv, so that neither `ps`
-    nor a world-readable config nor a log line can show them.
+    nor a world-readable config nor a log line can show them. Every failure
+    names the key and the file, and never quotes the file's bytes: a codec
+    error would say which byte of the secret failed, and where.
     """
     where = _Where(cfg_path)
     if not path_value:
@@ -694,12 +734,17 @@ def read_secret(path_value: str, key: str, cfg_path: Path) -> str:
     p = Path(path_value)
     try:
         st = p.stat()
-        text = p.read_text(encoding="utf-8").strip()
+        data = p.read_bytes()
     except FileNotFoundError:
         raise where.error(key, f"secret file {p} does not exist") from None
     except OSError as e:
         raise where.error(key, f"cannot read secret file {p}: {e.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise where.error(key, f"secret file {p} is not UTF-8 text; save it as UTF-8") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and (p, st.st_mode) not in _WARNED:
+        _WARNED.add((p, st.st_mode))
         log.warning(
             "secret file %s is accessible by group or others (mode %04o); run: chmod 600 %s",
             p,
@@ -709,3 +754,50 @@ def read_secret(path_value: str, key: str, cfg_path: Path) -> str:
     if not text:
         raise where.error(key, f"secret file {p} is empty")
     return text
+
+
+# Secret files already warned about in this run: check_secrets reads each
+# before the back end reads it again, and cron mail needs the warning once.
+_WARNED: set[tuple[Path, int]] = set()
+
+
+def secret_files(cfg: Config, staging: bool, dns: bool | None = None) -> list[tuple[str, str]]:
+    """(config key, path) of every secret this run will read: the proxy's, the CA's binding, the DNS back end's.
+
+    `dns`: whether the back end is needed; None: if any certificate is
+    validated by dns-01 (dns-persist-01 needs no DNS write to issue).
+    """
+    a = cfg.acme
+    found: list[tuple[str, str]] = []
+    if a.proxy_password_file:
+        found.append(("acme.proxy_password_file", a.proxy_password_file))
+    kid, hmac_file, prefix = a.eab(staging)
+    if kid:
+        found.append((f"{prefix}hmac_key_file", hmac_file))
+    if not staging:
+        # A fallback CA's binding is read before its CA is asked: a bad one must not wait for an outage to show.
+        found += [("acme.fallback.eab_hmac_key_file", f.eab_hmac_key_file) for f in a.fallback if f.eab_kid]
+    if dns is None:
+        dns = any(not c.persistent(cfg.dns) for c in cfg.certificates)
+    if dns:
+        d = cfg.dns
+        if d.provider == "infoblox":
+            found.append(("dns.infoblox.password_file", d.infoblox.password_file))
+        elif d.provider == "uddi":
+            found.append(("dns.uddi.api_key_file", d.uddi.api_key_file))
+        elif d.provider == "rfc2136":
+            found.append(("dns.rfc2136.tsig_secret_file", d.rfc2136.tsig_secret_file))
+            if d.rfc2136.alias_tsig_secret_file:
+                found.append(("dns.rfc2136.alias_tsig_secret_file", d.rfc2136.alias_tsig_secret_file))
+    return found
+
+
+def check_secrets(cfg: Config, staging: bool, dns: bool | None = None) -> None:
+    """Read every secret this run will need, before anything is ordered or locked.
+
+    A missing, unreadable, empty or non-UTF-8 secret is then one line naming
+    its key and file, instead of a failure halfway through an order (after
+    the CA made it, with records published).
+    """
+    for key, path in secret_files(cfg, staging, dns):
+        read_secret(path, key, cfg.path)

@@ -89,9 +89,11 @@ def _install(
     d = cfg.deploy
     # 4. Validate before touching anything.
     from rgwtls.certs import first_cert
-    from rgwtls.validate import check_set
+    from rgwtls.validate import check_set, trusted_roots
 
-    checked = check_set(new, names, dt.datetime.now(dt.UTC), first_cert(installed), allow_older)
+    checked = check_set(
+        new, names, dt.datetime.now(dt.UTC), first_cert(installed), allow_older, roots=trusted_roots(cfg)
+    )
     what = _what(new, checked.cert)
     if dry_run:
         notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_line(d))
@@ -124,9 +126,9 @@ def _finish(
 ) -> bool:
     """The set is installed but not served: an earlier run was stopped before its restart or check ended."""
     d = cfg.deploy
-    from rgwtls.validate import check_set
+    from rgwtls.validate import check_set, trusted_roots
 
-    checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True)
+    checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True, roots=trusted_roots(cfg))
     what = _what(new, checked.cert)
     seen = f"serves certificate {served[:16]}" if _is_fingerprint(served) else served
     if dry_run:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rgwtls import certs
-from rgwtls.config import CertificateConfig, Config
+from rgwtls.config import CertificateConfig, Config, check_secrets
 from rgwtls.dns import Challenge, DnsProvider
 from rgwtls.dns.backends import make_provider
 from rgwtls.errors import (
@@ -36,9 +36,11 @@ from rgwtls.errors import (
     LockHeld,
     RgwtlsError,
     StoreError,
+    describe,
 )
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, Basis, CertSet, IssuerLock, Pool
+from rgwtls.validate import check_issued
 
 if TYPE_CHECKING:
     from rgwtls.acmeflow import Acme
@@ -64,6 +66,7 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     """
     wanted = cfg.certificate(only)
     started = _now()
+    check_secrets(cfg, staging)  # a bad secret is one line before anything is locked or ordered
     with Pool(cfg.ceph) as pool, contextlib.ExitStack() as held:
         try:
             lock = held.enter_context(pool.issuer_lock())
@@ -104,7 +107,7 @@ def _issue_all(
         except Exception as e:
             # Every failure, ours or not, is recorded where every gateway
             # can read it, so that `rgwtls check` sees it.
-            said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
+            said = describe(e)
             # A stop or a lost lock is no failure to wait after: the next run goes on.
             retry = None
             if not isinstance(e, Interrupted | LockHeld):
@@ -581,7 +584,9 @@ def _obtain(
     # order and its key are noted first, for the next run to fetch it.
     _note_order(noted, cert, session.directory, str(order.uri), key, used)
     fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
-    return _build_set(cert, key, fullchain, generation, session.directory, used)
+    new = _build_set(cert, key, fullchain, generation, session.directory, used)
+    check_issued(new, cfg, noted)  # a chain to no trusted root is never stored, nor its order fetched again
+    return new
 
 
 def _check_persistent(cfg: Config, session: _Session, acme: Acme, cert: CertificateConfig) -> None:
@@ -626,6 +631,7 @@ def persist_records(
             "set dns.challenge or its [[certificate]] challenge to dns-persist-01"
         )
     directory = cfg.acme.staging_directory if staging else cfg.acme.directory
+    check_secrets(cfg, staging, dns=publish or remove)
     every: list[standing.Record] = []
     with Pool(cfg.ceph) as pool, pool.issuer_lock():
         acme = _Session(cfg, pool, directory, staging).registered()
@@ -808,7 +814,7 @@ def _store(cfg: Config, pool: Pool, lock: IssuerLock, new: CertSet, staging: boo
 def _issued_but_not_stored(new: CertSet, kept: Path, not_kept: str | None, e: Exception) -> RgwtlsError:
     """One line saying that a certificate WAS issued, where it is, and what the next run does with it."""
     until = certs.cert_info(new.cert_pem).not_after.strftime("%Y-%m-%d %H:%M UTC")
-    said = str(e) if isinstance(e, RgwtlsError) else f"unexpected {type(e).__name__}: {e}"
+    said = describe(e)
     if not_kept is None:
         fate = f"it is kept in {kept} and the next run stores it instead of ordering again"
     else:
@@ -998,6 +1004,7 @@ def _collect_order(cfg: Config, cas: _CAs, cert: CertificateConfig, kept: Path, 
     try:
         key = certs.load_private_key(doc["key_pem"])
         new = _build_set(cert, key, fullchain, generation, ca.directory, doc["profile"])
+        check_issued(new, cfg, path)
     except (RgwtlsError, ValueError) as e:
         log.warning("%s: dropping the order noted in %s: %s; ordering as usual", cert.name, path, e)
         _discard(path)

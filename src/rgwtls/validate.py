@@ -3,20 +3,31 @@
 A set in the pool may be corrupt, truncated, mixed up by hand, expired, for
 other names, older than what is served, or chained to another CA. Each is
 refused here with one line, while the gateway still serves what it served.
+
+A set is trusted only if its chain ends at a root of the system's store or
+of deploy.trusted_roots: a self-consistent set from a test CA nobody trusts
+is as unusable to clients as a corrupt one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import re
+import ssl
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from rgwtls.certs import dns_names, same_public_key
-from rgwtls.errors import DeployError
+from rgwtls.config import Config
+from rgwtls.errors import ConfigError, DeployError, RgwtlsError
 from rgwtls.probe import fingerprint
 from rgwtls.store import CertSet
 
@@ -67,7 +78,13 @@ def pem_problem(text: str, what: str, label: str, one: bool) -> str | None:
 
 
 def check_set(
-    s: CertSet, names: tuple[str, ...], now: dt.datetime, deployed: x509.Certificate | None, allow_older: bool
+    s: CertSet,
+    names: tuple[str, ...],
+    now: dt.datetime,
+    deployed: x509.Certificate | None,
+    allow_older: bool,
+    *,
+    roots: Roots,
 ) -> Checked:
     where = f"the set {s.name} (generation {s.generation}) in the pool"
     # Each part is PEM and nothing else, every byte of it.
@@ -126,4 +143,129 @@ def check_set(
             f"certificate (issued {deployed.not_valid_before_utc:%Y-%m-%d %H:%M}); "
             "refusing to roll back; pass --allow-older to deploy it anyway"
         )
+    # Its chain ends at a root this host trusts: last, so every other fault is named as before.
+    untrusted = roots.problem(chain)
+    if untrusted:
+        raise DeployError(f"{where}: {untrusted}")
     return Checked(cert, chain)
+
+
+# -- trusted roots ---------------------------------------------------------------------
+
+# Where distributions keep the system's bundle, after what OpenSSL itself was built to read.
+SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu
+    "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL, Fedora
+    "/etc/ssl/cert.pem",  # Alpine, the BSDs
+)
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+FIX = "set deploy.trusted_roots to a PEM bundle with that root, e.g. a private ACME CA's root"
+
+
+@dataclass(frozen=True)
+class Roots:
+    """The trust anchors: the system's store and deploy.trusted_roots, indexed by subject."""
+
+    certs: tuple[x509.Certificate, ...]
+
+    @functools.cached_property
+    def _by_subject(self) -> dict[bytes, list[x509.Certificate]]:
+        index: dict[bytes, list[x509.Certificate]] = {}
+        for c in self.certs:
+            index.setdefault(c.subject.public_bytes(), []).append(c)
+        return index
+
+    def issued(self, top: x509.Certificate) -> bool:
+        """Whether `top` is one of the roots, or is issued and signed by one (a cross-sign, say)."""
+        for root in self._by_subject.get(top.issuer.public_bytes(), []):
+            if root == top:
+                return True
+            try:
+                top.verify_directly_issued_by(root)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return True
+        return top in self.certs
+
+    def problem(self, chain: Sequence[x509.Certificate]) -> str | None:
+        """Why this chain (leaf excluded, as the CA sends it) does not end at a trusted root, or None."""
+        if not chain:
+            return "the chain is empty, so it ends at no trusted root"
+        top = chain[-1]
+        if self.issued(top):
+            return None
+        return (
+            f"its chain ends at {top.issuer.rfc4514_string()}, which is neither a trusted root nor issued by one; {FIX}"
+        )
+
+
+def _parse_bundle(data: bytes) -> tuple[list[x509.Certificate], int]:
+    """Every certificate of a PEM bundle, one block at a time, and how many blocks did not parse.
+
+    Block by block, so that one odd certificate (the system's stores hold a
+    few with a negative serial, which cryptography warns about and will one
+    day refuse) costs only itself.
+    """
+    found: list[x509.Certificate] = []
+    bad = 0
+    for block in _PEM_CERT.findall(data):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                found.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                bad += 1
+    return found, bad
+
+
+@functools.cache
+def system_roots() -> tuple[x509.Certificate, ...]:
+    """The system's CA store, as OpenSSL finds it ($SSL_CERT_FILE included); empty if there is none."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, *SYSTEM_BUNDLES):
+        if not candidate:
+            continue
+        try:
+            data = Path(candidate).read_bytes()
+        except OSError:
+            continue
+        return tuple(_parse_bundle(data)[0])
+    return ()
+
+
+def trusted_roots(cfg: Config) -> Roots:
+    """The system's store plus deploy.trusted_roots; a bundle that is missing or holds no certificate is one line."""
+    bundle = cfg.deploy.trusted_roots
+    if not bundle:
+        return Roots(system_roots())
+    key = f"config {cfg.path}: deploy.trusted_roots"
+    try:
+        data = Path(bundle).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{key}: {bundle} does not exist; write the roots there as PEM, or empty the key") from None
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {bundle}: {e.strerror}") from None
+    found, bad = _parse_bundle(data)
+    if bad:
+        raise ConfigError(f"{key}: {bad} certificate(s) in {bundle} do not parse; write the roots there as PEM")
+    if not found:
+        raise ConfigError(f"{key}: {bundle} holds no PEM certificate; write the roots there as PEM")
+    return Roots(system_roots() + tuple(found))
+
+
+def check_issued(s: CertSet, cfg: Config, note: Path | None = None) -> None:
+    """Refuse a set the CA just gave whose chain ends at no trusted root: `issue` stores nothing then.
+
+    `note`, the order's note (which holds the new key), goes too: fetching
+    that order again would give the same chain, so nothing of the run is left.
+    """
+    try:
+        chain = x509.load_pem_x509_certificates(s.chain_pem.encode()) if s.chain_pem.strip() else []
+        untrusted = trusted_roots(cfg).problem(chain)
+    except ValueError:
+        untrusted = "the CA's chain does not parse"
+    if untrusted:
+        if note is not None:
+            with contextlib.suppress(OSError):  # the next run drops a note it cannot use, with a warning
+                note.unlink(missing_ok=True)
+        raise RgwtlsError(f"{s.name}: the CA's certificate is not stored: {untrusted}")
