@@ -65,7 +65,7 @@ def test_unusable_keyring_is_one_line_naming_the_cause_and_path(
     settings = stack.settings()
     keyring = damage(stack, tmp_path)
     settings["ceph"]["keyring"] = str(keyring)
-    settings["deploy"] = {"state_dir": str(tmp_path / "state")}
+    settings["deploy"]["state_dir"] = str(tmp_path / "state")
     line = only_line(run_cli(stack.write_config(settings), command))
     assert said in line
     assert str(keyring) in line

@@ -55,9 +55,9 @@ def test_standby_renews_from_the_fallback_ca_before_check_warns_and_nothing_is_s
     settings["acme"]["fallback"] = [
         {"directory": fallback_ca.directory_url, "ca_bundle": bundle, "profile": "shortlived"}
     ]
-    settings["deploy"] = {"state_dir": str(tmp_path / "primary-host")}
+    settings["deploy"]["state_dir"] = str(tmp_path / "primary-host")
     primary = stack.write_config(settings, "primary-issuer.toml")
-    settings["deploy"] = {"state_dir": str(tmp_path / "standby-host")}
+    settings["deploy"]["state_dir"] = str(tmp_path / "standby-host")
     standby = stack.write_config(settings, "standby-issuer.toml")
 
     assert run_cli(primary, "issue").code == 0

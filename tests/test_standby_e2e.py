@@ -15,12 +15,32 @@ import os
 import signal
 import tomllib
 from collections.abc import Callable
+from typing import Any
 
 from tests.conftest import Result, Stack, run_cli
 from tests.test_issue_crash_e2e import Site, Verbose, last_issue, wait_for
 from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored_set
 
 CLI = Callable[..., Result]
+
+
+def frozen_then_woken(stack: Stack, frozen: Verbose, settings: dict[str, Any]) -> dict[str, Any]:
+    """Freeze the issuer while the CA issues, let a standby renew past its lock, then wake it and let it finish."""
+    wait_for("the finalized order", lambda: frozen.said("asking again for the certificate"), 60)
+    os.killpg(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        # The standby: another host's state directory, the same pool and CA.
+        settings["acme"]["poll_interval"] = 0.1
+        settings["deploy"]["state_dir"] = str(stack.dir / "standby-state")
+        standby_config = stack.write_config(settings, "standby.toml")
+        wait_for("the frozen issuer's lock to lapse", lambda: run_cli(standby_config, "issue", "--force").code == 0, 30)
+    finally:
+        os.killpg(frozen.proc.pid, signal.SIGCONT)
+    standby = stored_set(stack)
+    assert standby is not None
+    assert standby["generation"] == 2
+    assert frozen.wait() == 1
+    return standby
 
 
 def test_issuer_frozen_past_its_lock_never_overwrites_the_set_a_standby_stored(stack: Stack) -> None:
@@ -31,20 +51,12 @@ def test_issuer_frozen_past_its_lock_never_overwrites_the_set_a_standby_stored(s
     settings = tomllib.loads(site.config.read_text())
     settings["acme"]["poll_interval"] = 10.0  # a CA that says "processing": a window to freeze it in
     frozen = Verbose(stack.write_config(settings, "frozen.toml"), "--force")
-    wait_for("the finalized order", lambda: frozen.said("asking again for the certificate"), 60)
-    os.killpg(frozen.proc.pid, signal.SIGSTOP)
     try:
-        # The standby: another host's state directory, the same pool and CA.
-        settings["acme"]["poll_interval"] = 0.1
-        settings["deploy"] = {"state_dir": str(stack.dir / "standby-state")}
-        standby_config = stack.write_config(settings, "standby.toml")
-        wait_for("the frozen issuer's lock to lapse", lambda: run_cli(standby_config, "issue", "--force").code == 0, 30)
+        standby = frozen_then_woken(stack, frozen, settings)
     finally:
-        os.killpg(frozen.proc.pid, signal.SIGCONT)
-    standby = stored_set(stack)
-    assert standby is not None
-    assert standby["generation"] == 2
-    assert frozen.wait() == 1
+        if frozen.proc.poll() is None:
+            os.killpg(frozen.proc.pid, signal.SIGKILL)
+            frozen.wait()
     errors = [line for line in frozen.lines if line.startswith("ERROR:")]
     assert len(errors) == 1, frozen.lines
     assert "was issued" in errors[0]

@@ -184,10 +184,29 @@ def persist(ctx: click.Context, publish: bool, remove: bool, staging: bool, cert
 @click.option(
     "--allow-older", is_flag=True, help="Deploy the pool's set even if it is older than the installed one (a rollback)."
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep running (a systemd service): deploy when the issuer announces a new set, and every deploy.interval.",
+)
 @TEXTFILE
 @click.pass_context
-def deploy(ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool, textfile: Path | None) -> None:
+def deploy(
+    ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool, watch: bool, textfile: Path | None
+) -> None:
     """Install the pool's certificate on this gateway and restart radosgw, only if it changed."""
+    if watch:
+        from rgwtls.watch import watch as run_watch
+
+        if dry_run:
+            _fail("--watch and --dry-run exclude each other")
+
+        def each(cfg: Any, ok: bool, started: float) -> None:
+            if textfile is not None:
+                _write_metrics(cfg, "deploy", textfile, ok, started)
+
+        _run(ctx, "deploy", None, run_watch, stoppable=True, staging=staging, allow_older=allow_older, after_run=each)
+        return
     from rgwtls.deploy import deploy as run_deploy
 
     _run(ctx, "deploy", textfile, run_deploy, stoppable=True, dry_run=dry_run, staging=staging, allow_older=allow_older)

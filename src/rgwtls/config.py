@@ -269,6 +269,8 @@ class DeployConfig:
     # SNI and name checked in the handshake; empty: the first non-wildcard name.
     verify_server_name: str = ""
     verify_timeout: float = 30.0
+    # `deploy --watch`: besides every notify from the issuer, look at the pool this often.
+    interval: float = 300.0
 
     def restart_argv(self, host: str) -> list[str]:
         """The restart command for this host; validated at load, so it cannot fail here.

@@ -163,6 +163,7 @@ def _issue_one(
         # Stored before the records are removed: nothing that may fail
         # afterwards can cost the certificate the CA has just issued.
         _store(cfg, pool, lock, new, staging, kept)
+    pool.announce(new.name, new.generation, staging)
     info = certs.cert_info(new.cert_pem)
     notice(
         log,
@@ -894,6 +895,7 @@ def _store_earlier(
         return False
     new = dataclasses.replace(kept, generation=basis.next_generation)
     _store(cfg, pool, lock, new, staging, path)
+    pool.announce(new.name, new.generation, staging)
     notice(
         log,
         "%s: stored generation %d in pool %s%s, the certificate an earlier run issued and kept in %s "

@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ SET_FORMAT = "rgwtls-set/1"
 # with a long chain.
 MAX_OBJECT = 1 << 20
 LEGACY_OBJECTS = ("privkey.pem", "cert.pem", "chain.pem")
+# Namespace deploy: the object `issue` notifies after storing and `deploy --watch` watches.
+ANNOUNCE = "announce"
 ISSUER_LOCK = "issuer.lock"
 ISSUER_LOCK_NAME = "rgwtls-issuer"
 HOLDER_XATTR = "holder"
@@ -386,6 +388,44 @@ class Pool:
             return int(raw) if raw else 0
         except ValueError:
             return 0
+
+    # -- the fleet's notifications: `issue` announces, `deploy --watch` listens ----------
+
+    def announce(self, name: str, generation: int, staging: bool) -> int | None:
+        """Tell every watching gateway that a new set is stored; how many heard, or None if nobody could.
+
+        A push only makes the fleet faster: no watcher, no object yet (no
+        gateway ever watched), or a cap missing is fine, and cron converges.
+        """
+        self._ioctx.set_namespace(NS_DEPLOY)
+        msg = json.dumps({"name": name, "generation": generation, "staging": staging})
+        try:
+            self._ioctx.notify(ANNOUNCE, msg, timeout_ms=int(min(self.cfg.timeout, 5.0) * 1000))
+        except rados.Error as e:
+            log.info("no gateway was told of generation %d at once (%s); their cron finds it", generation, _reason(e))
+            return None
+        return 1
+
+    def watch(self, callback: Callable[[], None], lost: Callable[[str], None]) -> Any:
+        """Watch the fleet's announcements (creating their object if need be); the handle, to close.
+
+        `callback` runs in librados' thread on every notify; `lost` when the
+        watch broke (the cluster was unreachable past its timeout): the
+        watcher then connects and watches again.
+        """
+        self._ioctx.set_namespace(NS_DEPLOY)
+        try:
+            with rados.WriteOpCtx() as op:
+                op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
+                self._ioctx.operate_write_op(op, ANNOUNCE)
+            return self._ioctx.watch(
+                ANNOUNCE,
+                lambda *_: callback(),
+                lambda err, *_: lost(f"the watch broke (errno {-int(err) if isinstance(err, int) else err})"),
+                timeout=int(max(self.cfg.timeout, 5)),
+            )
+        except rados.Error as e:
+            raise StoreError(f"cannot watch {_name(NS_DEPLOY, ANNOUNCE)} in {self._describe()}: {_reason(e)}") from None
 
     # -- locks: the issuer lock and the restart slots --------------------------
 

@@ -1,0 +1,124 @@
+"""`rgwtls deploy --watch`: the deploy job as a long-running service, woken by the issuer's notify.
+
+cron pays Python's and librados' start-up on every check; a watcher pays it
+once, then runs exactly the deploy logic of the cron job (the same host
+lock, the same checks) when `issue` announces a new set, and every
+`deploy.interval` besides. A push only makes the fleet faster: a watch that
+broke is made again, a watcher that died is replaced by systemd, and cron
+stays correct without any of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rgwtls.config import Config
+from rgwtls.deploy import deploy
+from rgwtls.errors import Interrupted, RgwtlsError
+from rgwtls.store import Pool
+
+log = logging.getLogger(__name__)
+# How soon a watcher that cannot reach the cluster tries again (or at deploy.interval, if sooner).
+RECONNECT = 30.0
+
+
+class _Watch:
+    """The watch on the fleet's announcements, over a connection of its own; made again when it breaks."""
+
+    def __init__(self, cfg: Config, wake: threading.Event) -> None:
+        self.cfg, self.wake = cfg, wake
+        self._pool: Pool | None = None
+        self._handle: Any = None
+        self._broken: str | None = None
+        self._next_try = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self._handle is not None
+
+    def ensure(self) -> None:
+        """Watch, unless watching already or it failed a moment ago; a failure is one WARNING, never fatal."""
+        if self._broken is not None:
+            log.warning("deploy --watch: %s; watching again", self._broken)
+            self.close()
+        if self._handle is not None or time.monotonic() < self._next_try:
+            return
+        try:
+            self._pool = Pool(self.cfg.ceph).connect()
+            self._handle = self._pool.watch(self.wake.set, self._lost)
+        except RgwtlsError as e:
+            self.close()
+            self._next_try = time.monotonic() + self.retry
+            log.warning(
+                "deploy --watch: %s; trying again in %gs, and deploying every %gs meanwhile", e, self.retry, self.retry
+            )
+            return
+        log.info(
+            "deploy --watch: watching pool %s for new certificates, and looking every %gs",
+            self.cfg.ceph.pool,
+            self.cfg.deploy.interval,
+        )
+
+    @property
+    def retry(self) -> float:
+        return min(RECONNECT, self.cfg.deploy.interval)
+
+    def _lost(self, why: str) -> None:
+        self._broken = why
+        self.wake.set()
+
+    def close(self) -> None:
+        handle, self._handle = self._handle, None
+        pool, self._pool = self._pool, None
+        self._broken = None
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception as e:  # a watch on a dead connection may fail to close: it goes with the connection
+                log.debug("closing the watch: %s", e)
+        if pool is not None:
+            pool.close()
+
+
+def watch(
+    cfg: Config,
+    staging: bool = False,
+    allow_older: bool = False,
+    after_run: Callable[[Config, bool, float], None] | None = None,
+) -> None:
+    """Deploy now, then on every announcement and every deploy.interval, until a signal stops the watcher.
+
+    A deploy that fails is its one line, as from cron, and the watcher goes
+    on: the next notify or interval tries again. A signal while waiting ends
+    the watcher cleanly; one during a deploy unwinds that deploy first (it
+    rolls back as any interrupted deploy does) and is then reported.
+    """
+    wake = threading.Event()
+    watcher = _Watch(cfg, wake)
+    try:
+        while True:
+            watcher.ensure()
+            wake.clear()  # before the run: an announcement during it wakes the next one
+            started = time.monotonic()
+            ok = False
+            try:
+                deploy(cfg, staging=staging, allow_older=allow_older)
+                ok = True
+            except Interrupted:
+                raise
+            except RgwtlsError as e:
+                log.error("%s", e)
+            finally:
+                if after_run is not None:
+                    after_run(cfg, ok, started)
+            try:
+                wake.wait(cfg.deploy.interval if watcher.up else watcher.retry)
+            except Interrupted as e:
+                log.info("deploy --watch: stopped by %s", e.signame)
+                return
+    finally:
+        watcher.close()
