@@ -113,12 +113,15 @@ def test_watcher_survives_the_cluster_going_away_and_coming_back(stack: Stack, f
     w = Watcher(fleet[0])
     try:
         wait_for("the watch", lambda: w.said("watching pool"), 60)
+        wait_for("the first deploy", lambda: serves_pool(stack, fleet[0]), 60)
         with stack.ceph.osd_stopped():
             time.sleep(8)  # past ceph.timeout and the watch's own timeout
         wait_for("the cluster back", lambda: run_cli(issuer, "status").code in (0, 1), 30)
         res = run_cli(issuer, "issue", "--force")
         assert res.code == 0, res.stderr
         wait_for("the new set served", lambda: serves_pool(stack, fleet[0]), 60)
+        wait_for("that deploy done", lambda: w.said("installed cog.example.org generation 2"), 30)
+        time.sleep(1)  # a watch made again wakes one more run, a no-op
         assert w.proc.poll() is None
     finally:
         assert w.stop() == 0

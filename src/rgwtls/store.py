@@ -421,7 +421,8 @@ class Pool:
             return self._ioctx.watch(
                 ANNOUNCE,
                 lambda *_: callback(),
-                lambda err, *_: lost(f"the watch broke (errno {-int(err) if isinstance(err, int) else err})"),
+                # librados calls it with the watch's id, then the (negative) errno.
+                lambda *args: lost(f"the watch broke ({_errno_text(args[-1] if args else 0)})"),
                 timeout=int(max(self.cfg.timeout, 5)),
             )
         except rados.Error as e:
@@ -840,6 +841,14 @@ def _unusable_keyring(path: Path) -> str | None:
             me = str(os.geteuid())
         return f"{path} (owner {owner}, mode {st.st_mode & 0o7777:04o}) is not readable by {me}, whom rgwtls runs as"
     return None
+
+
+def _errno_text(err: object) -> str:
+    try:
+        code = abs(int(err))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return str(err)
+    return f"{errno.errorcode.get(code, 'errno')} {code}: {os.strerror(code)}"
 
 
 def _fence(generation: int) -> str:

@@ -10,7 +10,9 @@ stays correct without any of it.
 
 from __future__ import annotations
 
+import functools
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -84,6 +86,11 @@ class _Watch:
             pool.close()
 
 
+def _noted(stopping: list[str], handler: Callable[[int, Any], Any], signum: int, frame: Any) -> Any:
+    stopping.append(signal.Signals(signum).name)
+    return handler(signum, frame)
+
+
 def watch(
     cfg: Config,
     staging: bool = False,
@@ -99,6 +106,13 @@ def watch(
     """
     wake = threading.Event()
     watcher = _Watch(cfg, wake)
+    # deploy turns a signal during a run into its own rollback line: remember
+    # that one came, so that the watcher stops after that run and does not go on.
+    stopping: list[str] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        before = signal.getsignal(sig)
+        if callable(before):
+            signal.signal(sig, functools.partial(_noted, stopping, before))
     try:
         while True:
             watcher.ensure()
@@ -111,6 +125,8 @@ def watch(
             except Interrupted:
                 raise
             except RgwtlsError as e:
+                if stopping:
+                    raise
                 log.error("%s", e)
             finally:
                 if after_run is not None:
