@@ -25,7 +25,7 @@ def invocations() -> list[tuple[str, str, list[str]]]:
     found = []
     for doc in DOCS:
         for line in doc.read_text().splitlines():
-            for m in re.finditer(r"\brgwtls((?:\s+-[-\w]+)*)\s+(issue|deploy|status|check|persist)\b([^`|;&)]*)", line):
+            for m in re.finditer(r"\brgwtls((?:\s+-[-\w]+)*)\s+(issue|deploy|status|check|persist|rollout)\b([^`|;&)]*)", line):
                 global_opts = m.group(1).split()
                 own = [w.split("=")[0] for w in m.group(3).split() if w.startswith("-")]
                 found.append((doc.name, m.group(2), global_opts + [f"{m.group(2)}:{o}" for o in own]))

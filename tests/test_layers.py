@@ -24,7 +24,8 @@ LAYERS: list[set[str]] = [
     {"rgwtls.store", "rgwtls.dns.backends"},
     {"rgwtls.validate", "rgwtls.targets", "rgwtls.acmeflow", "rgwtls.persist"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
-    {"rgwtls.metrics", "rgwtls.check", "rgwtls.watch"},
+    {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
+    {"rgwtls.watch"},
     {"rgwtls.cli"},
     {"rgwtls.__main__"},
 ]

@@ -145,3 +145,46 @@ def test_issue_with_no_watcher_anywhere_stores_as_before(stack: Stack) -> None:
     assert res.code == 0, res.stderr
     assert "their cron finds it" in res.stderr  # no announce object yet: nobody ever watched
     assert "WARNING" not in res.stderr
+
+
+def test_rollout_wait_is_green_once_every_watching_gateway_serves_the_new_set(
+    stack: Stack, fleet: list[Gateway]
+) -> None:
+    issuer = stack.write_config(stack.settings())
+    assert run_cli(issuer, "issue").code == 0
+    watchers = [Watcher(gw) for gw in fleet]
+    try:
+        for w in watchers:
+            wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), 60)  # type: ignore[misc]
+        # A new set stored without telling anyone (as a run that lost its notify): rollout tells and follows.
+        settings = stack.settings()
+        assert run_cli(stack.write_config(settings), "issue", "--force").code == 0
+        res = run_cli(issuer, "rollout", "--wait", "--timeout", "60")
+        assert res.code == 0, res.stderr
+        assert "2/2 gateways serve the pool's certificate" in res.stderr
+        assert all(serves_pool(stack, gw) for gw in fleet)
+    finally:
+        for w in watchers:
+            w.stop()
+
+
+def test_rollout_wait_names_the_gateway_whose_restart_fails(stack: Stack, fleet: list[Gateway]) -> None:
+    issuer = stack.write_config(stack.settings())
+    assert run_cli(issuer, "issue").code == 0
+    broken = fleet[1]
+    for gw in fleet:
+        assert run_cli(gw.config(), "deploy").code == 0
+    broken.settings["deploy"]["restart_command"] = "/bin/false"
+    watchers = [Watcher(gw) for gw in fleet]
+    try:
+        assert run_cli(issuer, "issue", "--force").code == 0
+        res = run_cli(issuer, "rollout", "--wait", "--timeout", "20")
+        assert res.code == 1
+        errors = [line for line in res.stderr.splitlines() if line.startswith("ERROR:")]
+        assert len(errors) == 1, res.stderr
+        assert "1 of 2 gateways do not serve the pool's certificate" in errors[0]
+        assert f"({broken.settings['deploy']['verify_endpoint']}): failed" in errors[0]
+        assert serves_pool(stack, fleet[0])
+    finally:
+        for w in watchers:
+            w.stop()

@@ -207,9 +207,29 @@ def deploy(
 
         _run(ctx, "deploy", None, run_watch, stoppable=True, staging=staging, allow_older=allow_older, after_run=each)
         return
-    from rgwtls.deploy import deploy as run_deploy
+    from rgwtls.fleet import deploy_recorded
 
-    _run(ctx, "deploy", textfile, run_deploy, stoppable=True, dry_run=dry_run, staging=staging, allow_older=allow_older)
+    _run(
+        ctx,
+        "deploy",
+        textfile,
+        deploy_recorded,
+        stoppable=True,
+        dry_run=dry_run,
+        staging=staging,
+        allow_older=allow_older,
+    )
+
+
+@main.command()
+@click.option("--wait", is_flag=True, help="Exit 0 only once every known gateway serves the pool's certificate.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, metavar="SECONDS", help="How long to follow.")
+@click.pass_context
+def rollout(ctx: click.Context, wait: bool, timeout: float) -> None:
+    """On the issuer: tell the fleet of the pool's certificate now, and follow the wave gateway by gateway."""
+    from rgwtls.fleet import rollout as run_rollout
+
+    _run(ctx, "rollout", None, run_rollout, stoppable=True, wait=wait, timeout=timeout)
 
 
 @main.command()

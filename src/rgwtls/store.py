@@ -389,6 +389,20 @@ class Pool:
         except ValueError:
             return 0
 
+    def objects(self, ns: str, prefix: str) -> dict[str, bytes]:
+        """Every object of the namespace whose name starts with `prefix`, read whole (a few, small: host records)."""
+        self._ioctx.set_namespace(ns)
+        found: dict[str, bytes] = {}
+        try:
+            names = [o.key for o in self._ioctx.list_objects() if o.key.startswith(prefix)]
+        except rados.Error as e:
+            raise StoreError(f"cannot list namespace {ns} of {self._describe()}: {_reason(e)}") from None
+        for name in sorted(names):
+            data = self.read(ns, name)
+            if data is not None:
+                found[name] = data
+        return found
+
     # -- the fleet's notifications: `issue` announces, `deploy --watch` listens ----------
 
     def announce(self, name: str, generation: int, staging: bool) -> int | None:

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rgwtls.config import Config
-from rgwtls.deploy import deploy
 from rgwtls.errors import Interrupted, RgwtlsError
+from rgwtls.fleet import deploy_recorded
 from rgwtls.store import Pool
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def watch(
             started = time.monotonic()
             ok = False
             try:
-                deploy(cfg, staging=staging, allow_older=allow_older)
+                deploy_recorded(cfg, staging=staging, allow_older=allow_older)
                 ok = True
             except Interrupted:
                 raise
