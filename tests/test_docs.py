@@ -20,12 +20,15 @@ def options_of(cmd: click.Command) -> set[str]:
     return {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts) if opt.startswith("-")}
 
 
+COMMAND_LINE = re.compile(r"\brgwtls((?:\s+-[-\w]+)*)\s+(issue|deploy|status|check|persist|rollout)\b([^`|;&)]*)")
+
+
 def invocations() -> list[tuple[str, str, list[str]]]:
     """(doc, command, options) for every `rgwtls ...` command line in the docs."""
     found = []
     for doc in DOCS:
         for line in doc.read_text().splitlines():
-            for m in re.finditer(r"\brgwtls((?:\s+-[-\w]+)*)\s+(issue|deploy|status|check|persist|rollout)\b([^`|;&)]*)", line):
+            for m in COMMAND_LINE.finditer(line):
                 global_opts = m.group(1).split()
                 own = [w.split("=")[0] for w in m.group(3).split() if w.startswith("-")]
                 found.append((doc.name, m.group(2), global_opts + [f"{m.group(2)}:{o}" for o in own]))
