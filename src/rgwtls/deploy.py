@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from rgwtls.config import Config, DeployConfig
-from rgwtls.errors import DeployError, RgwtlsError
+from rgwtls.errors import DeployError, RgwtlsError, StoreError
 from rgwtls.files import host_lock
 from rgwtls.log import notice
 from rgwtls.store import CertSet, Pool
@@ -69,7 +69,7 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
                     log.info("%s: generation %d is installed and served; nothing to do", cert_cfg.name, new.generation)
                     return False
                 return _finish(cfg, pool, target, new, names, now_served, dry_run)
-            return _install(cfg, pool, target, new, names, installed, built, dry_run, allow_older)
+            return _install(cfg, pool, target, new, names, installed, built, served, dry_run, allow_older)
 
 
 HOST_LOCK_WAIT = 5.0
@@ -83,6 +83,7 @@ def _install(
     names: tuple[str, ...],
     installed: bytes | None,
     built: bytes,
+    served: _Served,
     dry_run: bool,
     allow_older: bool,
 ) -> bool:
@@ -100,14 +101,22 @@ def _install(
         import random
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)):
-        # 5. Install atomically, keeping the previous for rollback.
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
+        # 5. A restart needs a mon to come back: without one, leave radosgw running.
+        _confirm_mon(pool, served.result(), "nothing was installed")
+        # 6. Install atomically, keeping the previous for rollback.
         try:
             target.install(built, installed)
         except RgwtlsError as e:
             _restore_quietly(target, installed)
             raise e from None
-        # 6. Restart, and 7. verify the new certificate is served; a signal
+        # 7. The slot is still ours (a frozen run's may have lapsed), or put it back unrestarted.
+        try:
+            fence()
+        except RgwtlsError as e:
+            _restore_quietly(target, installed)
+            raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
+        # 8. Restart, and 9. verify the new certificate is served; a signal
         # here rolls back like any failure.
         try:
             _restart(d)
@@ -136,7 +145,12 @@ def _finish(
         return False
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     previous = target.previous()
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)):
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
+        _confirm_mon(pool, served, "nothing was restarted")
+        try:
+            fence()
+        except RgwtlsError as e:
+            raise DeployError(f"{e}; the next run tries again") from None
         try:
             _restart(d)
             _verify_served(d, names, checked.fingerprint)
@@ -151,6 +165,22 @@ def _finish(
 
 def _what(new: CertSet, cert: x509.Certificate) -> str:
     return f"{new.name} generation {new.generation} (expires {cert.not_valid_after_utc:%Y-%m-%d})"
+
+
+def _confirm_mon(pool: Pool, served: str, kept: str) -> None:
+    """radosgw cannot start without a mon, while the pool's OSDs (the set, the slots) answer without one.
+
+    A restart then would turn a mon outage into a gateway outage: the
+    running radosgw keeps serving without a mon, so it is left alone.
+    """
+    try:
+        pool.confirm_mon()
+    except StoreError as e:
+        keeps = f"certificate {served[:16]}" if _is_fingerprint(served) else "what it serves now"
+        raise DeployError(
+            f"{e}; radosgw would not come back after a restart, so {kept}; the gateway keeps serving {keeps}; "
+            "the next run tries again"
+        ) from None
 
 
 def _slot_hold(d: DeployConfig) -> float:
