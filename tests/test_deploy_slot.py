@@ -42,18 +42,35 @@ def test_fence_of_a_slot_still_held_passes_and_renews_it_for_the_whole_hold(stac
         fence()
 
 
+def take_once_it_lapses(stack: Stack, cookie: str = "another-gateway") -> None:
+    """Another gateway takes the slot as soon as the frozen holder's hold is over (the OSD's clock decides)."""
+    deadline = time.monotonic() + 30
+    while not take_slot_as_another_gateway(stack, cookie):
+        assert time.monotonic() < deadline, "the slot never lapsed"
+        time.sleep(0.2)
+
+
+def free_slot_as_another_gateway(stack: Stack, cookie: str = "another-gateway") -> None:
+    ioctx = stack.ceph.admin().open_ioctx(POOL)
+    try:
+        ioctx.set_namespace(NS_DEPLOY)
+        ioctx.unlock(SLOT, SLOT_LOCK, cookie)
+    finally:
+        ioctx.close()
+
+
 def test_fence_of_a_slot_that_lapsed_and_was_taken_raises_and_says_nothing_restarted(stack: Stack) -> None:
-    with Pool(ceph_config(stack)) as pool, pool.restart_slot(1, 5, hold=1) as fence:
-        time.sleep(1.5)  # a deploy frozen past its hold
-        assert take_slot_as_another_gateway(stack)
+    with Pool(ceph_config(stack)) as pool, pool.restart_slot(1, 5, hold=2) as fence:
+        take_once_it_lapses(stack)  # meanwhile this holder is frozen past its hold
         with pytest.raises(LockHeld, match=r"restart slot 0 is no longer ours .* radosgw was not restarted"):
             fence()
 
 
-def test_fence_of_a_slot_that_lapsed_unclaimed_raises_too(stack: Stack) -> None:
-    # Nobody took it yet, but anybody could have: the lease is over.
-    with Pool(ceph_config(stack)) as pool, pool.restart_slot(1, 5, hold=1) as fence:
-        time.sleep(1.5)
+def test_fence_of_a_slot_that_lapsed_raises_even_after_the_other_gateway_let_it_go(stack: Stack) -> None:
+    # Another gateway restarted and released the slot while this one was frozen: a lapsed lease stays lapsed.
+    with Pool(ceph_config(stack)) as pool, pool.restart_slot(1, 5, hold=2) as fence:
+        take_once_it_lapses(stack)
+        free_slot_as_another_gateway(stack)
         with pytest.raises(LockHeld, match="restart slot 0 is no longer ours"):
             fence()
     assert take_slot_as_another_gateway(stack)
