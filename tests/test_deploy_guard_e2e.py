@@ -1,4 +1,5 @@
-"""What deploy asks right before it restarts radosgw, through the real stack: a mon that answers, a slot still ours.
+"""What deploy asks before it restarts radosgw, through the real stack: a mon that answers, a slot still ours,
+and no backoff running for a set that already failed here.
 
 Another gateway holds the only restart slot, by the same RADOS lock a deploy
 takes, from a librados handle of its own that survives the mon's stop:
@@ -20,7 +21,9 @@ from typing import Any
 
 import pytest
 
+from devsite.certmaker import pem_file
 from devsite.gateway import Gateway
+from devsite.ports import free_port
 from rgwtls.store import HOLDER_XATTR, NS_DEPLOY, Holder
 from tests.conftest import POOL, Result, Stack, run_cli
 from tests.test_deploy_e2e import fingerprint_of_pool, issue
@@ -196,3 +199,88 @@ def test_deploy_frozen_past_its_slots_hold_does_not_restart_while_another_gatewa
     again = run_cli(gateway.config(), "deploy")
     assert again.code == 0, again.stderr
     assert gateway.served() == fingerprint_of_pool(stack)
+
+
+@contextlib.contextmanager
+def another_tls_service(tmp_path: Path) -> Iterator[int]:
+    """A TLS server that is not this gateway (a wrong deploy.verify_endpoint points at it); its port."""
+    import socket
+    import ssl
+
+    pem = tmp_path / "other-service.pem"
+    pem.write_text(pem_file(("other.example.org",)))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pem)
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(2)
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_set_that_failed_verification_waits_out_its_backoff_unless_forced_renewed_or_the_config_is_fixed(
+    stack: Stack, gateway: Gateway, tmp_path: Path
+) -> None:
+    served, pem, _ = renewed(stack, gateway)
+    right = gateway.settings["deploy"]["verify_endpoint"]
+    with another_tls_service(tmp_path) as port:
+        gateway.settings["deploy"].update(verify_endpoint=f"127.0.0.1:{port}", verify_timeout=2.0)
+        config = gateway.config()
+        # 1. Installs, restarts, fails to verify, rolls back and restarts again: one line, saying when it tries next.
+        first = run_cli(config, "deploy")
+        assert_one_error_line(
+            first, "did not serve certificate", "failed 1 time(s) in a row on this host", "(in 5 min)", "--force"
+        )
+        assert gateway.restarts() == 3
+        assert gateway.served() == served
+        assert gateway.pem.read_bytes() == pem
+        # 2. The next cron run waits: one WARNING line, exit 1, no install, no restart.
+        pid = gateway.rgw.supervisor("pid")
+        waiting = run_cli(config, "deploy")
+        assert waiting.code == 1, waiting.stderr
+        assert len(waiting.lines) == 1, waiting.stderr
+        line = waiting.lines[0]
+        assert line.startswith("WARNING: "), line
+        for needle in ("failed on this host 1 time(s) in a row", "next attempt is after", "rgwtls deploy --force"):
+            assert needle in line, line
+        assert gateway.rgw.supervisor("pid") == pid
+        assert gateway.restarts() == 3
+        # 3. --force tries at once, and the wait doubles.
+        forced = run_cli(config, "deploy", "--force")
+        assert_one_error_line(forced, "failed 2 time(s) in a row on this host", "(in 10 min)")
+        assert gateway.restarts() == 5
+        # 4. A new set in the pool tries at once, counting from one.
+        issue(stack, "--force")
+        newer = run_cli(config, "deploy")
+        assert_one_error_line(newer, "failed 1 time(s) in a row on this host")
+        assert gateway.restarts() == 7
+        assert run_cli(config, "deploy").code == 1
+        assert gateway.restarts() == 7
+    # 5. The config fixed (its digest changed): tries at once, and succeeds.
+    gateway.settings["deploy"].update(verify_endpoint=right, verify_timeout=20.0)
+    fixed = run_cli(gateway.config(), "deploy")
+    assert fixed.code == 0, fixed.stderr
+    assert gateway.served() == fingerprint_of_pool(stack)
+    assert gateway.restarts() == 8
+    assert list(Path(gateway.settings["deploy"]["state_dir"]).glob("*.deploy-failed")) == []
+    done = run_cli(gateway.config(), "deploy")
+    assert (done.code, done.stderr) == (0, "")

@@ -183,13 +183,38 @@ def persist(ctx: click.Context, publish: bool, remove: bool, staging: bool, cert
 @click.option(
     "--allow-older", is_flag=True, help="Deploy the pool's set even if it is older than the installed one (a rollback)."
 )
+@click.option(
+    "--force", is_flag=True, help="Try now a certificate that failed on this host, instead of after its backoff."
+)
 @TEXTFILE
 @click.pass_context
-def deploy(ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool, textfile: Path | None) -> None:
+def deploy(
+    ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool, force: bool, textfile: Path | None
+) -> None:
     """Install the pool's certificate on this gateway and restart radosgw, only if it changed."""
     from rgwtls.deploy import deploy as run_deploy
 
-    _run(ctx, "deploy", textfile, run_deploy, stoppable=True, dry_run=dry_run, staging=staging, allow_older=allow_older)
+    def run(cfg: Any, **kwargs: Any) -> Any:
+        """A deploy waiting out its backoff is still failing: a WARNING line, exit 1, a failed run in the metrics."""
+        from rgwtls.errors import DeployDeferred
+
+        try:
+            return run_deploy(cfg, **kwargs)
+        except DeployDeferred as e:
+            log.warning("%s", e)
+            sys.exit(1)
+
+    _run(
+        ctx,
+        "deploy",
+        textfile,
+        run,
+        stoppable=True,
+        dry_run=dry_run,
+        staging=staging,
+        allow_older=allow_older,
+        force=force,
+    )
 
 
 @main.command()
