@@ -185,6 +185,9 @@ def persist(ctx: click.Context, publish: bool, remove: bool, staging: bool, cert
     "--allow-older", is_flag=True, help="Deploy the pool's set even if it is older than the installed one (a rollback)."
 )
 @click.option(
+    "--force", is_flag=True, help="Try now a certificate that failed on this host, instead of after its backoff."
+)
+@click.option(
     "--watch",
     is_flag=True,
     help="Keep running (a systemd service): deploy when the issuer announces a new set, and every deploy.interval.",
@@ -192,7 +195,13 @@ def persist(ctx: click.Context, publish: bool, remove: bool, staging: bool, cert
 @TEXTFILE
 @click.pass_context
 def deploy(
-    ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool, watch: bool, textfile: Path | None
+    ctx: click.Context,
+    dry_run: bool,
+    staging: bool,
+    allow_older: bool,
+    force: bool,
+    watch: bool,
+    textfile: Path | None,
 ) -> None:
     """Install the pool's certificate on this gateway and restart radosgw, only if it changed."""
     if watch:
@@ -209,15 +218,26 @@ def deploy(
         return
     from rgwtls.fleet import deploy_recorded
 
+    def run(cfg: Any, **kwargs: Any) -> Any:
+        """A deploy waiting out its backoff is still failing: a WARNING line, exit 1, a failed run in the metrics."""
+        from rgwtls.errors import DeployDeferred
+
+        try:
+            return deploy_recorded(cfg, **kwargs)
+        except DeployDeferred as e:
+            log.warning("%s", e)
+            sys.exit(1)
+
     _run(
         ctx,
         "deploy",
         textfile,
-        deploy_recorded,
+        run,
         stoppable=True,
         dry_run=dry_run,
         staging=staging,
         allow_older=allow_older,
+        force=force,
     )
 
 

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from rgwtls import files
 from rgwtls.config import Config, DeployConfig
-from rgwtls.errors import DeployError, RgwtlsError
+from rgwtls.errors import DeployDeferred, DeployError, Interrupted, RgwtlsError, StoreError
 from rgwtls.files import host_lock
 from rgwtls.log import notice
 from rgwtls.store import CertSet, Pool
@@ -29,12 +30,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_older: bool = False) -> bool:
+def deploy(
+    cfg: Config, dry_run: bool = False, staging: bool = False, allow_older: bool = False, force: bool = False
+) -> bool:
     """Make this gateway serve the pool's current set; True if it restarted radosgw.
 
     Level-triggered: every run compares the pool's set with what is installed
     AND with what the gateway serves, so a run killed between installing and
     verifying is finished by the next one, whatever the kill interrupted.
+    A set that failed its restart or check here waits out a backoff
+    (`force` tries at once).
     """
     d = cfg.deploy
     cert_cfg = cfg.certificate(d.certificate or cfg.certificates[0].name)[0]
@@ -68,8 +73,8 @@ def deploy(cfg: Config, dry_run: bool = False, staging: bool = False, allow_olde
                 if want is not None and now_served == want:
                     log.info("%s: generation %d is installed and served; nothing to do", cert_cfg.name, new.generation)
                     return False
-                return _finish(cfg, pool, target, new, names, now_served, dry_run)
-            return _install(cfg, pool, target, new, names, installed, built, dry_run, allow_older)
+                return _finish(cfg, pool, target, new, names, now_served, dry_run, force)
+            return _install(cfg, pool, target, new, names, installed, built, served, dry_run, allow_older, force)
 
 
 HOST_LOCK_WAIT = 5.0
@@ -83,8 +88,10 @@ def _install(
     names: tuple[str, ...],
     installed: bytes | None,
     built: bytes,
+    served: _Served,
     dry_run: bool,
     allow_older: bool,
+    force: bool,
 ) -> bool:
     d = cfg.deploy
     # 4. Validate before touching anything.
@@ -98,31 +105,49 @@ def _install(
     if dry_run:
         notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_line(d))
         return False
+    backoff = Backoff(cfg, new, checked.fingerprint)
+    backoff.wait_unless(force)
     if d.splay > 0:
         import random
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)):
-        # 5. Install atomically, keeping the previous for rollback.
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
+        # 5. A restart needs a mon to come back: without one, leave radosgw running.
+        _confirm_mon(pool, served.result(), "nothing was installed")
+        # 6. Install atomically, keeping the previous for rollback.
         try:
             target.install(built, installed)
         except RgwtlsError as e:
             _restore_quietly(target, installed)
             raise e from None
-        # 6. Restart, and 7. verify the new certificate is served; a signal
+        # 7. The slot is still ours (a frozen run's may have lapsed), or put it back unrestarted.
+        try:
+            fence()
+        except RgwtlsError as e:
+            _restore_quietly(target, installed)
+            raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
+        # 8. Restart, and 9. verify the new certificate is served; a signal
         # here rolls back like any failure.
         try:
             _restart(d)
             _verify_served(d, names, checked.fingerprint)
         except RgwtlsError as e:
-            _roll_back(d, target, installed, names, e)
+            _roll_back(d, target, installed, names, e, backoff.failed(e))
     target.commit()
+    backoff.clear()
     notice(log, "%s: installed %s to %s, restarted radosgw, and it serves it", new.name, what, target.describe())
     return True
 
 
 def _finish(
-    cfg: Config, pool: Pool, target: Target, new: CertSet, names: tuple[str, ...], served: str, dry_run: bool
+    cfg: Config,
+    pool: Pool,
+    target: Target,
+    new: CertSet,
+    names: tuple[str, ...],
+    served: str,
+    dry_run: bool,
+    force: bool,
 ) -> bool:
     """The set is installed but not served: an earlier run was stopped before its restart or check ended."""
     d = cfg.deploy
@@ -136,23 +161,48 @@ def _finish(
             log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _restart_line(d)
         )
         return False
+    backoff = Backoff(cfg, new, checked.fingerprint)
+    backoff.wait_unless(force)
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     previous = target.previous()
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)):
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
+        _confirm_mon(pool, served, "nothing was restarted")
+        try:
+            fence()
+        except RgwtlsError as e:
+            raise DeployError(f"{e}; the next run tries again") from None
         try:
             _restart(d)
             _verify_served(d, names, checked.fingerprint)
         except RgwtlsError as e:
+            after = backoff.failed(e)
             if previous is None:
-                raise DeployError(f"{e}; there is no previous certificate to roll back to") from None
-            _roll_back(d, target, previous, names, e)
+                raise DeployError(f"{e}; there is no previous certificate to roll back to{after}") from None
+            _roll_back(d, target, previous, names, e, after)
     target.commit()
+    backoff.clear()
     notice(log, "%s: restarted radosgw onto %s, and it serves it", new.name, what)
     return True
 
 
 def _what(new: CertSet, cert: x509.Certificate) -> str:
     return f"{new.name} generation {new.generation} (expires {cert.not_valid_after_utc:%Y-%m-%d})"
+
+
+def _confirm_mon(pool: Pool, served: str, kept: str) -> None:
+    """radosgw cannot start without a mon, while the pool's OSDs (the set, the slots) answer without one.
+
+    A restart then would turn a mon outage into a gateway outage: the
+    running radosgw keeps serving without a mon, so it is left alone.
+    """
+    try:
+        pool.confirm_mon()
+    except StoreError as e:
+        keeps = f"certificate {served[:16]}" if _is_fingerprint(served) else "what it serves now"
+        raise DeployError(
+            f"{e}; radosgw would not come back after a restart, so {kept}; the gateway keeps serving {keeps}; "
+            "the next run tries again"
+        ) from None
 
 
 def _slot_hold(d: DeployConfig) -> float:
@@ -210,20 +260,20 @@ def _restore_quietly(target: Target, previous: bytes | None) -> None:
 
 
 def _roll_back(
-    d: DeployConfig, target: Target, previous: bytes | None, names: tuple[str, ...], cause: RgwtlsError
+    d: DeployConfig, target: Target, previous: bytes | None, names: tuple[str, ...], cause: RgwtlsError, after: str
 ) -> NoReturn:
-    """Put the previous certificate back, restart, and check it is served again."""
+    """Put the previous certificate back, restart, and check it is served again; `after` ends the line."""
     try:
         target.restore(previous)
     except RgwtlsError as e:
         raise DeployError(
-            f"{cause}; could not put the previous certificate back ({e}): this gateway needs attention now"
+            f"{cause}; could not put the previous certificate back ({e}): this gateway needs attention now{after}"
         ) from None
     from rgwtls.certs import first_cert
 
     old = first_cert(previous)
     if old is None:
-        raise DeployError(f"{cause}; removed the new file again (there was none before)") from None
+        raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None
     try:
         _restart(d)
         from rgwtls.probe import fingerprint
@@ -232,9 +282,9 @@ def _roll_back(
     except RgwtlsError as again:
         raise DeployError(
             f"{cause}; restored the previous certificate, but the gateway does not serve it either "
-            f"({again}): this gateway needs attention now"
+            f"({again}): this gateway needs attention now{after}"
         ) from None
-    raise DeployError(f"{cause}; restored the previous certificate and restarted: it is served again") from None
+    raise DeployError(f"{cause}; restored the previous certificate and restarted: it is served again{after}") from None
 
 
 def _restart_argv(d: DeployConfig) -> list[str]:
@@ -279,3 +329,106 @@ def _verify_served(d: DeployConfig, names: tuple[str, ...], want: str) -> None:
                 f"{d.verify_timeout:g}s ({seen})"
             )
         time.sleep(0.1)
+
+
+BACKOFF_FIRST = 300.0
+BACKOFF_MAX = 3600.0
+
+
+class Backoff:
+    """This host's record of a set that failed its restart or check here, so that cron does not loop on it.
+
+    Without it, a wrong `deploy.verify_endpoint` restarts radosgw twice on
+    every cron run, for ever. The record names what failed (generation,
+    fingerprint) under which configuration (the digest of the config file's
+    bytes): a new set or a changed config tries at once, as does --force.
+    The wait doubles from 5 minutes to an hour. It is written whole and
+    renamed into place, so a killed run leaves the old record or the new one.
+    """
+
+    def __init__(self, cfg: Config, new: CertSet, fingerprint: str) -> None:
+        self.path = Path(cfg.deploy.state_dir) / f"{new.name}.deploy-failed"
+        self.key = {"generation": new.generation, "fingerprint": fingerprint, "config": _config_digest(cfg.path)}
+        self.name, self.generation = new.name, new.generation
+
+    def _record(self) -> tuple[int, float, str] | None:
+        """Failures in a row, next attempt (epoch seconds) and last error of this same set under this config."""
+        import json
+
+        raw = files.read(self.path)
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return None  # a record we cannot read holds nothing back: try
+        if not isinstance(doc, dict) or any(doc.get(k) != v for k, v in self.key.items()):
+            return None
+        failures, due, error = doc.get("failures"), doc.get("next_attempt"), doc.get("error")
+        if type(failures) is not int or not isinstance(due, int | float):
+            return None
+        return failures, float(due), str(error)
+
+    def wait_unless(self, force: bool) -> None:
+        """DeployDeferred if this set failed here and its next attempt is still to come."""
+        record = self._record()
+        if record is None:
+            return
+        failures, due, error = record
+        if force:
+            notice(log, "%s generation %d failed here before; trying again now (--force)", self.name, self.generation)
+            return
+        if time.time() >= due:
+            return
+        raise DeployDeferred(
+            f"{self.name} generation {self.generation} failed on this host {failures} time(s) in a row "
+            f"(last: {error}); nothing changed. The next attempt is {_when(due)}, "
+            "or now with rgwtls deploy --force; a new set or a changed config tries at once"
+        )
+
+    def failed(self, cause: RgwtlsError) -> str:
+        """Record a failed attempt; the end of its line, saying when the next one is.
+
+        A signal is not the set's fault: the next run tries at once.
+        """
+        if isinstance(cause, Interrupted):
+            return ""
+        import json
+
+        record = self._record()
+        failures = 1 + (record[0] if record is not None else 0)
+        due = time.time() + backoff_delay(failures)
+        doc = {**self.key, "failures": failures, "next_attempt": round(due, 3), "error": str(cause)[:300]}
+        try:
+            access = files.Access(0o600, os.getuid(), os.getgid())
+            files.atomic_write(self.path, json.dumps(doc).encode(), access)
+        except RgwtlsError as e:
+            log.warning("could not record the failure in %s, so the next run tries again: %s", self.path, e)
+            return ""
+        return (
+            f"; failed {failures} time(s) in a row on this host: the next attempt is {_when(due)}, "
+            "or now with rgwtls deploy --force"
+        )
+
+    def clear(self) -> None:
+        files.remove(self.path)
+
+
+def backoff_delay(failures: int) -> float:
+    """5 minutes after the first failure, doubling, at most an hour."""
+    return min(BACKOFF_FIRST * float(2 ** min(failures - 1, 16)), BACKOFF_MAX)
+
+
+def _config_digest(path: Path) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _when(epoch: float) -> str:
+    left = max(0, round((epoch - time.time()) / 60))
+    at = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return f"after {at:%Y-%m-%d %H:%M}Z (in {left} min)"

@@ -58,6 +58,10 @@ class DeployError(RgwtlsError):
     """A set could not be deployed; the gateway keeps (or got back) what it served."""
 
 
+class DeployDeferred(DeployError):
+    """A set that failed on this host waits out its backoff: still failing, so a WARNING line and exit 1."""
+
+
 class Interrupted(RgwtlsError):
     """A signal (SIGTERM, SIGINT, SIGHUP) stopped the run; raised where the run was, so it unwinds like any failure.
 

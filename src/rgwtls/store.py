@@ -541,13 +541,17 @@ class Pool:
             self._unlock(NS_ISSUER, obj, name, cookie, what)
 
     @contextlib.contextmanager
-    def restart_slot(self, slots: int, wait: float, hold: float) -> Iterator[None]:
+    def restart_slot(self, slots: int, wait: float, hold: float) -> Iterator[Callable[[], None]]:
         """One of `slots` fleet-wide restart slots: a counting semaphore made of RADOS locks.
 
         Each slot is an exclusive lock that expires after `hold` seconds, so a
         gateway that dies while restarting frees its slot by itself; one that
-        died on this host frees it at once.
+        died on this host frees it at once. A lease is not a lock: a deploy
+        frozen past `hold` wakes believing it still restarts alone. So it
+        yields the slot's fence, to call right before the restart: it raises
+        LockHeld unless the slot is still ours, and renews it for `hold`.
         """
+        import functools
         import random
 
         name = "rgwtls-restart"
@@ -560,7 +564,7 @@ class Pool:
                 if cookie is None:
                     continue
                 try:
-                    yield
+                    yield functools.partial(self._fence_slot, obj, name, cookie, hold, what)
                 finally:
                     self._unlock(NS_DEPLOY, obj, name, cookie, what)
                 return
@@ -574,6 +578,72 @@ class Pool:
             # Jitter, so that gateways that wait together do not retry together.
             time.sleep(pause * random.uniform(0.5, 1.5))  # noqa: S311 - spreading retries, not secrecy
             pause = min(pause * 2, 2.0)
+
+    def _fence_slot(self, obj: str, name: str, cookie: str, hold: float, what: str) -> None:
+        """Confirm, in one write operation on the slot object, that the slot is ours, and renew it.
+
+        cls_lock's `assert_locked` fails (EBUSY) once the lock lapsed or another
+        holder took it, and the renewal with MUST_RENEW in the same operation
+        gives the restart and its check the whole `hold` again. A binding
+        without WriteOp.execute renews alone, which fails the same way.
+        """
+        self._ioctx.set_namespace(NS_DEPLOY)
+        try:
+            if hasattr(rados.WriteOp, "execute"):
+                with rados.WriteOpCtx() as op:
+                    op.execute("lock", "assert_locked", self._assert_op(name, cookie))
+                    op.execute("lock", "lock", self._renew_op(name, cookie, hold))
+                    self._ioctx.operate_write_op(op, obj)
+            else:  # pragma: no cover - every binding rgwtls supports has it
+                self._ioctx.lock_exclusive(obj, name, cookie, duration=_seconds(hold), flags=LOCK_FLAG_MUST_RENEW)
+        except (rados.ObjectBusy, rados.ObjectNotFound) as e:
+            raise LockHeld(
+                f"{what} is no longer ours ({_reason(e)}: it lapsed after {hold:g}s, so another gateway may be "
+                "restarting); radosgw was not restarted"
+            ) from None
+        except rados.Error as e:
+            raise LockHeld(
+                f"cannot confirm that {what} is still ours ({_reason(e)}); radosgw was not restarted"
+            ) from None
+
+    def confirm_mon(self) -> None:
+        """StoreError unless a mon answers a command within `ceph.timeout`.
+
+        radosgw needs a mon to start, while OSD operations (reading the set,
+        taking a slot) work without one: this is what tells a deploy that a
+        restart would not come back.
+        """
+        started = time.monotonic()
+        try:
+            ret, _, err = self._cluster.mon_command(json.dumps({"prefix": "mon stat", "format": "json"}), b"")
+            problem = "" if ret == 0 else err.strip() or (os.strerror(-ret) if ret < 0 else str(ret))
+        except rados.Error as e:
+            problem = _reason(e)
+        if problem:
+            raise StoreError(
+                f"ceph: no mon answered within {self.cfg.timeout:g}s "
+                f"({problem} after {time.monotonic() - started:.1f}s)"
+            )
+
+    @staticmethod
+    def _assert_op(name: str, cookie: str) -> bytes:
+        """cls_lock_assert_op: name, type (1: exclusive), cookie, tag (empty, as rados_lock_exclusive sets it)."""
+        return Pool._cls_op(name, b"\x01", cookie, "")
+
+    @staticmethod
+    def _renew_op(name: str, cookie: str, hold: float) -> bytes:
+        """cls_lock_lock_op renewing our lock: as above, then description, duration (s, ns) and flags."""
+        duration = _seconds(hold).to_bytes(4, "little") + bytes(4)
+        desc = Holder.me(cookie).describe()
+        return Pool._cls_op(name, b"\x01", cookie, "", desc, duration, bytes([LOCK_FLAG_MUST_RENEW]))
+
+    @staticmethod
+    def _cls_op(*fields: str | bytes) -> bytes:
+        """A struct as Ceph's ENCODE_START(1, 1) writes it: version, compat, length, then each field."""
+        body = b"".join(
+            f if isinstance(f, bytes) else len(f.encode()).to_bytes(4, "little") + f.encode() for f in fields
+        )
+        return b"\x01\x01" + len(body).to_bytes(4, "little") + body
 
     def _lock_holder(self, ns: str, obj: str) -> str:
         self._ioctx.set_namespace(ns)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rgwtls.config import Config
-from rgwtls.errors import Interrupted, RgwtlsError
+from rgwtls.errors import DeployDeferred, Interrupted, RgwtlsError
 from rgwtls.fleet import deploy_recorded
 from rgwtls.store import Pool
 
@@ -124,6 +124,8 @@ def watch(
                 ok = True
             except Interrupted:
                 raise
+            except DeployDeferred as e:
+                log.warning("%s", e)  # still failing, and said so when it failed
             except RgwtlsError as e:
                 if stopping:
                     raise
