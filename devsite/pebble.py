@@ -107,6 +107,7 @@ class Pebble:
             try:
                 roots.append(self.roots_pem(len(roots)))
             except urllib.error.HTTPError as e:
+                e.close()  # an HTTPError holds its response open: Python 3.14 warns of one left to the collector
                 if e.code != 404 or not roots:
                     raise
                 return "".join(roots)

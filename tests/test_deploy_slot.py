@@ -89,3 +89,54 @@ def test_mon_check_fails_within_the_ceph_timeout_when_the_mon_is_stopped(stack: 
         with pytest.raises(StoreError, match=r"^ceph: no mon answered within 2s \("):
             pool.confirm_mon()
         assert time.monotonic() - started < 6
+
+
+def test_a_freed_slot_wakes_the_waiting_gateway_by_notify_not_at_its_next_poll(stack: Stack) -> None:
+    """The holder notifies the slot as it frees it: the waiter's wait ends then, whatever its poll's pause."""
+    import threading
+
+    got: list[float] = []
+    with Pool(ceph_config(stack)) as holder, Pool(ceph_config(stack)) as waiter:
+        woken = threading.Event()
+
+        def wait_for_the_slot() -> None:
+            with waiter.restart_slot(1, 30, hold=30):
+                got.append(time.monotonic())
+                woken.set()
+
+        with holder.restart_slot(1, 5, hold=30):
+            thread = threading.Thread(target=wait_for_the_slot)
+            thread.start()
+            # Long enough for the waiter's pause to have grown to whole seconds, and its watch to be set.
+            time.sleep(6)
+            assert not woken.is_set()
+            freed_at = time.monotonic()
+        thread.join(30)
+        assert got
+        # The poll's pause by then is 2 to 7.5 s; the notify hands the slot on within a fraction of that.
+        assert got[0] - freed_at < 1.5
+
+
+def test_two_waiters_for_one_freed_slot_never_hold_it_together(stack: Stack) -> None:
+    import threading
+
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def one_gateway() -> None:
+        nonlocal inside, most
+        with Pool(ceph_config(stack)) as pool, pool.restart_slot(1, 60, hold=30):
+            with guard:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.5)
+            with guard:
+                inside -= 1
+
+    threads = [threading.Thread(target=one_gateway) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert most == 1

@@ -557,27 +557,66 @@ class Pool:
         name = "rgwtls-restart"
         deadline = time.monotonic() + wait
         pause = 0.1
-        while True:
-            for i in range(slots):
-                obj, what = f"restart-slot.{i}", f"restart slot {i}"
-                cookie = self._try_lock(NS_DEPLOY, obj, name, hold, what)
-                if cookie is None:
-                    continue
-                try:
-                    yield functools.partial(self._fence_slot, obj, name, cookie, hold, what)
-                finally:
-                    self._unlock(NS_DEPLOY, obj, name, cookie, what)
-                return
-            if time.monotonic() >= deadline:
-                others = ", ".join(self._lock_holder(NS_DEPLOY, f"restart-slot.{i}") for i in range(slots))
-                raise LockHeld(
-                    f"no restart slot free within {wait:g}s: {slots} gateway(s) restarting ({others}); "
-                    "nothing changed here, the next run tries again"
-                )
-            log.info("waiting for a restart slot: %d gateway(s) restarting", slots)
-            # Jitter, so that gateways that wait together do not retry together.
-            time.sleep(pause * random.uniform(0.5, 1.5))  # noqa: S311 - spreading retries, not secrecy
-            pause = min(pause * 2, 2.0)
+        freed = threading.Event()
+        watches: list[Any] = []
+        try:
+            while True:
+                for i in range(slots):
+                    obj, what = f"restart-slot.{i}", f"restart slot {i}"
+                    cookie = self._try_lock(NS_DEPLOY, obj, name, hold, what)
+                    if cookie is None:
+                        continue
+                    self._unwatch(watches)
+                    try:
+                        yield functools.partial(self._fence_slot, obj, name, cookie, hold, what)
+                    finally:
+                        self._unlock(NS_DEPLOY, obj, name, cookie, what)
+                        self._hand_on(obj)
+                    return
+                if time.monotonic() >= deadline:
+                    others = ", ".join(self._lock_holder(NS_DEPLOY, f"restart-slot.{i}") for i in range(slots))
+                    raise LockHeld(
+                        f"no restart slot free within {wait:g}s: {slots} gateway(s) restarting ({others}); "
+                        "nothing changed here, the next run tries again"
+                    )
+                log.info("waiting for a restart slot: %d gateway(s) restarting", slots)
+                if not watches:
+                    watches = self._watch_slots(slots, freed)
+                # A holder that frees its slot notifies it, and the wait ends at
+                # once; the poll stays as the safety net for one that died. Jitter,
+                # so that gateways that wait together do not retry together.
+                freed.wait(pause * random.uniform(0.5, 1.5))  # noqa: S311 - spreading retries, not secrecy
+                freed.clear()
+                pause = min(pause * 2, 2.0 if not watches else 5.0)
+        finally:
+            self._unwatch(watches)
+
+    def _watch_slots(self, slots: int, freed: threading.Event) -> list[Any]:
+        """Watches on the slot objects, so that a freed slot wakes this waiter; none if they cannot be had."""
+        self._ioctx.set_namespace(NS_DEPLOY)
+        watches = []
+        for i in range(slots):
+            try:
+                watches.append(self._ioctx.watch(f"restart-slot.{i}", lambda *_: freed.set(), timeout=30))
+            except rados.Error as e:
+                log.info("cannot watch restart slot %d (%s); polling it", i, _reason(e))
+        return watches
+
+    @staticmethod
+    def _unwatch(watches: list[Any]) -> None:
+        while watches:
+            try:
+                watches.pop().close()
+            except rados.Error as e:  # it goes with the connection
+                log.debug("closing a slot watch: %s", _reason(e))
+
+    def _hand_on(self, obj: str) -> None:
+        """Tell the gateways waiting for a slot that this one is free: the next starts now, not at its next poll."""
+        self._ioctx.set_namespace(NS_DEPLOY)
+        try:
+            self._ioctx.notify(obj, "", timeout_ms=1000)
+        except rados.Error as e:
+            log.debug("no waiter was told that %s is free (%s); they poll", obj, _reason(e))
 
     def _fence_slot(self, obj: str, name: str, cookie: str, hold: float, what: str) -> None:
         """Confirm, in one write operation on the slot object, that the slot is ours, and renew it.
