@@ -41,11 +41,19 @@ def refused(stack: Stack, d: Path) -> Path:
     return d / "refused.keyring"
 
 
+def another_users(stack: Stack, d: Path) -> Path:
+    """A keyring with a good key, of another user (a copy of the wrong file)."""
+    key = subprocess.run(["ceph-authtool", "--gen-print-key"], capture_output=True, text=True, check=True).stdout
+    (d / "other.keyring").write_text(f"[client.someone-else]\n\tkey = {key.strip()}\n")
+    return d / "other.keyring"
+
+
 CASES: list[tuple[Damage, str]] = [
     (missing, "does not exist"),
     (a_directory, "is a directory"),
     (garbage, "is not a Ceph keyring"),
     (refused, "the cluster refused the key of"),
+    (another_users, "this user's"),  # Pacific: the key is refused; Tentacle: none is found for the user
 ]
 
 

@@ -181,6 +181,12 @@ class Pool:
         """What librados' errno means at connect, where its own words (now silenced) would have said it."""
         code = getattr(e, "errno", None)
         keyring = self.cfg.keyring or "the default keyring paths (/etc/ceph/ceph.USER.keyring, ...)"
+        if code == errno.ENOENT and self.cfg.keyring:
+            # The file is there and readable (checked before): Tentacle says ENOENT for one that does not parse.
+            fix = f"write it with 'ceph auth get {self.cfg.user}'"
+            return (
+                f"keyring {keyring} is not a Ceph keyring for {self.cfg.user} (it holds no key of this user's); {fix}"
+            )
         if code == errno.ENOENT:
             return f"no keyring for {self.cfg.user} in {keyring}; set ceph.keyring to its file"
         if code == errno.EISDIR:
