@@ -123,10 +123,11 @@ def test_two_waiters_for_one_freed_slot_never_hold_it_together(stack: Stack) -> 
     inside = 0
     most = 0
     guard = threading.Lock()
+    cfg = ceph_config(stack)  # once: Stack.settings() rewrites a file, not for threads at once
 
     def one_gateway() -> None:
         nonlocal inside, most
-        with Pool(ceph_config(stack)) as pool, pool.restart_slot(1, 60, hold=30):
+        with Pool(cfg) as pool, pool.restart_slot(1, 60, hold=30):
             with guard:
                 inside += 1
                 most = max(most, inside)
