@@ -3,8 +3,8 @@
 Each connection gets its own thread, which does the TLS handshake itself, so
 a client that stalls in it cannot stop the accept loop; `stop()` wakes idle
 keep-alive connections and joins every thread, so no emulator thread outlives
-its test. A test steers every emulator the same way: `fail`, `slow`, and what
-it answered in `requests_log`.
+its test. A test steers every emulator the same way: `fail`, `slow`,
+`trickle`, and what it answered in `requests_log`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class HttpsService:
         self._log: list[tuple[str, str, int]] = []
         self._failure: Failure | None = None
         self._slow: tuple[float, frozenset[str] | None] | None = None
+        self._trickle: tuple[float, frozenset[str] | None] | None = None
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         raise NotImplementedError
@@ -85,6 +86,22 @@ class HttpsService:
             ms = frozenset(m.upper() for m in methods) if methods else None
             self._slow = None if seconds is None else (seconds, ms)
 
+    def trickle(self, interval: float | None, methods: set[str] | None = None) -> None:
+        """Send answers to requests with these methods (None: all) one byte every `interval` seconds,
+        status line and headers included, as a crawling server does; None clears.
+
+        Each read a client makes gets a byte in time: only a total deadline ends
+        the request. The work is done first, as with `slow`.
+        """
+        with self._lock:
+            ms = frozenset(m.upper() for m in methods) if methods else None
+            self._trickle = None if interval is None else (interval, ms)
+
+    def _trickle_interval(self, method: str) -> float | None:
+        with self._lock:
+            t = self._trickle
+        return t[0] if t is not None and (t[1] is None or method in t[1]) else None
+
     def clear_log(self) -> None:
         with self._lock:
             self._log.clear()
@@ -94,6 +111,7 @@ class HttpsService:
         with self._lock:
             self._failure = None
             self._slow = None
+            self._trickle = None
             self._log.clear()
 
     def _take_failure(self, method: str) -> Failure | None:
@@ -196,7 +214,33 @@ class ServiceHandler(BaseHTTPRequestHandler):
                 self.service._conns.discard(self.request)
 
     def dispatch(self) -> None:
-        self.service.handle(self)
+        interval = self.service._trickle_interval(self.command)
+        if interval is None:
+            self.service.handle(self)
+            return
+        plain = self.wfile
+        self.wfile = _Trickling(plain, interval, self.service._stopping)  # type: ignore[assignment]
+        try:
+            self.service.handle(self)
+        finally:
+            self.wfile = plain
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(f"{self.service.name}: " + format, *args)
+
+
+class _Trickling:
+    """A connection's writer that sends one byte every `interval` seconds; `stop` of the service ends it."""
+
+    def __init__(self, plain: Any, interval: float, stopping: threading.Event) -> None:
+        self._plain, self._interval, self._stopping = plain, interval, stopping
+
+    def write(self, data: bytes) -> int:
+        for i in range(len(data)):
+            if self._stopping.wait(self._interval):
+                raise ConnectionAbortedError("the service is stopping")
+            self._plain.write(data[i : i + 1])
+        return len(data)
+
+    def flush(self) -> None:
+        self._plain.flush()

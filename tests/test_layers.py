@@ -17,8 +17,8 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 LAYERS: list[set[str]] = [
-    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command"},
-    {"rgwtls.config"},
+    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
+    {"rgwtls.config", "rgwtls.http"},
     {"rgwtls.probe", "rgwtls.proxy", "rgwtls.files", "rgwtls.propagation", "rgwtls.dns"},
     {"rgwtls.certs", "rgwtls.dns.hook", "rgwtls.dns.infoblox", "rgwtls.dns.rfc2136", "rgwtls.dns.uddi"},
     {"rgwtls.store", "rgwtls.dns.backends"},

@@ -34,6 +34,7 @@ from rgwtls import __version__
 from rgwtls.config import AcmeConfig, config_path, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import AcmeError, CaUnavailable, ConfigError
+from rgwtls.http import TotalTimeout
 from rgwtls.proxy import Route, failure, root_cause, route
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class Network(client.ClientNetwork):
             timeout=int(cfg.timeout),
         )
         self.cfg = cfg
-        # Every request goes the one way, whatever its URL: the CA is one place.
+        # Every request goes the one way, whatever its URL: the CA is one place;
+        # and each has acme.timeout as its total deadline (rgwtls.http), not only per read.
         self.route, self.directory_url = rt, directory_url
         rt.mount(self.session)
         self.last_response: requests.Response | None = None
@@ -213,6 +215,8 @@ class Acme:
         if refused is not None:
             return refused.text
         way = f"through proxy {self.route.proxy}" if self.route.proxy else "directly"
+        if isinstance(e, TotalTimeout):
+            return f"{e} ({way}; acme.timeout bounds each request)"
         return f"cannot reach {self.directory_url} {way}: {type(e).__name__}: {root_cause(e)}"
 
     @property

@@ -7,6 +7,7 @@ gateway every few minutes and must not pay for the ACME stack.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
-from rgwtls import __version__
+from rgwtls import __version__, deadline
 from rgwtls.errors import Interrupted, RgwtlsError, describe, scrub
 
 log = logging.getLogger("rgwtls")
@@ -64,19 +65,122 @@ def _load(ctx: click.Context) -> Any:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+class PastBound(Interrupted):
+    """The run passed its bound (SIGALRM): it unwinds as from a signal, cleaning up and releasing the lock."""
+
+    def __init__(self, text: str) -> None:
+        RgwtlsError.__init__(self, text)
+        self.signame = "SIGALRM"
+
+
+def issue_bound(cfg: Any) -> tuple[float, str]:
+    """How long an `issue` run may take, from the configured timeouts, and the formula in words.
+
+    Every wait of a run has its own limit; the bound is their sum, so that
+    only a run that crawls at every step, or a process frozen past it,
+    reaches it. Per certificate: the order's polling (acme.order_timeout),
+    propagation (dns.propagation_timeout), two ACME requests that exhaust
+    every retry at their full deadline, and three DNS calls per name
+    (present, clean up, and a killed run's journal), each with its retries;
+    for the run, four Ceph operations at ceph.timeout. See
+    docs/configuration.md, "The run's bound".
+    """
+    acme, dns = cfg.acme, cfg.dns
+    acme_request = (acme.retries + 1) * acme.timeout + sum(
+        min(60.0, acme.retry_backoff * 2**i) for i in range(acme.retries)
+    )
+    if dns.provider == "infoblox":
+        attempts = max(1, dns.infoblox.retries)
+        dns_call = attempts * dns.infoblox.timeout + sum(min(8.0, 0.5 * 2**i) for i in range(attempts - 1))
+    elif dns.provider == "uddi":
+        attempts = max(1, dns.uddi.retries)
+        dns_call = attempts * dns.uddi.timeout + (attempts - 1) * min(8.0, dns.uddi.max_retry_after)
+    elif dns.provider == "rfc2136":
+        dns_call = dns.rfc2136.timeout
+    else:
+        dns_call = dns.hook.timeout
+    names = sum(len(c.domains) for c in cfg.certificates)
+    seconds = (
+        4 * cfg.ceph.timeout
+        + len(cfg.certificates) * (acme.order_timeout + dns.propagation_timeout + 2 * acme_request)
+        + 3 * names * dns_call
+    )
+    how = (
+        f"4 x ceph.timeout + {len(cfg.certificates)} certificate(s) x (acme.order_timeout + "
+        f"dns.propagation_timeout + 2 x {acme_request:g}s per ACME request with retries) + "
+        f"3 x {names} name(s) x {dns_call:g}s per {dns.provider} call"
+    )
+    return seconds, how
+
+
+# Set by a run that has a bound: after a stop, its cleanup gets this long before the process gives up.
+_hard_stop: dict[str, Any] = {}
+
+
 def _interrupt(signum: int, frame: object) -> None:
     """Unwind the run from where it is, so that its finally blocks clean up and roll back.
 
     A second signal finds the default action back and ends the process at
-    once: the next run recovers from whatever that leaves.
+    once: the next run recovers from whatever that leaves. Every call the
+    cleanup makes is capped (rgwtls.deadline): a hanging WAPI cannot hold
+    the run.
     """
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_DFL)
-    raise Interrupted(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    _stopping(f"interrupted by {name}")
+    raise Interrupted(name)
+
+
+def _stopping(why: str) -> None:
+    """Cap every later call; a bounded run also gets a last deadline, past which it exits at once."""
+    deadline.wind_down(why)
+    if not _hard_stop:
+        return
+    grace = float(_hard_stop["grace"])
+    command = _hard_stop["command"]
+
+    def give_up(signum: int, frame: object) -> None:
+        log.error(
+            "%s: %s, and its cleanup did not end within %gs; exiting now: the next run removes the records "
+            "its journal lists and takes over the lock of this dead process",
+            command,
+            why,
+            grace,
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    signal.signal(signal.SIGALRM, give_up)
+    signal.setitimer(signal.ITIMER_REAL, grace)
+
+
+def _arm_bound(cfg: Any, command: str, bound: Any) -> None:
+    seconds, how = bound(cfg)
+    # The cleanup's calls, then the Ceph operations after them (the journal, the attempt's record, the lock).
+    _hard_stop.update(command=command, grace=deadline.CLEANUP + 4 * cfg.ceph.timeout + 2)
+    text = (
+        f"{command}: the run passed its bound of {seconds:g}s ({how}); stopped, its challenge records removed "
+        "(what could not be is journaled for the next run), the lock released; the next run starts over"
+    )
+
+    def past(signum: int, frame: object) -> None:
+        _stopping(f"past its bound of {seconds:g}s")
+        raise PastBound(text)
+
+    signal.signal(signal.SIGALRM, past)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    log.debug("%s: the run's bound is %gs (%s)", command, seconds, how)
 
 
 def _run(
-    ctx: click.Context, command: str, textfile: Path | None, fn: Any, stoppable: bool = False, **kwargs: Any
+    ctx: click.Context,
+    command: str,
+    textfile: Path | None,
+    fn: Any,
+    stoppable: bool = False,
+    bound: Any = None,
+    **kwargs: Any,
 ) -> Any:
     started = time.monotonic()
     cfg = None
@@ -86,6 +190,8 @@ def _run(
             signal.signal(s, _interrupt)
     try:
         cfg = _load(ctx)
+        if bound is not None:
+            _arm_bound(cfg, command, bound)
         result = fn(cfg, **kwargs)
         ok = True
         return result
@@ -101,6 +207,10 @@ def _run(
             raise
         _fail(f"{describe(e)}; run again with --debug for the traceback")
     finally:
+        if bound is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            _hard_stop.clear()
         if textfile is not None and cfg is not None:
             _write_metrics(cfg, command, textfile, ok, started)
 
@@ -146,6 +256,7 @@ def issue(ctx: click.Context, staging: bool, force: bool, cert_name: str | None,
         textfile,
         run_issue,
         stoppable=True,
+        bound=issue_bound,
         staging=staging,
         force=force,
         only=cert_name,

@@ -13,6 +13,8 @@ requests lets environment proxies override a session's `proxies`; only a
 per-request `proxies=` beats them, so every request carries `Route.proxies`.
 The proxy's password only ever goes into the Proxy-Authorization header of the
 CONNECT request, never into a URL, so that no error text or log line holds it.
+Whichever adapter `Route.mount` gives a session, it is rgwtls.http's: proxied
+requests have their total deadline too.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies, select_proxy
 
+from rgwtls import http
 from rgwtls.config import PROXY_DIRECT
 
 ACME_KEY = "acme.proxy"
@@ -75,11 +77,8 @@ class Route:
         return logging.INFO if self.proxy or not self.from_env else logging.DEBUG
 
     def mount(self, session: requests.Session) -> None:
-        """Give the session our proxy credentials, for CONNECT to our proxy only."""
-        if self.proxy and self.user:
-            adapter = _ProxyAuthAdapter(self)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+        """Give the session total deadlines, and our proxy credentials, for CONNECT to our proxy only."""
+        http.mount(session, _ProxyAuthAdapter(self) if self.proxy and self.user else http.Adapter())
 
 
 def route(value: str, key: str, target_url: str, password: str = "") -> Route:
@@ -107,7 +106,7 @@ def _host_port(url: str) -> str:
     return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
-class _ProxyAuthAdapter(HTTPAdapter):
+class _ProxyAuthAdapter(http.Adapter):
     def __init__(self, route: Route) -> None:
         self._route = route
         token = base64.b64encode(f"{route.user}:{route.password}".encode()).decode()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rgwtls import deadline
 from rgwtls.command import CommandFailed, run
 from rgwtls.config import HookConfig
 from rgwtls.dns import Challenge
@@ -46,7 +47,11 @@ class Hook:
                     f"hook: the challenge for {ch.domain} is delegated to {ch.record_name}, and a hook can only "
                     "write _acme-challenge.DOMAIN: point the CNAME at an _acme-challenge name, or set challenge_alias"
                 )
+        # Once the run is stopping, a cleanup call gets the wind-down's few seconds, not dns.hook.timeout.
+        timeout = deadline.limit(self.cfg.timeout) or 0.0
+        if timeout <= 0:
+            raise DnsError(f"hook: {self.cfg.command} {op} {domain} {deadline.used_up()}")
         try:
-            run([self.cfg.command, op, domain, ch.token, ch.value], self.cfg.timeout)
+            run([self.cfg.command, op, domain, ch.token, ch.value], timeout)
         except CommandFailed as e:
             raise DnsError(f"hook: {self.cfg.command} {op} {domain} {e.problem}") from None

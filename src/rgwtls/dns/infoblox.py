@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
+from rgwtls import deadline, http
 from rgwtls.config import InfobloxConfig, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import DnsError
@@ -40,7 +41,8 @@ class Infoblox:
         self.cfg = cfg
         self.base = f"https://{cfg.server}/wapi/v{cfg.wapi_version}/"
         self._password = read_secret(cfg.password_file, "dns.infoblox.password_file", cfg_path)
-        self._session = requests.Session()
+        # dns.infoblox.timeout bounds each request whole, not only each read (rgwtls.http).
+        self._session = http.session()
         # Passed with every request: requests lets $REQUESTS_CA_BUNDLE override
         # a session-wide `verify`, which would silently drop our CA bundle.
         self._verify: str | bool = (cfg.ca_bundle or True) if cfg.verify_tls else False
@@ -144,6 +146,8 @@ class Infoblox:
                     f"infoblox: {what}: TLS verification of {self.cfg.server} failed "
                     f"({_root_cause(e)}); set dns.infoblox.ca_bundle to the CA of its certificate"
                 ) from None
+            except http.TotalTimeout as e:
+                problem = str(e)
             except requests.Timeout:
                 problem = f"no answer from {url} within {self.cfg.timeout:g}s"
             except requests.ConnectionError as e:
@@ -169,6 +173,8 @@ class Infoblox:
                 if resp.status_code not in _RETRY_STATUS:
                     raise DnsError(f"infoblox: {what}: {_describe(resp)}")
                 problem = _describe(resp)
+            if deadline.stopping():
+                raise DnsError(f"infoblox: {what}: {problem} (not retried: the run is stopping)")
             if attempt < attempts:
                 log.info("infoblox: %s (attempt %d of %d), retrying", problem, attempt, attempts)
                 time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))

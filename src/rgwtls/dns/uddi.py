@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from rgwtls import deadline, http
 from rgwtls.config import UddiConfig, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import DnsError
@@ -42,7 +43,8 @@ class Uddi:
         self.cfg = cfg
         self.base = f"https://{cfg.portal}/api/ddi/v1/"
         key = read_secret(cfg.api_key_file, "dns.uddi.api_key_file", cfg_path)
-        self._session = requests.Session()
+        # dns.uddi.timeout bounds each request whole, not only each read (rgwtls.http).
+        self._session = http.session()
         # The key only ever travels in this header: never in a URL, an argument or a log line.
         self._session.headers.update({"Authorization": f"Token {key}", "Accept": "application/json"})
         self._verify: str | bool = cfg.ca_bundle or True
@@ -179,6 +181,8 @@ class Uddi:
                     f"uddi: {what}: TLS verification of {self.cfg.portal} failed ({_root_cause(e)}); "
                     "set dns.uddi.ca_bundle to the CA of its certificate"
                 ) from None
+            except http.TotalTimeout as e:
+                problem = f"{method} {path}: {e}"
             except requests.Timeout:
                 problem = f"{method} {path}: no answer from {self.cfg.portal} within {self.cfg.timeout:g}s"
             except requests.ConnectionError as e:
@@ -204,6 +208,8 @@ class Uddi:
                             f"dns.uddi.max_retry_after ({self.cfg.max_retry_after:g}s)"
                         )
                     wait = asked if asked is not None else wait
+            if deadline.stopping():
+                raise DnsError(f"uddi: {what}: {problem} (not retried: the run is stopping)")
             if attempt < attempts:
                 log.info("uddi: %s (attempt %d of %d), retrying in %.1fs", problem, attempt, attempts, wait)
                 time.sleep(wait)
