@@ -96,10 +96,26 @@ def _install(
     if dry_run:
         notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_line(d))
         return False
+    # 4b. deploy.activate = "haproxy": a runtime API that cannot swap is one line, before anything changes.
+    from rgwtls import activate
+
+    activate.preflight(d)
     if d.splay > 0:
         import random
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
+    # 5a. A server that takes the new file without a restart takes no restart slot.
+    if d.activate != "restart" and _without_restart(d, target, built, installed, names):
+        target.commit()
+        notice(
+            log,
+            "%s: installed %s to %s, and it is served with no restart (%s)",
+            new.name,
+            what,
+            target.describe(),
+            d.activate,
+        )
+        return False
     with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)):
         # 5. Install atomically, keeping the previous for rollback.
         try:
@@ -115,7 +131,25 @@ def _install(
         except RgwtlsError as e:
             _roll_back(d, target, installed, names, e)
     target.commit()
+    activate.record(d, "restart" if d.activate == "restart" else "self-then-restart")
     notice(log, "%s: installed %s to %s, restarted radosgw, and it serves it", new.name, what, target.describe())
+    return True
+
+
+def _without_restart(
+    d: DeployConfig, target: Target, built: bytes, installed: bytes | None, names: tuple[str, ...]
+) -> bool:
+    """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all."""
+    from rgwtls import activate
+
+    try:
+        target.install(built, installed)
+    except RgwtlsError as e:
+        _restore_quietly(target, installed)
+        raise e from None
+    if not activate.without_restart(d, names, built, installed, lambda: target.restore(installed)):
+        return False
+    activate.record(d, d.activate)
     return True
 
 
@@ -134,8 +168,20 @@ def _finish(
             log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _restart_line(d)
         )
         return False
-    notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     previous = target.previous()
+    # deploy.activate haproxy or self: a run killed after the install is finished the way it began, never by a restart.
+    if d.activate != "restart":
+        from rgwtls import activate
+
+        activate.preflight(d)
+        notice(log, "%s is installed but %s %s; activating it (%s)", what, d.verify_endpoint, seen, d.activate)
+        built = target.build(new)
+        if activate.without_restart(d, names, built, previous, lambda: target.restore(previous)):
+            activate.record(d, d.activate)
+            target.commit()
+            notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
+            return False
+    notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)):
         try:
             _restart(d)
@@ -145,6 +191,9 @@ def _finish(
                 raise DeployError(f"{e}; there is no previous certificate to roll back to") from None
             _roll_back(d, target, previous, names, e)
     target.commit()
+    from rgwtls import activate as counted
+
+    counted.record(d, "restart" if d.activate == "restart" else "self-then-restart")
     notice(log, "%s: restarted radosgw onto %s, and it serves it", new.name, what)
     return True
 
