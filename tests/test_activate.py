@@ -236,3 +236,13 @@ def test_status_shows_how_the_host_activates_and_the_metrics_count_by_method() -
     text = metrics.render(metrics.samples("deploy", True, 0.1, report))
     assert 'rgwtls_activations_total{method="haproxy"} 3' in text
     assert "rgwtls_activations_total" not in metrics.render(metrics.samples("issue", True, 0.1, report))
+
+
+def test_a_dry_run_says_how_each_method_would_activate() -> None:
+    restart = "systemctl restart ceph-radosgw@rgw.gw1"
+    assert activate.plan(DeployConfig(), restart) == restart
+    hx = activate.plan(DeployConfig(activate="haproxy", path="/etc/haproxy/rgw.pem"), restart)
+    assert "commit ssl cert /etc/haproxy/rgw.pem on /run/haproxy/admin.sock (no restart)" in hx
+    assert activate.plan(DeployConfig(activate="self"), restart).endswith(
+        f"30s while the server re-reads its file, then: {restart}"
+    )

@@ -193,6 +193,15 @@ def recorded(d: DeployConfig) -> dict[str, int]:
     return {k: v for k, v in doc.items() if k in COUNTED and isinstance(v, int) and not isinstance(v, bool)}
 
 
+def plan(d: DeployConfig, restart_line: str) -> str:
+    """What deploy would run to activate, for a dry run."""
+    if d.activate == "haproxy":
+        return f"set ssl cert {d.path} and commit ssl cert {d.path} on {d.haproxy_socket} (no restart)"
+    if d.activate == "self":
+        return f"nothing for up to {d.self_reload_wait:g}s while the server re-reads its file, then: {restart_line}"
+    return restart_line
+
+
 def describe(d: DeployConfig) -> str:
     """How this host activates a new certificate, for status."""
     if d.activate == "haproxy":

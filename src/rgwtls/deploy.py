@@ -94,7 +94,7 @@ def _install(
     checked = check_set(new, names, dt.datetime.now(dt.UTC), first_cert(installed), allow_older)
     what = _what(new, checked.cert)
     if dry_run:
-        notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_line(d))
+        notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _activation_line(d))
         return False
     # 4b. deploy.activate = "haproxy": a runtime API that cannot swap is one line, before anything changes.
     from rgwtls import activate
@@ -165,7 +165,7 @@ def _finish(
     seen = f"serves certificate {served[:16]}" if _is_fingerprint(served) else served
     if dry_run:
         notice(
-            log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _restart_line(d)
+            log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _activation_line(d)
         )
         return False
     previous = target.previous()
@@ -290,6 +290,13 @@ def _restart_argv(d: DeployConfig) -> list[str]:
 
 def _restart_line(d: DeployConfig) -> str:
     return shlex.join(_restart_argv(d))
+
+
+def _activation_line(d: DeployConfig) -> str:
+    """What a dry run says step 6 would do, by deploy.activate."""
+    from rgwtls import activate
+
+    return activate.plan(d, _restart_line(d))
 
 
 def _restart(d: DeployConfig) -> None:
