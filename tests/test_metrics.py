@@ -44,7 +44,7 @@ def full_report(name: str = "example.org") -> Report:
         deployed=facts(HostFacts, where="/etc/ceph/rgw.pem", matches_pool=True),
         served=facts(HostFacts, where="127.0.0.1:443", matches_pool=True),
     )
-    return Report("rgw0", [st, Status("absent")])
+    return Report("rgw0", [st, Status("absent")], activations={"haproxy": 2})
 
 
 def parse(text: str) -> list[Any]:

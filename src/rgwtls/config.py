@@ -271,6 +271,13 @@ class DeployConfig:
     verify_timeout: float = 30.0
     # `deploy --watch`: besides every notify from the issuer, look at the pool this often.
     interval: float = 300.0
+    # How the server takes a new certificate: restart (restart_command, under
+    # a slot), haproxy (HAProxy's runtime API, no restart) or self (the server
+    # re-reads its file, as radosgw's ssl_reload does; restarted if not served
+    # within self_reload_wait seconds).
+    activate: str = "restart"
+    haproxy_socket: str = "/run/haproxy/admin.sock"
+    self_reload_wait: float = 30.0
 
     def restart_argv(self, host: str) -> list[str]:
         """The restart command for this host; validated at load, so it cannot fail here.
@@ -611,6 +618,7 @@ def _check(cfg: Config, where: _Where) -> None:
     except ValueError as e:
         raise where.error("deploy.restart_command", str(e)) from None
     _check_mode(d.mode, where)
+    _check_activate(d, where)
     names: set[str] = set()
     for i, cert in enumerate(cfg.certificates):
         key = f"certificate[{i}]"
@@ -707,6 +715,18 @@ def _check_proxy(value: str, key: str, where: _Where, user_allowed: bool) -> Non
         raise where.error(key, f"{shown}: the password goes in acme.proxy_password_file, never in the URL")
     if url.username is not None and not user_allowed:
         raise where.error(key, f"{shown}: a proxy that wants a password is supported for acme.proxy only")
+
+
+def _check_activate(d: DeployConfig, where: _Where) -> None:
+    """deploy.activate: HAProxy loads one PEM per crt (key, cert, chain), so haproxy wants the pem layout."""
+    if d.activate not in ("restart", "haproxy", "self"):
+        raise where.error("deploy.activate", f"must be restart, haproxy or self, not {d.activate!r}")
+    if d.activate == "haproxy" and d.layout != "pem":
+        raise where.error("deploy.activate", 'haproxy needs layout = "pem": HAProxy\'s crt loads one file')
+    if d.activate == "haproxy" and not d.haproxy_socket.startswith("/"):
+        raise where.error("deploy.haproxy_socket", f"must be an absolute path, not {d.haproxy_socket!r}")
+    if d.activate == "self" and d.layout == "config-key":
+        raise where.error("deploy.activate", "self needs a file layout (pem or split): radosgw re-reads files")
 
 
 def _check_mode(mode: str, where: _Where) -> None:

@@ -103,14 +103,31 @@ def _install(
     )
     what = _what(new, checked.cert)
     if dry_run:
-        notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _restart_line(d))
+        notice(log, "dry run: would install %s to %s and run: %s", what, target.describe(), _activation_line(d))
         return False
     backoff = Backoff(cfg, new, checked.fingerprint)
     backoff.wait_unless(force)
+    # 4b. deploy.activate = "haproxy": a runtime API that cannot swap is one line, before anything changes.
+    from rgwtls import activate
+
+    activate.preflight(d)
     if d.splay > 0:
         import random
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
+    # 5a. A server that takes the new file without a restart takes no restart slot.
+    if d.activate != "restart" and _without_restart(d, target, built, installed, names):
+        target.commit()
+        backoff.clear()
+        notice(
+            log,
+            "%s: installed %s to %s, and it is served with no restart (%s)",
+            new.name,
+            what,
+            target.describe(),
+            d.activate,
+        )
+        return False
     with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
         # 5. A restart needs a mon to come back: without one, leave radosgw running.
         _confirm_mon(pool, served.result(), "nothing was installed")
@@ -135,7 +152,25 @@ def _install(
             _roll_back(d, target, installed, names, e, backoff.failed(e))
     target.commit()
     backoff.clear()
+    activate.record(d, "restart" if d.activate == "restart" else "self-then-restart")
     notice(log, "%s: installed %s to %s, restarted radosgw, and it serves it", new.name, what, target.describe())
+    return True
+
+
+def _without_restart(
+    d: DeployConfig, target: Target, built: bytes, installed: bytes | None, names: tuple[str, ...]
+) -> bool:
+    """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all."""
+    from rgwtls import activate
+
+    try:
+        target.install(built, installed)
+    except RgwtlsError as e:
+        _restore_quietly(target, installed)
+        raise e from None
+    if not activate.without_restart(d, names, built, installed, lambda: target.restore(installed)):
+        return False
+    activate.record(d, d.activate)
     return True
 
 
@@ -158,13 +193,26 @@ def _finish(
     seen = f"serves certificate {served[:16]}" if _is_fingerprint(served) else served
     if dry_run:
         notice(
-            log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _restart_line(d)
+            log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _activation_line(d)
         )
         return False
     backoff = Backoff(cfg, new, checked.fingerprint)
     backoff.wait_unless(force)
-    notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     previous = target.previous()
+    # deploy.activate haproxy or self: a run killed after the install is finished the way it began, never by a restart.
+    if d.activate != "restart":
+        from rgwtls import activate
+
+        activate.preflight(d)
+        notice(log, "%s is installed but %s %s; activating it (%s)", what, d.verify_endpoint, seen, d.activate)
+        built = target.build(new)
+        if activate.without_restart(d, names, built, previous, lambda: target.restore(previous)):
+            activate.record(d, d.activate)
+            target.commit()
+            backoff.clear()
+            notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
+            return False
+    notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
         _confirm_mon(pool, served, "nothing was restarted")
         try:
@@ -181,6 +229,9 @@ def _finish(
             _roll_back(d, target, previous, names, e, after)
     target.commit()
     backoff.clear()
+    from rgwtls import activate as counted
+
+    counted.record(d, "restart" if d.activate == "restart" else "self-then-restart")
     notice(log, "%s: restarted radosgw onto %s, and it serves it", new.name, what)
     return True
 
@@ -293,6 +344,13 @@ def _restart_argv(d: DeployConfig) -> list[str]:
 
 def _restart_line(d: DeployConfig) -> str:
     return shlex.join(_restart_argv(d))
+
+
+def _activation_line(d: DeployConfig) -> str:
+    """What a dry run says step 6 would do, by deploy.activate."""
+    from rgwtls import activate
+
+    return activate.plan(d, _restart_line(d))
 
 
 def _restart(d: DeployConfig) -> None:

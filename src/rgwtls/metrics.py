@@ -101,6 +101,13 @@ FAMILIES: dict[str, Family] = {
     "rgwtls_deployed_generation": Family(
         "gauge", "The pool generation this host serves, when it serves the pool's set.", "deploy", ("certificate",)
     ),
+    "rgwtls_activations_total": Family(
+        "counter",
+        "Verified activations of a new certificate on this host, by deploy.activate method "
+        "(restart, haproxy, self, self-then-restart).",
+        "deploy",
+        ("method",),
+    ),
     "rgwtls_check_status": Family("gauge", "The last check's state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", "check"),
 }
 
@@ -168,6 +175,9 @@ def samples(
         add("rgwtls_runs_total", count + (1 if ok == (result == "success") else 0), result=result, **run)
     if report is not None:
         add("rgwtls_pool_up", 0.0 if report.error else 1.0, **run)
+    if command == "deploy" and report is not None:
+        for method, count in sorted(report.activations.items()):
+            add("rgwtls_activations_total", float(count), method=method)
     if command == "check":
         add("rgwtls_check_status", None if check_state is None else float(check_state))
     for st in report.certificates if report is not None else []:

@@ -112,6 +112,9 @@ class Report:
     host: str
     certificates: list[Status]
     error: str | None = None
+    # How this host's server takes a new certificate (deploy.activate), and the activations it counted.
+    activate: str = ""
+    activations: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"version": SCHEMA_VERSION, **asdict(self)}, indent=2)
@@ -146,6 +149,10 @@ def gather(
     now = dt.datetime.now(dt.UTC)
     report = Report(socket.gethostname(), [Status(c.name) for c in cfg.certificates])
     d = cfg.deploy
+    if deployed:
+        from rgwtls import activate
+
+        report.activate, report.activations = activate.describe(d), activate.recorded(d)
     mine = d.certificate or cfg.certificates[0].name
     pool: Pool | None = None
     read: list[set[str]] = [set() for _ in report.certificates]
@@ -265,6 +272,9 @@ def render(report: Report) -> str:
         return f"expires {when(f.not_after)} ({f.days_left:.1f} days left), serial {f.serial[:16]}"
 
     lines = [f"host {report.host}"]
+    if report.activate:
+        counted = ", ".join(f"{n} {method}" for method, n in sorted(report.activations.items())) or "none yet"
+        lines.append(f"  activates {report.activate}; activations: {counted}")
     if report.error:
         lines.append(f"  pool: UNREACHABLE: {report.error}")
     for st in report.certificates:

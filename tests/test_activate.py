@@ -1,0 +1,248 @@
+"""deploy.activate with the boundary faked: HAProxy's runtime API as a UNIX socket answering scripted text."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rgwtls import activate, config, metrics
+from rgwtls.config import DeployConfig
+from rgwtls.errors import ConfigError, DeployError
+from rgwtls.haproxy import Runtime, payload_lines
+from rgwtls.status import Report, render
+from tests.test_config import MINIMAL, write
+
+Answer = Callable[[str], str | None]  # the command text received -> the answer, or None to hang
+
+
+class FakeRuntime:
+    """A stats socket: each connection gets one answer, as HAProxy's non-interactive CLI gives."""
+
+    def __init__(self, path: Path, answer: Answer) -> None:
+        self.path, self.answer = path, answer
+        self.received: list[str] = []
+        self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._srv.bind(str(path))
+        self._srv.listen(8)
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            data = b""
+            while not (data.endswith(b"\n\n") or (data.endswith(b"\n") and b"<<" not in data)):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            text = data.decode()
+            self.received.append(text)
+            reply = self.answer(text)
+            if reply is None:
+                self._held.append(conn)
+                continue
+            conn.sendall(reply.encode() + b"\n\n")
+            conn.close()
+
+    def close(self) -> None:
+        self._srv.close()
+        for c in self._held:
+            c.close()
+
+
+def haproxy_like(level: str = "admin", loaded: str = "/etc/haproxy/rgw.pem", refuse: str = "") -> Answer:
+    def answer(text: str) -> str | None:
+        if text.startswith("show cli level"):
+            return level
+        if text.startswith("show ssl cert"):
+            return f"# filename\n{loaded}"
+        if text.startswith("set ssl cert"):
+            return refuse or f"Transaction created for certificate {loaded}!"
+        if text.startswith("commit ssl cert"):
+            return f"Committing {loaded}.\nSuccess!"
+        if text.startswith("abort ssl cert"):
+            return f"Transaction aborted for certificate '{loaded}'!"
+        return "Unknown command"
+
+    return answer
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Callable[[Answer], FakeRuntime]]:
+    made: list[FakeRuntime] = []
+
+    def make(answer: Answer) -> FakeRuntime:
+        made.append(FakeRuntime(tmp_path / f"admin{len(made)}.sock", answer))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def deploy_cfg(sock: Path, **kw: object) -> DeployConfig:
+    return DeployConfig(activate="haproxy", haproxy_socket=str(sock), path="/etc/haproxy/rgw.pem", **kw)  # type: ignore[arg-type]
+
+
+def test_the_payload_loses_its_blank_lines_since_an_empty_line_ends_it() -> None:
+    pem = "-----BEGIN X-----\nAAAA\n\n-----END X-----\n\n\n-----BEGIN Y-----\nBBBB\n-----END Y-----\n"
+    assert "\n\n" not in payload_lines(pem)
+    assert payload_lines(pem).count("\n") == 5
+
+
+def test_a_swap_sends_set_then_commit_with_the_pem_as_payload(fake: Callable[[Answer], FakeRuntime]) -> None:
+    f = fake(haproxy_like())
+    Runtime(str(f.path), 5).replace("/etc/haproxy/rgw.pem", "KEY\n\nCERT\n")
+    assert f.received[0] == "set ssl cert /etc/haproxy/rgw.pem <<\nKEY\nCERT\n\n"
+    assert f.received[1] == "commit ssl cert /etc/haproxy/rgw.pem\n"
+
+
+def test_a_refused_pem_is_one_line_and_the_transaction_is_aborted(fake: Callable[[Answer], FakeRuntime]) -> None:
+    f = fake(haproxy_like(refuse="unable to load certificate from file '/x'.\nCan't load the payload"))
+    with pytest.raises(DeployError) as e:
+        Runtime(str(f.path), 5).replace("/etc/haproxy/rgw.pem", "KEY\nCERT\n")
+    assert "HAProxy refused the new PEM" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert "KEY" not in str(e.value)
+    assert f.received[-1].startswith("abort ssl cert /etc/haproxy/rgw.pem")
+
+
+def test_a_socket_below_level_admin_says_cephadm_writes_operator_and_what_to_change(
+    fake: Callable[[Answer], FakeRuntime],
+) -> None:
+    f = fake(haproxy_like(level="operator"))
+    with pytest.raises(DeployError) as e:
+        activate.preflight(deploy_cfg(f.path))
+    assert "level operator" in str(e.value)
+    assert f"stats socket {f.path} mode 600 level admin" in str(e.value)
+    assert "nothing was changed" in str(e.value)
+    assert not any(r.startswith("set ") for r in f.received)
+
+
+def test_a_path_haproxy_has_not_loaded_names_the_crt_line_to_add(fake: Callable[[Answer], FakeRuntime]) -> None:
+    f = fake(haproxy_like(loaded="/etc/haproxy/other.pem"))
+    with pytest.raises(DeployError) as e:
+        activate.preflight(deploy_cfg(f.path))
+    assert "'crt /etc/haproxy/rgw.pem'" in str(e.value)
+    assert "/etc/haproxy/other.pem" in str(e.value)
+
+
+def test_a_missing_socket_is_one_line_naming_the_stats_socket_line(tmp_path: Path) -> None:
+    with pytest.raises(DeployError) as e:
+        Runtime(str(tmp_path / "none.sock"), 5).level()
+    assert "no such socket" in str(e.value)
+    assert "level admin" in str(e.value)
+
+
+def test_a_socket_this_user_may_not_open_is_permission_denied(tmp_path: Path) -> None:
+    listener, path = sock_file(tmp_path)
+    with listener:
+        connect_as_another_user(path)
+
+
+def connect_as_another_user(path: Path) -> None:
+    if os.geteuid() == 0:
+        # root passes any mode: drop to nobody in a child, as a deploy run by the wrong user would be.
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                Runtime(str(path), 5).level()
+            except DeployError as e:
+                code = 0 if "permission denied" in str(e) else 2
+            finally:
+                os._exit(code)
+        assert os.waitpid(pid, 0)[1] == 0
+    else:
+        with pytest.raises(DeployError, match="permission denied"):
+            Runtime(str(path), 5).level()
+
+
+def sock_file(tmp_path: Path) -> tuple[socket.socket, Path]:
+    path = tmp_path / "admin.sock"
+    os.chmod(tmp_path, 0o755)  # the directory is open, the socket is not
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.listen(1)
+    os.chmod(path, 0o600)
+    return s, path
+
+
+def test_a_haproxy_that_never_answers_is_cut_at_the_total_deadline(fake: Callable[[Answer], FakeRuntime]) -> None:
+    f = fake(lambda text: None)
+    started = time.monotonic()
+    with pytest.raises(DeployError, match=r"no answer to 'show cli level' within 0\.5s"):
+        Runtime(str(f.path), 0.5).level()
+    assert time.monotonic() - started < 2
+
+
+def test_an_open_transaction_left_by_a_killed_run_is_aborted_before_the_swap(
+    fake: Callable[[Answer], FakeRuntime],
+) -> None:
+    base = haproxy_like()
+
+    def answer(text: str) -> str | None:
+        if text.startswith("show ssl cert"):
+            return "# transaction\n*/etc/haproxy/rgw.pem\n# filename\n/etc/haproxy/rgw.pem"
+        return base(text)
+
+    f = fake(answer)
+    activate.preflight(deploy_cfg(f.path))
+    assert f.received[-1].startswith("abort ssl cert /etc/haproxy/rgw.pem")
+
+
+def test_activate_must_be_a_known_method_and_haproxy_wants_the_pem_layout(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"deploy\.activate.*restart, haproxy or self"):
+        config.load(write(tmp_path, MINIMAL + '[deploy]\nactivate = "hup"\n'))
+    with pytest.raises(ConfigError, match='haproxy needs layout = "pem"'):
+        config.load(write(tmp_path, MINIMAL + '[deploy]\nactivate = "haproxy"\nlayout = "split"\n'))
+    with pytest.raises(ConfigError, match=r"deploy\.haproxy_socket"):
+        config.load(write(tmp_path, MINIMAL + '[deploy]\nactivate = "haproxy"\nhaproxy_socket = "admin.sock"\n'))
+    cfg = config.load(write(tmp_path, MINIMAL))
+    assert (cfg.deploy.activate, cfg.deploy.haproxy_socket, cfg.deploy.self_reload_wait) == (
+        "restart",
+        "/run/haproxy/admin.sock",
+        30.0,
+    )
+
+
+def test_activations_are_counted_by_method_in_the_state_dir(tmp_path: Path) -> None:
+    d = DeployConfig(state_dir=str(tmp_path / "state"), activate="haproxy")
+    assert activate.recorded(d) == {}
+    activate.record(d, "haproxy")
+    activate.record(d, "haproxy")
+    activate.record(d, "self-then-restart")
+    assert activate.recorded(d) == {"haproxy": 2, "self-then-restart": 1}
+    (tmp_path / "state" / activate.RECORD).write_text("not json")
+    assert activate.recorded(d) == {}
+
+
+def test_status_shows_how_the_host_activates_and_the_metrics_count_by_method() -> None:
+    report = Report("rgw0", [], activate="haproxy: swapped in memory", activations={"haproxy": 3, "restart": 1})
+    assert "activates haproxy: swapped in memory; activations: 3 haproxy, 1 restart" in render(report)
+    text = metrics.render(metrics.samples("deploy", True, 0.1, report))
+    assert 'rgwtls_activations_total{method="haproxy"} 3' in text
+    assert "rgwtls_activations_total" not in metrics.render(metrics.samples("issue", True, 0.1, report))
+
+
+def test_a_dry_run_says_how_each_method_would_activate() -> None:
+    restart = "systemctl restart ceph-radosgw@rgw.gw1"
+    assert activate.plan(DeployConfig(), restart) == restart
+    hx = activate.plan(DeployConfig(activate="haproxy", path="/etc/haproxy/rgw.pem"), restart)
+    assert "commit ssl cert /etc/haproxy/rgw.pem on /run/haproxy/admin.sock (no restart)" in hx
+    assert activate.plan(DeployConfig(activate="self"), restart).endswith(
+        f"30s while the server re-reads its file, then: {restart}"
+    )

@@ -1,0 +1,296 @@
+"""deploy.activate through the real stack: Debian's HAProxy and nginx before a real radosgw, and a reloading server.
+
+The client that loops GETs never retries (devsite/getloop.py: one attempt
+per request, a new connection each; botocore is not installed here, and with
+`max_attempts = 1` it would count the same): a rotation nobody notices is
+zero failed requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devsite.certmaker import pem_file
+from devsite.gateway import Gateway
+from devsite.getloop import GetLoop
+from devsite.haproxy import HAProxy
+from devsite.nginx import Nginx
+from devsite.reloading import ReloadingServer
+from devsite.site import DOMAINS
+from rgwtls.probe import served_fingerprint
+from tests.conftest import ZONE, Stack, run_cli
+from tests.test_deploy_e2e import fingerprint_of_pool, issue
+from tests.test_issue_e2e import assert_one_error_line, stored_set
+
+pytestmark = pytest.mark.tentacle
+
+HOST = f"anybucket.{ZONE}"
+
+
+@pytest.fixture
+def haproxy(gateway: Gateway, tmp_path: Path) -> Iterator[HAProxy]:
+    hx = HAProxy(tmp_path / "haproxy", gateway.rgw.port).start()
+    yield hx
+    hx.stop()
+
+
+def tls_host_config(gateway: Gateway, hx: HAProxy, **deploy: object) -> Path:
+    """The deploy job of the TLS host: HAProxy's PEM and socket; radosgw's restart command, to prove it never runs."""
+    gateway.settings["deploy"].update(hx.deploy_settings(), **deploy)
+    return gateway.config()
+
+
+def served_by(port: int) -> str:
+    return served_fingerprint(f"127.0.0.1:{port}", HOST, 5)
+
+
+def pool_pem(stack: Stack) -> str:
+    s = stored_set(stack)
+    assert s is not None
+    return "".join(
+        str(s[k]) if str(s[k]).endswith("\n") else str(s[k]) + "\n" for k in ("key_pem", "cert_pem", "chain_pem")
+    )
+
+
+# -- haproxy: the hot swap -------------------------------------------------------------
+
+
+def test_haproxy_rotation_loses_no_request_keeps_its_pid_and_never_restarts_radosgw(
+    stack: Stack, gateway: Gateway, haproxy: HAProxy
+) -> None:
+    config = tls_host_config(gateway, haproxy)
+    pid, rgw_pid = haproxy.pid, gateway.rgw.radosgw_pid()
+    issue(stack)
+    loop = GetLoop(haproxy.port, HOST).start().wait_for(5)
+    try:
+        first = run_cli(config, "deploy")
+        assert first.code == 0, first.stderr
+        assert served_by(haproxy.port) == fingerprint_of_pool(stack)
+        issue(stack, "--force")
+        second = run_cli(config, "deploy")
+        loop.wait_for(5)
+    finally:
+        tally = loop.stop()
+    assert second.code == 0, second.stderr
+    assert "served with no restart (haproxy)" in second.stderr
+    assert tally.failed == 0, tally.errors[:5]
+    assert tally.keepalive_failed == 0
+    assert tally.ok >= 15
+    # The new certificate served and on disk; the same HAProxy; radosgw never restarted.
+    assert served_by(haproxy.port) == fingerprint_of_pool(stack)
+    assert haproxy.pem.read_text() == pool_pem(stack)
+    assert haproxy.running()
+    assert haproxy.pid == pid
+    assert gateway.restarts() == 0
+    assert gateway.rgw.radosgw_pid() == rgw_pid
+    # The next run is a silent no-op.
+    again = run_cli(config, "deploy")
+    assert again.code == 0
+    assert again.stderr == "", again.stderr
+    status = run_cli(config, "status")
+    assert "haproxy: swapped in memory through" in status.stdout
+    assert "2 haproxy" in status.stdout
+
+
+def test_a_haproxy_restarted_by_someone_else_loads_the_new_file(
+    stack: Stack, gateway: Gateway, haproxy: HAProxy
+) -> None:
+    config = tls_host_config(gateway, haproxy)
+    issue(stack)
+    assert run_cli(config, "deploy").code == 0
+    haproxy.stop()
+    haproxy.start()
+    assert served_by(haproxy.port) == fingerprint_of_pool(stack)
+
+
+# -- haproxy: sockets it cannot use, each one line, nothing changed ------------------------------
+
+
+@pytest.mark.parametrize(
+    "problem",
+    ["missing socket", "operator socket", "path not loaded"],
+)
+def test_a_haproxy_socket_that_cannot_swap_is_one_line_and_changes_nothing(
+    stack: Stack, gateway: Gateway, haproxy: HAProxy, tmp_path: Path, problem: str
+) -> None:
+    before_file, before_served = haproxy.pem.read_bytes(), served_by(haproxy.port)
+    other = tmp_path / "elsewhere.pem"
+    deploy: dict[str, str] = {
+        "missing socket": {"haproxy_socket": str(tmp_path / "no-such.sock")},
+        "operator socket": {"haproxy_socket": str(haproxy.operator_socket)},
+        "path not loaded": {"path": str(other)},
+    }[problem]
+    config = tls_host_config(gateway, haproxy, **deploy)
+    issue(stack)
+    res = run_cli(config, "deploy")
+    needles = {
+        "missing socket": ("no such socket", "level admin", "nothing was changed"),
+        "operator socket": ("level operator", "cephadm", "level admin", "nothing was changed"),
+        "path not loaded": (f"has not loaded {other}", f"'crt {other}'", str(haproxy.pem), "nothing was changed"),
+    }[problem]
+    assert_one_error_line(res, *needles)
+    assert haproxy.pem.read_bytes() == before_file
+    assert not other.exists()
+    assert served_by(haproxy.port) == before_served
+    assert gateway.restarts() == 0
+
+
+# -- haproxy: a kill between the file write and the commit ---------------------------------------
+
+
+class HoldingRelay:
+    """A UNIX socket in front of HAProxy's that relays every command but holds `set ssl cert` unanswered."""
+
+    def __init__(self, path: Path, target: Path) -> None:
+        self.path, self.target = path, target
+        self.held = threading.Event()
+        self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._srv.bind(str(path))
+        self._srv.listen(8)
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            data = conn.recv(65536)
+            if data.startswith(b"set ssl cert"):
+                self.held.set()  # never answered: the run is killed here
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as up:
+                up.connect(str(self.target))
+                up.sendall(data)
+                while chunk := up.recv(65536):
+                    conn.sendall(chunk)
+            conn.close()
+
+    def close(self) -> None:
+        self._srv.close()
+        for c in self._conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+
+def test_a_deploy_killed_between_the_file_write_and_the_commit_is_finished_by_a_swap(
+    stack: Stack, gateway: Gateway, haproxy: HAProxy, tmp_path: Path
+) -> None:
+    old_served, pid = served_by(haproxy.port), haproxy.pid
+    relay = HoldingRelay(tmp_path / "relay.sock", haproxy.admin_socket)
+    try:
+        config = tls_host_config(gateway, haproxy, haproxy_socket=str(relay.path))
+        issue(stack)
+        env = {**os.environ, "RGWTLS_CONFIG": str(config)}
+        proc = subprocess.Popen([sys.executable, "-m", "rgwtls", "deploy"], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            assert relay.held.wait(60), "deploy never reached set ssl cert"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        relay.close()
+    # The file is right but not served.
+    assert haproxy.pem.read_text() == pool_pem(stack)
+    assert served_by(haproxy.port) == old_served
+    # The next run swaps it in; nothing restarts.
+    config = tls_host_config(gateway, haproxy, haproxy_socket=str(haproxy.admin_socket))
+    res = run_cli(config, "deploy")
+    assert res.code == 0, res.stderr
+    assert "activating it (haproxy)" in res.stderr
+    assert served_by(haproxy.port) == fingerprint_of_pool(stack)
+    assert haproxy.pid == pid
+    assert gateway.restarts() == 0
+    assert run_cli(config, "deploy").stderr == ""
+
+
+# -- self: the server re-reads its file, or is restarted once after the wait ---------------------
+
+
+def test_self_against_a_radosgw_without_ssl_reload_restarts_it_once_after_the_wait_with_one_notice(
+    stack: Stack, gateway: Gateway
+) -> None:
+    gateway.settings["deploy"].update(activate="self", self_reload_wait=3.0)
+    issue(stack)
+    res = run_cli(gateway.config(), "deploy")
+    assert res.code == 0, res.stderr
+    said = [line for line in res.lines if "did not pick up" in line]
+    assert len(said) == 1, res.stderr
+    assert said[0].startswith("NOTICE:")
+    assert "within 3s" in said[0]
+    assert gateway.restarts() == 1
+    assert gateway.served() == fingerprint_of_pool(stack)
+    assert "1 self-then-restart" in run_cli(gateway.config(), "status").stdout
+
+
+def test_self_against_a_server_that_reloads_is_served_within_the_wait_and_never_restarted(
+    stack: Stack, gateway: Gateway, tmp_path: Path
+) -> None:
+    pem = tmp_path / "standin.pem"
+    pem.write_text(pem_file(DOMAINS, days_before=30))
+    pem.chmod(0o600)
+    marker = tmp_path / "restarted"
+    standin = ReloadingServer(tmp_path, pem).start()
+    try:
+        gateway.settings["deploy"].update(
+            activate="self",
+            self_reload_wait=15.0,
+            path=str(pem),
+            verify_endpoint=f"127.0.0.1:{standin.port}",
+            restart_command=f"touch {marker}",
+        )
+        issue(stack)
+        res = run_cli(gateway.config(), "deploy")
+        assert res.code == 0, res.stderr
+        assert "served with no restart (self)" in res.stderr
+        assert "did not pick up" not in res.stderr
+        assert not marker.exists()
+        assert served_by(standin.port) == fingerprint_of_pool(stack)
+    finally:
+        standin.stop()
+
+
+# -- nginx: a graceful reload is a restart command too -------------------------------------------
+
+
+def test_nginx_graceful_reload_as_restart_command_loses_no_request(
+    stack: Stack, gateway: Gateway, tmp_path: Path
+) -> None:
+    nx = Nginx(tmp_path / "nginx", gateway.rgw.port).start()
+    try:
+        gateway.settings["deploy"].update(
+            path=str(nx.pem), restart_command=nx.reload_command, verify_endpoint=f"127.0.0.1:{nx.port}"
+        )
+        config = gateway.config()
+        pid = nx.pid
+        issue(stack)
+        loop = GetLoop(nx.port, HOST).start().wait_for(5)
+        try:
+            res = run_cli(config, "deploy")
+            loop.wait_for(5)
+        finally:
+            tally = loop.stop()
+        assert res.code == 0, res.stderr
+        assert tally.failed == 0, tally.errors[:5]
+        assert tally.ok >= 10
+        assert served_by(nx.port) == fingerprint_of_pool(stack)
+        assert nx.running()
+        assert nx.pid == pid
+        assert gateway.restarts() == 0
+        assert run_cli(config, "deploy").stderr == ""
+    finally:
+        nx.stop()
