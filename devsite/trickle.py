@@ -1,12 +1,11 @@
-"""An HTTPS front that forwards to a server (Pebble) and can trickle or delay its answers.
+"""An HTTPS front that forwards to a server (Pebble) and can trickle its answers.
 
 It ends TLS with a certificate of the test CA, opens its own TLS connection
 to the server behind it, and passes the bytes on. Its steering works on the
 plain HTTP the two exchange, so "trickle" means what a crawling CA does: the
-status line, the headers and the body, one byte every `interval`. `delay`
-holds each answer back for a while and then sends it whole (a CA that is slow
-but answers). Both apply to answers to requests whose path matches `paths`
-(a regular expression; None: every request). Pebble builds its URLs from the
+status line, the headers and the body, one byte every `interval`, for the
+answers to requests whose path matches `paths` (a regular expression; None:
+every request). Pebble builds its URLs from the
 Host a client asks, so a directory fetched through the front points back at it.
 
 Each connection is one thread, reading from either side as select says: the
@@ -36,13 +35,12 @@ _REQUEST = re.compile(rb"(?:^|\r\n)(GET|POST|HEAD|PUT|DELETE) (\S+) HTTP/1\.[01]
 
 @dataclass(frozen=True)
 class Steering:
-    how: str  # "trickle" or "delay"
-    seconds: float  # the interval between bytes, or the delay
+    seconds: float  # between two bytes
     paths: re.Pattern[str] | None
 
 
 class TrickleFront:
-    """127.0.0.1:port, in front of 127.0.0.1:upstream_port; steer it with `trickle`, `delay` and `clear`."""
+    """127.0.0.1:port, in front of 127.0.0.1:upstream_port; steer it with `trickle` and `clear`."""
 
     def __init__(self, upstream_port: int, cert: Path, key: Path, upstream_ca: Path) -> None:
         self.port = free_port()
@@ -65,17 +63,13 @@ class TrickleFront:
 
     @property
     def requests_log(self) -> list[tuple[str, str, str]]:
-        """(method, path, how its answer went: "pass", "trickle" or "delay") of every request seen."""
+        """(method, path, how its answer went: "pass" or "trickle") of every request seen."""
         with self._lock:
             return list(self._log)
 
     def trickle(self, interval: float = 1.0, paths: str | None = None) -> None:
         """Answers to matching requests go one byte every `interval` seconds, headers included."""
-        self._steer(Steering("trickle", interval, re.compile(paths) if paths else None))
-
-    def delay(self, seconds: float, paths: str | None = None) -> None:
-        """Answers to matching requests wait `seconds`, then go whole."""
-        self._steer(Steering("delay", seconds, re.compile(paths) if paths else None))
+        self._steer(Steering(interval, re.compile(paths) if paths else None))
 
     def clear(self) -> None:
         self._steer(None)
@@ -88,7 +82,7 @@ class TrickleFront:
         with self._lock:
             s = self._steering
             chosen = s if s is not None and (s.paths is None or s.paths.search(path)) else None
-            self._log.append((method, path, chosen.how if chosen else "pass"))
+            self._log.append((method, path, "trickle" if chosen else "pass"))
         return chosen
 
     # -- serving ------------------------------------------------------------------
@@ -165,7 +159,6 @@ class TrickleFront:
 
     def _pump(self, client: ssl.SSLSocket, upstream: ssl.SSLSocket) -> None:
         steering: Steering | None = None
-        fresh = False  # the answer to the last request has not started yet
         while not self._stopping.is_set():
             ready = [s for s in (client, upstream) if s.pending()]
             if not ready:
@@ -178,21 +171,16 @@ class TrickleFront:
                     found = _REQUEST.findall(data)
                     if found:
                         method, path = found[-1]
-                        steering, fresh = self._how(method.decode(), path.decode()), True
+                        steering = self._how(method.decode(), path.decode())
                     upstream.sendall(data)
                     continue
                 if steering is None:
                     client.sendall(data)
-                elif steering.how == "delay":
-                    if fresh and self._stopping.wait(steering.seconds):
+                    continue
+                for i in range(len(data)):
+                    if self._stopping.wait(steering.seconds):
                         return
-                    client.sendall(data)
-                else:
-                    for i in range(len(data)):
-                        if self._stopping.wait(steering.seconds):
-                            return
-                        client.sendall(data[i : i + 1])
-                fresh = False
+                    client.sendall(data[i : i + 1])
 
 
 @contextmanager

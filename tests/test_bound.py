@@ -119,3 +119,30 @@ def test_a_cleanup_that_hangs_after_the_bound_ends_the_process_with_one_line(tmp
         "issue: past its bound of 0.3s, and its cleanup did not end within 2.6s; exiting now: the next run removes "
         "the records its journal lists and takes over the lock of this dead process"
     )
+
+
+def test_a_hook_call_after_the_cleanups_time_is_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rgwtls.config import HookConfig
+    from rgwtls.dns import Challenge
+    from rgwtls.dns.hook import Hook
+    from rgwtls.errors import DnsError
+
+    hook = tmp_path / "hook.sh"
+    hook.write_text('#!/bin/sh\necho "$@" >> ' + str(tmp_path / "calls") + "\n")
+    hook.chmod(0o755)
+    h = Hook(HookConfig(command=str(hook), timeout=120), tmp_path / "rgwtls.toml")
+    ch = Challenge("cog.example.org", "token", "value")
+    monkeypatch.setattr(deadline, "CLEANUP", 0.0)
+    deadline.wind_down("interrupted by SIGTERM")
+    try:
+        with pytest.raises(DnsError) as err:
+            h.cleanup(ch)
+    finally:
+        deadline.reset()
+    assert str(err.value) == (
+        f"hook: {hook} clean_challenge cog.example.org not made: the run is stopping (interrupted by SIGTERM) "
+        "and its 0s for cleanup are used up"
+    )
+    assert not (tmp_path / "calls").exists()
+    h.cleanup(ch)  # a run that is not stopping calls it as ever
+    assert (tmp_path / "calls").read_text() == "clean_challenge cog.example.org token value\n"

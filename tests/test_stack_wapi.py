@@ -239,3 +239,19 @@ def test_emulator_stops_cleanly_with_an_idle_keep_alive_connection(bind: Bind, t
         started = time.monotonic()
         w.stop()  # the session's connection is still open: stop must not hang on it
         assert time.monotonic() - started < 2
+
+
+def test_trickle_sends_the_whole_answer_a_byte_at_a_time_status_line_included(
+    wapi: WapiEmulator, session: requests.Session
+) -> None:
+    wapi.trickle(0.01, {"GET"})
+    started = time.monotonic()
+    resp = session.get(url(wapi, "record:txt"), params={"name": NAME}, timeout=5)
+    took = time.monotonic() - started
+    assert resp.status_code == 200
+    assert resp.json() == []
+    assert took > 0.01 * len("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    wapi.trickle(None)
+    started = time.monotonic()
+    assert session.get(url(wapi, "record:txt"), params={"name": NAME}, timeout=5).status_code == 200
+    assert time.monotonic() - started < took / 2
