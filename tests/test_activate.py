@@ -246,3 +246,21 @@ def test_a_dry_run_says_how_each_method_would_activate() -> None:
     assert activate.plan(DeployConfig(activate="self"), restart).endswith(
         f"30s while the server re-reads its file, then: {restart}"
     )
+
+
+def test_a_signal_while_self_waits_puts_the_previous_file_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rgwtls.errors import Interrupted
+
+    def interrupted(*args: object) -> str | None:
+        raise Interrupted("interrupted by SIGTERM")
+
+    monkeypatch.setattr(activate, "served_within", interrupted)
+    put_back: list[bool] = []
+    from devsite.certmaker import pem_file
+
+    new = pem_file(("example.org",)).encode()
+    with pytest.raises(DeployError, match="put the previous file back, which the server re-reads"):
+        activate.without_restart(
+            DeployConfig(activate="self"), ("example.org",), new, b"old", lambda: put_back.append(True)
+        )
+    assert put_back == [True]

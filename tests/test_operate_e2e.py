@@ -80,6 +80,8 @@ def test_status_json_has_a_stable_schema(stack: Stack, gateway: Gateway) -> None
     doc = status_json(gateway)
     assert doc["version"] == 1
     assert doc["error"] is None
+    assert doc["activate"].startswith("restart: ")
+    assert doc["activations"] == {"restart": 1}
     assert isinstance(doc["host"], str)
     (st,) = doc["certificates"]
     assert st["name"] == ZONE

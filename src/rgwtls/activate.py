@@ -86,7 +86,14 @@ def without_restart(
     """
     want = pem_fingerprint(new.decode())
     if d.activate == "self":
-        seen = served_within(d, names, want, d.self_reload_wait)
+        try:
+            seen = served_within(d, names, want, d.self_reload_wait)
+        except RgwtlsError as cause:  # a signal while waiting: the previous file back, for the server to re-read
+            try:
+                put_back()
+            except RgwtlsError as e:
+                raise DeployError(f"{cause}; could not put the previous file back ({e})") from None
+            raise DeployError(f"{cause}; put the previous file back, which the server re-reads") from None
         if seen is None:
             log.info("%s picked up certificate %s by itself", d.verify_endpoint, want[:16])
             return True
