@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS: list[set[str]] = [
     {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command"},
     {"rgwtls.config"},
-    {"rgwtls.probe", "rgwtls.proxy", "rgwtls.files", "rgwtls.propagation", "rgwtls.dns"},
+    {"rgwtls.probe", "rgwtls.proxy", "rgwtls.files", "rgwtls.propagation", "rgwtls.dns", "rgwtls.privileges"},
     {"rgwtls.certs", "rgwtls.dns.hook", "rgwtls.dns.infoblox", "rgwtls.dns.rfc2136", "rgwtls.dns.uddi"},
     {"rgwtls.store", "rgwtls.dns.backends"},
     {"rgwtls.validate", "rgwtls.targets", "rgwtls.acmeflow", "rgwtls.persist"},

@@ -79,6 +79,9 @@ class AcmeConfig:
     # challenges list in issuer-domain-names; empty: the first of the CAA
     # identities its directory names (letsencrypt.org; Pebble: pebble.letsencrypt.org).
     persist_issuer: str = ""
+    # The system user `rgwtls issue` is meant to run as (the role's rgwtls_issuer_user);
+    # run as root instead, it says so in one WARNING line. Empty: no check.
+    run_as: str = ""
 
     def eab(self, staging: bool) -> tuple[str, str, str]:
         """(key ID, HMAC key file, the keys' prefix) for the production or the staging directory."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rgwtls import certs
+from rgwtls import certs, privileges
 from rgwtls.config import CertificateConfig, Config
 from rgwtls.dns import Challenge, DnsProvider
 from rgwtls.dns.backends import make_provider
@@ -52,6 +52,7 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     decides from the pool, and the others, finding it held by a live issuer,
     have nothing to do. Only an operator's `--force` is told that as an error.
     """
+    privileges.check_issuer(cfg)
     wanted = cfg.certificate(only)
     directory = cfg.acme.staging_directory if staging else cfg.acme.directory
     started = _now()
