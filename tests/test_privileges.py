@@ -40,7 +40,7 @@ def as_nobody() -> Iterator[None]:
         os.seteuid(0)
 
 
-def _config(d: Path, extra: str = "") -> config.Config:
+def _config(d: Path, extra: str = "", state_dir: Path | None = None) -> config.Config:
     keyring = d / "ceph.client.rgwtls-issuer.keyring"
     keyring.write_text("[client.rgwtls-issuer]\n\tkey = x\n")
     keyring.chmod(0o600)
@@ -53,6 +53,7 @@ def _config(d: Path, extra: str = "") -> config.Config:
         f'[ceph]\nuser = "client.rgwtls-issuer"\nkeyring = "{keyring}"\n'
         f'[dns.infoblox]\nserver = "wapi.example.org"\nusername = "u"\npassword_file = "{secret}"\n'
         '[dns.uddi]\napi_key_file = "/nonexistent/uddi-key"\n'
+        f'[deploy]\nstate_dir = "{state_dir or d / "no-state"}"\n'
         '[[certificate]]\nname = "example.org"\ndomains = ["example.org"]\n'
     )
     path.chmod(0o644)
@@ -121,3 +122,20 @@ def test_a_missing_file_is_left_to_the_check_that_reads_it(open_dir: Path) -> No
 def test_explain_unreadable_of_a_file_out_of_reach_says_so(open_dir: Path) -> None:
     line = privileges.explain_unreadable(open_dir / "gone", "dns.hook.x_file")
     assert line.startswith(f"dns.hook.x_file: {open_dir / 'gone'} (not reachable: No such file or directory)")
+
+
+def test_a_state_dir_its_user_cannot_write_is_one_line_naming_it(open_dir: Path, as_nobody: None) -> None:
+    os.seteuid(0)
+    state = open_dir / "state"
+    state.mkdir(mode=0o755)
+    cfg = _config(open_dir, extra="", state_dir=state)
+    for path in (cfg.ceph.keyring, cfg.dns.infoblox.password_file):
+        os.chown(path, NOBODY, -1)
+    os.seteuid(NOBODY)
+    with pytest.raises(ConfigError) as e:
+        privileges.check_issuer(cfg)
+    assert str(e.value) == (
+        f"config {open_dir / 'issuer.toml'}: deploy.state_dir: {state} (owner root, group root, mode 0755) "
+        f"cannot be written by nobody, the user rgwtls runs as; give it to that user "
+        f"(chown nobody {state}; chmod 700 {state}) or run rgwtls as its owner"
+    )

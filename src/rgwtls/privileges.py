@@ -49,7 +49,15 @@ def explain_unreadable(path: str | os.PathLike[str], key: str) -> str:
     It names what the operator needs to fix it without a second look: the
     file's owner, group and mode, and who rgwtls runs as.
     """
-    p = Path(path)
+    return _explain(Path(path), key, "read", "600")
+
+
+def explain_unwritable(path: str | os.PathLike[str], key: str) -> str:
+    """One line for a directory the config names (at `key`) that this process may not write, as explain_unreadable."""
+    return _explain(Path(path), key, "written", "700")
+
+
+def _explain(p: Path, key: str, verb: str, mode: str) -> str:
     try:
         st = p.stat()
         who = f"owner {user_name(st.st_uid)}, group {_group_name(st.st_gid)}, mode {stat.S_IMODE(st.st_mode):04o}"
@@ -57,8 +65,8 @@ def explain_unreadable(path: str | os.PathLike[str], key: str) -> str:
         who = f"not reachable: {e.strerror}"
     me = running_as()
     return (
-        f"{key}: {p} ({who}) cannot be read by {me}, the user rgwtls runs as; "
-        f"give it to that user (chown {me} {p}; chmod 600 {p}) or run rgwtls as its owner"
+        f"{key}: {p} ({who}) cannot be {verb} by {me}, the user rgwtls runs as; "
+        f"give it to that user (chown {me} {p}; chmod {mode} {p}) or run rgwtls as its owner"
     )
 
 
@@ -111,3 +119,8 @@ def check_issuer(cfg: Config) -> None:
     for key, path in issuer_files(cfg):
         if _readable(path) is False:
             raise ConfigError(f"config {cfg.path}: {explain_unreadable(path, key)}")
+    # Where it keeps a set the CA issued that the pool could not take: one it cannot
+    # write there is a certificate lost, found only when the pool fails.
+    state = Path(cfg.deploy.state_dir)
+    if state.is_dir() and not os.access(state, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise ConfigError(f"config {cfg.path}: {explain_unwritable(state, 'deploy.state_dir')}")
