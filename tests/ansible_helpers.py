@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -93,13 +94,20 @@ class Host:
     def keyring_dir(self) -> Path:
         return self.prefix / "etc/ceph"
 
+    @property
+    def issuer_state_dir(self) -> Path:
+        return self.prefix / "var/lib/rgwtls-issuer"
+
     def cron_jobs(self) -> dict[str, CronJob]:
         return parse_cron_file(self.cron_file)
 
     def layout_vars(self) -> dict[str, Any]:
         """The role's paths, all under this host's prefix."""
-        for d in (self.cron_file.parent, self.keyring_dir):
+        # As on a host, /var/lib and /opt are there, 0755: the role's `file` tasks would
+        # make missing parents with the mode of the directory asked for (0700).
+        for d in (self.cron_file.parent, self.keyring_dir, self.prefix / "var/lib", self.prefix / "opt"):
             d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o755)
         return {
             "ansible_connection": "local",
             # Interpreter discovery picks a Python without the role's needs here.
@@ -107,6 +115,7 @@ class Host:
             "rgwtls_install_dir": str(self.prefix / "opt/rgwtls"),
             "rgwtls_config_dir": str(self.config_dir),
             "rgwtls_state_dir": str(self.prefix / "var/lib/rgwtls"),
+            "rgwtls_issuer_state_dir": str(self.issuer_state_dir),
             "rgwtls_ceph_keyring_dir": str(self.keyring_dir),
             "rgwtls_cron_file": str(self.cron_file),
             "rgwtls_systemd_unit_dir": str(self.prefix / "etc/systemd/system"),
@@ -118,6 +127,36 @@ class CronJob:
     schedule: list[str]
     user: str
     command: str
+
+
+def run_job(job: CronJob, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A cron job's command as cron runs it: by sh, as the job's user, with its groups and its HOME."""
+    who = pwd.getpwnam(job.user)
+    return subprocess.run(
+        ["sh", "-c", job.command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        user=who.pw_uid,
+        group=who.pw_gid,
+        extra_groups=[] if who.pw_uid else None,
+        env={**os.environ, "HOME": who.pw_dir, "USER": who.pw_name, "LOGNAME": who.pw_name},
+    )
+
+
+def client_ceph_conf(conf: Path, dest: Path) -> Path:
+    """The test cluster's ceph.conf as a client host has one: where the mon is, how to authenticate.
+
+    Without the daemons' paths (log file, admin socket, run dir, all in the
+    cluster's own directory), so that a client that is not root starts without
+    complaints, as on a gateway whose /etc/ceph/ceph.conf names none.
+    """
+    wanted = ("fsid", "mon host", "ms bind msgr1", "ms bind msgr2", "auth ")
+    lines = [line for line in conf.read_text().splitlines() if line.startswith(wanted)]
+    dest.write_text("[global]\n" + "\n".join(lines) + "\n")
+    dest.chmod(0o644)
+    return dest
 
 
 def parse_cron_file(path: Path) -> dict[str, CronJob]:

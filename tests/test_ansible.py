@@ -8,10 +8,15 @@ into the cron files, exactly as written.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
+import os
+import pwd
 import secrets
+import shutil
 import subprocess
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +44,8 @@ from tests.ansible_helpers import (
     Play,
     ansible_env,
     build_wheelhouse,
+    client_ceph_conf,
+    run_job,
     snapshot,
 )
 from tests.conftest import POOL, Stack
@@ -47,6 +54,9 @@ from tests.test_deploy_e2e import fingerprint_of_pool
 from tests.test_issue_e2e import stored_set
 
 HOSTS = ("rgw1", "rgw2", "rgw3")
+# The issuer's system user the role creates on this machine (every "host" is this one),
+# a name of this run's own; removed with its group after the module, whatever happened.
+ISSUER_USER = f"rgwtls-t{os.getpid()}"
 TSIG_SECRET = "c2VjcmV0LXRzaWcta2V5LWZvci10aGUtdGVzdHM="
 
 
@@ -92,7 +102,18 @@ def _issuer_overrides(stack: Stack, provider: str) -> dict[str, Any]:
     }
 
 
-def _group_vars(stack: Stack, wheelhouse: Path) -> dict[str, Any]:
+def _shared(workdir: Path, path: str | Path) -> str:
+    """A copy of a file any user may read, in the fleet's directory: pytest's own are root's alone,
+    and the issuer runs as a user of its own, as on a host where /etc/ceph and the CA bundles are 0644."""
+    # Named after the original's path too: two bundles may both be ca.pem.
+    dest = workdir / "shared" / f"{hashlib.md5(str(path).encode()).hexdigest()[:8]}-{Path(path).name}"
+    dest.parent.mkdir(mode=0o755, exist_ok=True)
+    shutil.copyfile(path, dest)
+    dest.chmod(0o644)
+    return str(dest)
+
+
+def _group_vars(stack: Stack, wheelhouse: Path, workdir: Path) -> dict[str, Any]:
     s = stack.settings()
     acme, dns, ceph = s["acme"], s["dns"], s["ceph"]
     infoblox = dns["infoblox"]
@@ -105,21 +126,22 @@ def _group_vars(stack: Stack, wheelhouse: Path) -> dict[str, Any]:
             "PIP_NO_CACHE_DIR": "1",
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         },
-        "rgwtls_ceph_conf": str(stack.ceph.conf),
+        "rgwtls_ceph_conf": str(client_ceph_conf(stack.ceph.conf, workdir / "ceph.conf")),
         "rgwtls_ceph_admin_conf": str(stack.ceph.conf),
         "rgwtls_ceph_admin_keyring": str(stack.ceph.admin_keyring),
         "rgwtls_acme_directory": acme["directory"],
         "rgwtls_acme_staging_directory": acme["staging_directory"],
         "rgwtls_acme_email": acme["email"],
-        "rgwtls_acme_ca_bundle": acme["ca_bundle"],
+        "rgwtls_acme_ca_bundle": _shared(workdir, acme["ca_bundle"]),
         "rgwtls_certificates": s["certificate"],
         "rgwtls_dns_provider": "infoblox",
         "rgwtls_dns_resolvers": dns["resolvers"],
         "rgwtls_infoblox_server": infoblox["server"],
         "rgwtls_infoblox_username": infoblox["username"],
-        "rgwtls_infoblox_ca_bundle": infoblox["ca_bundle"],
+        "rgwtls_infoblox_ca_bundle": _shared(workdir, infoblox["ca_bundle"]),
         "rgwtls_infoblox_password": "{{ vault_rgwtls_infoblox_password }}",
         "rgwtls_tsig_secret": "{{ vault_rgwtls_tsig_secret }}",
+        "rgwtls_issuer_user": ISSUER_USER,
         "rgwtls_deploy_owner": "",
         "rgwtls_deploy_group": "",
         "rgwtls_manage_cron_service": False,
@@ -142,7 +164,10 @@ def site(
     issuer_keyring: Path,
     deploy_keyring: Path,
 ) -> Iterator[Site]:
-    workdir = tmp_path_factory.mktemp("ansible")
+    # Others may pass through (0711), as through / and /etc: the issuer's user reaches its
+    # files by their own modes. Not under pytest's directories, which are root's alone.
+    workdir = Path(tempfile.mkdtemp(prefix="rgwtls-ansible-"))
+    workdir.chmod(0o711)
     (workdir / "stack").mkdir()
     stack = Stack(workdir / "stack", bind, pebble, ceph, wapi_server, issuer_keyring)
     gateways: dict[str, Gateway] = {}
@@ -162,13 +187,21 @@ def site(
                 )
             )
         vault = {"vault_rgwtls_infoblox_password": wapi_server.password, "vault_rgwtls_tsig_secret": TSIG_SECRET}
-        fleet = Fleet(workdir, hosts, _group_vars(stack, wheelhouse), vault)
+        fleet = Fleet(workdir, hosts, _group_vars(stack, wheelhouse, workdir), vault)
         converge = fleet.play("--diff", "-v")
         assert converge.code == 0, converge.output
         yield Site(fleet, gateways, stack, converge)
     finally:
         for gw in gateways.values():
             gw.stop()
+        _remove_user(ISSUER_USER)
+        shutil.rmtree(workdir)
+
+
+def _remove_user(name: str) -> None:
+    """The role's system user and its group, if the module got as far as creating them."""
+    for cmd in (["userdel", name], ["groupdel", name]):
+        subprocess.run(cmd, capture_output=True, check=False, timeout=30)
 
 
 def assert_clean(play: Play, hosts: tuple[str, ...] = HOSTS) -> None:
@@ -233,7 +266,13 @@ def _deploy_offset(name: str) -> int:
     return int(hashlib.md5(name.encode()).hexdigest()[:8], 16) % 10
 
 
-def test_issue_job_is_on_the_first_rgw_only_and_deploy_on_every_one_at_its_own_minute(site: Site) -> None:
+def _issue_minute(first_issuer: str) -> int:
+    return int(hashlib.md5(first_issuer.encode()).hexdigest()[8:16], 16) % 60
+
+
+def test_issue_job_is_on_the_first_rgw_only_hourly_as_the_issuer_user_and_deploy_on_every_one_as_root(
+    site: Site,
+) -> None:
     site.fleet.ensure_order(list(HOSTS))
     jobs = {name: site.host(name).cron_jobs() for name in HOSTS}
     assert sorted(jobs["rgw1"]) == ["rgwtls deploy", "rgwtls issue"]
@@ -247,7 +286,8 @@ def test_issue_job_is_on_the_first_rgw_only_and_deploy_on_every_one_at_its_own_m
         venv = site.host(name).prefix / "opt/rgwtls/venv"
         assert deploy.command == f"{venv}/bin/rgwtls --config {site.host(name).config_dir}/rgwtls.toml deploy"
     issue = jobs["rgw1"]["rgwtls issue"]
-    assert issue.schedule[1:] == ["3,15", "*", "*", "*"]
+    assert issue.user == ISSUER_USER
+    assert issue.schedule == [str(_issue_minute("rgw1")), "*", "*", "*", "*"]
     assert issue.command.endswith(f"--config {site.host('rgw1').config_dir}/issuer.toml issue")
 
 
@@ -280,6 +320,39 @@ def test_secret_files_are_0600_and_only_on_the_hosts_that_use_them(site: Site) -
         host = site.host(name)
         assert sorted(p.name for p in host.config_dir.iterdir()) == ["rgwtls.toml"]
         assert sorted(p.name for p in host.keyring_dir.iterdir()) == ["ceph.client.rgwtls-deploy.keyring"]
+        assert not host.issuer_state_dir.exists()
+
+
+def _owner(path: Path) -> tuple[str, str, int]:
+    st = path.stat()
+    return pwd.getpwuid(st.st_uid).pw_name, _group(st.st_gid), st.st_mode & 0o777
+
+
+def _group(gid: int) -> str:
+    return grp.getgrgid(gid).gr_name
+
+
+def test_the_issuer_user_owns_its_secrets_keyring_and_state_and_deploy_keeps_root_s(site: Site) -> None:
+    site.fleet.ensure_order(list(HOSTS))
+    issuer = site.host("rgw1")
+    who = pwd.getpwnam(ISSUER_USER)
+    assert who.pw_shell == "/usr/sbin/nologin"
+    assert who.pw_uid < 1000  # a system user
+    mine = (ISSUER_USER, ISSUER_USER, 0o600)
+    assert _owner(issuer.config_dir / "wapi-password") == mine
+    assert _owner(issuer.keyring_dir / "ceph.client.rgwtls-issuer.keyring") == mine
+    assert _owner(issuer.issuer_state_dir) == (ISSUER_USER, ISSUER_USER, 0o700)
+    # Readable by the issuer, not writable: root may run issue with it.
+    assert _owner(issuer.config_dir / "issuer.toml") == ("root", ISSUER_USER, 0o640)
+    for name in HOSTS:
+        host = site.host(name)
+        assert _owner(host.keyring_dir / "ceph.client.rgwtls-deploy.keyring") == ("root", "root", 0o600)
+        assert _owner(host.config_dir / "rgwtls.toml") == ("root", "root", 0o644)
+        assert _owner(host.prefix / "var/lib/rgwtls") == ("root", "root", 0o700)
+    # Each command its own state: the issuer's sets apart from deploy's lock and records.
+    doc = _issuer_config(site)
+    assert doc["deploy"] == {"state_dir": str(issuer.issuer_state_dir)}
+    assert doc["acme"]["run_as"] == ISSUER_USER
 
 
 def test_no_secret_appears_in_the_output(site: Site, check_run: CheckRun) -> None:
@@ -366,14 +439,30 @@ def test_cron_commands_as_written_issue_and_deploy_one_new_certificate_to_every_
 ) -> None:
     site.fleet.ensure_order(list(HOSTS))
     before = {name: gw.served() for name, gw in site.gateways.items()}
-    issue = site.host("rgw1").cron_jobs()["rgwtls issue"].command
-    res = subprocess.run(["sh", "-c", issue], capture_output=True, text=True, timeout=120, check=False)
+    issue = site.host("rgw1").cron_jobs()["rgwtls issue"]
+    assert issue.user == ISSUER_USER
+    res = run_job(issue)
     assert res.returncode == 0, res.stderr
+    # One NOTICE line for cron to mail (it renewed), no warning about who it runs as or what it cannot read.
+    assert [line.split(":")[0] for line in res.stderr.splitlines()] == ["NOTICE"], res.stderr
     for name in HOSTS:
         deploy = site.host(name).cron_jobs()["rgwtls deploy"].command
         res = subprocess.run(["sh", "-c", deploy], capture_output=True, text=True, timeout=120, check=False)
         assert res.returncode == 0, res.stderr
         assert "NOTICE" in res.stderr  # cron mails only when something changed: here it did
+    # The issuer's user issued; it may not read what deploy keeps: the gateway's key, the deploy key.
+    refused = [site.gateways["rgw1"].pem, site.host("rgw1").keyring_dir / "ceph.client.rgwtls-deploy.keyring"]
+    probe = "import sys\nfor p in sys.argv[1:]:\n    try:\n        open(p).close(); print('read', p)\n"
+    probe += "    except PermissionError:\n        print('refused', p)\n"
+    res = subprocess.run(
+        # The system's Python: the test's own is under /root, which the user may not enter.
+        ["/usr/bin/python3", "-c", probe, *map(str, refused)],
+        user=ISSUER_USER,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.stdout.split("\n")[:-1] == [f"refused {p}" for p in refused], res.stdout + res.stderr
     want = fingerprint_of_pool(stack)
     served = {name: gw.served() for name, gw in site.gateways.items()}
     assert served == dict.fromkeys(HOSTS, want)
@@ -469,7 +558,7 @@ def acme_converge(site: Site, ca_pebble: Pebble, site_proxy: Tinyproxy, uddi_ser
         "rgwtls_acme_staging_eab_kid": STAGING_EAB_KID,
         "rgwtls_dns_provider": "uddi",
         "rgwtls_uddi_portal": uddi_server.portal,
-        "rgwtls_uddi_ca_bundle": str(uddi_server.ca_bundle),
+        "rgwtls_uddi_ca_bundle": _shared(site.fleet.workdir, uddi_server.ca_bundle),
         "rgwtls_issuer_config_overrides": _issuer_overrides(site.stack, "uddi"),
         # As group_vars/rgws/main.yml points them at the vault.
         **{var: f"{{{{ vault_{var} }}}}" for var in SECRET_FILES},
@@ -526,6 +615,7 @@ def test_new_variables_write_their_keys_into_the_issuer_config_which_rgwtls_load
         "eab_hmac_key_file": str(conf / "eab-hmac"),
         "staging_eab_kid": STAGING_EAB_KID,
         "staging_eab_hmac_key_file": str(conf / "eab-hmac-staging"),
+        "run_as": ISSUER_USER,
         **_issuer_overrides(site.stack, "uddi")["acme"],
     }
     assert doc["dns"]["provider"] == "uddi"
@@ -534,7 +624,7 @@ def test_new_variables_write_their_keys_into_the_issuer_config_which_rgwtls_load
         "portal": uddi_server.portal,
         "api_key_file": str(conf / "uddi-api-key"),
         "view": "",
-        "ca_bundle": str(uddi_server.ca_bundle),
+        "ca_bundle": _shared(site.fleet.workdir, uddi_server.ca_bundle),
         "timeout": 3.0,
     }
     # rgwtls' own validation (the role's `validate` ran it before the file went in place).
@@ -573,8 +663,7 @@ def test_issuer_converged_with_a_proxy_issues_through_it_with_its_binding_profil
     site: Site, acme_converge: Converge, ca_pebble: Pebble, site_proxy: Tinyproxy, pool: str, uddi: UddiEmulator
 ) -> None:
     # The CA's name resolves only in the proxy, and the CA refuses an account without a binding.
-    issue = site.host("rgw1").cron_jobs()["rgwtls issue"].command
-    res = subprocess.run(["sh", "-c", issue], capture_output=True, text=True, timeout=180, check=False)
+    res = run_job(site.host("rgw1").cron_jobs()["rgwtls issue"], timeout=180)
     assert res.returncode == 0, res.stderr
     for what, secret in acme_converge.secrets.items():
         assert secret not in res.stdout + res.stderr, what
@@ -659,6 +748,158 @@ def test_emptied_secret_variables_remove_their_files_and_keys(
     assert doc["dns"]["infoblox"]["proxy"] == "direct"
     assert "uddi" not in doc["dns"]
     load(issuer.config_dir / "issuer.toml")
+
+
+# -- several issuers; the move from a root issuer ------------------------------------
+
+
+def test_two_issuer_hosts_each_issue_hourly_half_an_hour_apart_and_the_third_gets_nothing_of_the_issuer(
+    site: Site,
+) -> None:
+    site.fleet.ensure_order(list(HOSTS))
+    two = ["-e", json.dumps({"rgwtls_issuer_hosts": ["rgw1", "rgw2"]})]
+    try:
+        play = site.fleet.play(*two)
+        assert_clean(play)
+        assert play.changed()["rgw3"] == 0, play.output
+        base = _issue_minute("rgw1")
+        for name, minute in (("rgw1", base), ("rgw2", (base + 30) % 60)):
+            host = site.host(name)
+            issue = host.cron_jobs()["rgwtls issue"]
+            assert (issue.schedule, issue.user) == ([str(minute), "*", "*", "*", "*"], ISSUER_USER)
+            assert _owner(host.keyring_dir / "ceph.client.rgwtls-issuer.keyring") == (ISSUER_USER, ISSUER_USER, 0o600)
+            assert (host.config_dir / "wapi-password").exists()
+        assert "rgwtls issue" not in site.host("rgw3").cron_jobs()
+        assert sorted(p.name for p in site.host("rgw3").config_dir.iterdir()) == ["rgwtls.toml"]
+        # The standby's job runs as the issuer's user, with what the role gave it there (the
+        # pool's set came from the previous tests' CA, so it renews, and says only that).
+        res = run_job(site.host("rgw2").cron_jobs()["rgwtls issue"])
+        assert res.returncode == 0, res.stderr
+        assert all(line.startswith("NOTICE") for line in res.stderr.splitlines()), res.stderr
+        again = site.fleet.play(*two)
+        assert_clean(again)
+        assert again.changed() == dict.fromkeys(HOSTS, 0), again.output
+    finally:
+        back = site.fleet.play()
+    assert_clean(back)
+    rgw2 = site.host("rgw2")
+    assert "rgwtls issue" not in rgw2.cron_jobs()
+    assert sorted(p.name for p in rgw2.config_dir.iterdir()) == ["rgwtls.toml"]
+    assert sorted(p.name for p in rgw2.keyring_dir.iterdir()) == ["ceph.client.rgwtls-deploy.keyring"]
+
+
+def test_a_site_whose_issuer_ran_as_root_gets_its_files_re_owned_and_its_kept_sets_moved_then_no_change(
+    site: Site,
+) -> None:
+    site.fleet.ensure_order(list(HOSTS))
+    issuer = site.host("rgw1")
+    as_root = site.fleet.play("--limit", "rgw1", "-e", "rgwtls_issuer_user=root")
+    assert_clean(as_root, ("rgw1",))
+    assert issuer.cron_jobs()["rgwtls issue"].user == "root"
+    assert _owner(issuer.config_dir / "wapi-password") == ("root", "root", 0o600)
+    assert "run_as" not in _issuer_config(site)["acme"]
+    # Before issue 22 the issuer kept its sets in deploy's state directory.
+    old = issuer.prefix / "var/lib/rgwtls/issued"
+    old.mkdir(mode=0o700)
+    (old / "cog.example.org.order").write_text('{"a note": "of an order in flight"}\n')
+    (old / "cog.example.org.order").chmod(0o600)
+    moved = issuer.issuer_state_dir / "issued/cog.example.org.order"
+    try:
+        play = site.fleet.play()
+        assert_clean(play)
+        assert issuer.cron_jobs()["rgwtls issue"].user == ISSUER_USER
+        assert _owner(issuer.config_dir / "wapi-password") == (ISSUER_USER, ISSUER_USER, 0o600)
+        assert _owner(issuer.keyring_dir / "ceph.client.rgwtls-issuer.keyring") == (ISSUER_USER, ISSUER_USER, 0o600)
+        assert not old.exists()
+        assert moved.read_text() == '{"a note": "of an order in flight"}\n'
+        assert _owner(moved) == (ISSUER_USER, ISSUER_USER, 0o600)
+        again = site.fleet.play()
+        assert_clean(again)
+        assert again.changed() == dict.fromkeys(HOSTS, 0), again.output
+    finally:
+        moved.unlink(missing_ok=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def test_a_client_name_in_rgwtls_issuer_user_is_taken_as_the_cephx_user_and_the_play_says_so(site: Site) -> None:
+    # Stopped by the next check (no certificate), so that nothing runs as the user `rgwtls`.
+    play = site.fleet.play(
+        "--limit", "rgw1", "-e", json.dumps({"rgwtls_issuer_user": "client.rgwtls-issuer", "rgwtls_certificates": []})
+    )
+    assert "rgwtls_issuer_user is client.rgwtls-issuer, a cephx user: that is rgwtls_issuer_cephx_user now" in (
+        " ".join(play.output.split())
+    )
+    assert "Set rgwtls_certificates" in play.output
+    assert play.recap["rgw1"]["changed"] == 0
+
+
+def test_fallback_cas_render_as_acme_fallback_tables_naming_their_key_files_never_the_keys(tmp_path: Path) -> None:
+    """The role's own tasks and template, outside a converge: rgwtls learns [[acme.fallback]] in config.py."""
+    key = secrets.token_urlsafe(32)
+    fallbacks = [
+        {"directory": "https://acme.zerossl.com/v2/DV90", "eab_kid": "kid-z", "eab_hmac_key": key},
+        {"directory": "https://dv.acme-v02.api.pki.goog/directory", "profile": "", "preferred_chain": "GTS Root R1"},
+    ]
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"children": {"rgws": {"hosts": {"rgw1": {}}}}}}))
+    out = tmp_path / "issuer.toml"
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "rgw1",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "vars": {
+                        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                        "rgwtls_acme_fallbacks": fallbacks,
+                        "rgwtls_certificates": [{"name": "cog.example.org", "domains": ["cog.example.org"]}],
+                        "rgwtls_trusted_roots": "/etc/rgwtls/roots.pem",
+                    },
+                    "tasks": [
+                        {
+                            "ansible.builtin.include_role": {
+                                "name": str(ROLE_DIR),
+                                "tasks_from": "fallbacks",
+                                "public": True,
+                            }
+                        },
+                        {
+                            "ansible.builtin.template": {
+                                "src": str(ROLE_DIR / "templates/rgwtls.toml.j2"),
+                                "dest": str(out),
+                            },
+                            "vars": {"_rgwtls_config_role": "issuer", "_rgwtls_config": "{{ _rgwtls_issuer_config }}"},
+                        },
+                    ],
+                }
+            ]
+        )
+    )
+    res = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(playbook)],
+        capture_output=True,
+        text=True,
+        env=ansible_env(tmp_path),
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert key not in res.stdout + res.stderr
+    doc = tomllib.loads(out.read_text())
+    assert doc["acme"]["fallback"] == [
+        {
+            "directory": "https://acme.zerossl.com/v2/DV90",
+            "eab_kid": "kid-z",
+            "eab_hmac_key_file": "/etc/rgwtls/eab-hmac-fallback-0",
+        },
+        {"directory": "https://dv.acme-v02.api.pki.goog/directory", "preferred_chain": "GTS Root R1"},
+    ]
+    assert key not in out.read_text()
+    assert doc["deploy"] == {"state_dir": "/var/lib/rgwtls-issuer", "trusted_roots": "/etc/rgwtls/roots.pem"}
+    assert doc["acme"]["run_as"] == "rgwtls"
+    assert doc["ceph"]["user"] == "client.rgwtls-issuer"
 
 
 # -- last: it leaves rgw2 as the issuer ----------------------------------------------

@@ -19,7 +19,15 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS: list[set[str]] = [
     {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
     {"rgwtls.config", "rgwtls.http"},
-    {"rgwtls.probe", "rgwtls.proxy", "rgwtls.files", "rgwtls.propagation", "rgwtls.dns", "rgwtls.haproxy"},
+    {
+        "rgwtls.probe",
+        "rgwtls.proxy",
+        "rgwtls.files",
+        "rgwtls.propagation",
+        "rgwtls.dns",
+        "rgwtls.haproxy",
+        "rgwtls.privileges",
+    },
     {"rgwtls.certs", "rgwtls.dns.hook", "rgwtls.dns.infoblox", "rgwtls.dns.rfc2136", "rgwtls.dns.uddi"},
     {"rgwtls.store", "rgwtls.dns.backends"},
     {"rgwtls.validate", "rgwtls.targets", "rgwtls.acmeflow", "rgwtls.persist", "rgwtls.activate"},

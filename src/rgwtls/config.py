@@ -93,6 +93,9 @@ class AcmeConfig:
     # identities its directory names (letsencrypt.org; Pebble: pebble.letsencrypt.org).
     persist_issuer: str = ""
     fallback: tuple[FallbackCa, ...] = ()
+    # The system user `rgwtls issue` is meant to run as (the role's rgwtls_issuer_user);
+    # run as root instead, it says so in one WARNING line. Empty: no check.
+    run_as: str = ""
 
     def as_fallback(self, ca: FallbackCa) -> AcmeConfig:
         """This section as the fallback CA sees it: its directory, bundle, binding, profile and chain; the rest ours."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rgwtls import certs
+from rgwtls import certs, privileges
 from rgwtls.config import CertificateConfig, Config, check_secrets
 from rgwtls.dns import Challenge, DnsProvider
 from rgwtls.dns.backends import make_provider
@@ -64,6 +64,7 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     decides from the pool, and the others, finding it held by a live issuer,
     have nothing to do. Only an operator's `--force` is told that as an error.
     """
+    privileges.check_issuer(cfg)
     wanted = cfg.certificate(only)
     started = _now()
     check_secrets(cfg, staging)  # a bad secret is one line before anything is locked or ordered
