@@ -351,7 +351,7 @@ def test_the_issuer_user_owns_its_secrets_keyring_and_state_and_deploy_keeps_roo
         assert _owner(host.prefix / "var/lib/rgwtls") == ("root", "root", 0o700)
     # Each command its own state: the issuer's sets apart from deploy's lock and records.
     doc = _issuer_config(site)
-    assert doc["deploy"] == {"state_dir": str(issuer.issuer_state_dir)}
+    assert doc["deploy"]["state_dir"] == str(issuer.issuer_state_dir)
     assert doc["acme"]["run_as"] == ISSUER_USER
 
 

@@ -84,7 +84,9 @@ def _issuer_config(stack: Stack, d: Path, user: pwd.struct_passwd) -> Path:
     state = d / "state"
     state.mkdir()
     _give(state, user, 0o700)
-    s["deploy"] = {"state_dir": str(state)}
+    s["deploy"]["state_dir"] = str(state)
+    # The dev site's CA roots, where the user can read them (pytest's directories are closed to it).
+    s["deploy"]["trusted_roots"] = _copy(s["deploy"]["trusted_roots"], d / "trusted-roots.pem", None, 0o644)
     path = d / "issuer.toml"
     path.write_text(to_toml(s))
     os.chown(path, 0, user.pw_gid)
