@@ -112,15 +112,8 @@ class _Conn(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _TlsConn(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _register(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _register(self.sock)
-        super().request(*args, **kwargs)
+class _TlsConn(_Conn, HTTPSConnection):
+    """The same watch on a TLS connection: _Conn's methods come first, then HTTPSConnection's."""
 
 
 class _Pool(HTTPConnectionPool):
