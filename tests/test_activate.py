@@ -30,16 +30,23 @@ class FakeRuntime:
         self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._srv.bind(str(path))
         self._srv.listen(8)
+        # Polled, and joined before the close: a listener closed under a blocked accept() lets
+        # that thread accept on whatever socket reuses the descriptor next (another test's server).
+        self._srv.settimeout(0.05)
+        self._stopping = threading.Event()
         self._held: list[socket.socket] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 conn, _ = self._srv.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             data = b""
             while not (data.endswith(b"\n\n") or (data.endswith(b"\n") and b"<<" not in data)):
                 chunk = conn.recv(65536)
@@ -56,6 +63,8 @@ class FakeRuntime:
             conn.close()
 
     def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
         self._srv.close()
         for c in self._held:
             c.close()

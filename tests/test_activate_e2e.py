@@ -157,16 +157,22 @@ class HoldingRelay:
         self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._srv.bind(str(path))
         self._srv.listen(8)
+        # Polled, and joined before the close (see test_activate.FakeRuntime).
+        self._srv.settimeout(0.05)
+        self._stopping = threading.Event()
         self._conns: list[socket.socket] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 conn, _ = self._srv.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             self._conns.append(conn)
             data = conn.recv(65536)
             if data.startswith(b"set ssl cert"):
@@ -180,6 +186,8 @@ class HoldingRelay:
             conn.close()
 
     def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
         self._srv.close()
         for c in self._conns:
             with contextlib.suppress(OSError):
