@@ -65,6 +65,11 @@ def test_issuer_frozen_past_its_lock_never_overwrites_the_set_a_standby_stored(s
     # Nothing was overwritten: the standby's set is current, the first one previous.
     assert stored_set(stack) == standby
     assert stored_set(stack, "previous") == first
+    # The loser's failure is not recorded over the standby's success: `check` stays OK on every gateway,
+    # and no retry schedule holds back the next run.
+    record = last_issue(stack)
+    assert record["ok"], record
+    assert record["next_attempt"] is None
     # The frozen run's certificate was issued before the standby's: its next run drops it, and the pool keeps
     # the newer set.
     res = run_cli(site.config, "issue")

@@ -31,6 +31,7 @@ from rgwtls.errors import (
     AcmeError,
     CaUnavailable,
     ConfigError,
+    Fenced,
     Interrupted,
     IssuerBusy,
     LockHeld,
@@ -116,7 +117,10 @@ def _issue_all(
             if retry is not None:
                 said += f"; next attempt after {retry[1]:%Y-%m-%d %H:%M} UTC ('rgwtls issue --force' tries now)"
                 e.args = (said,) if isinstance(e, RgwtlsError) else e.args
-            _record_attempt(pool, cert.name, staging, said, cas.warnings.pop(cert.name, None), retry, cfg)
+            if not isinstance(e, LockHeld):
+                # A run that lost the lock (or was fenced) no longer speaks for the pool: the
+                # record belongs to the issuer that holds it, whose success must not read as failed.
+                _record_attempt(pool, cert.name, staging, said, cas.warnings.pop(cert.name, None), retry, cfg)
             if isinstance(e, Interrupted) or len(wanted) == 1:
                 raise  # the operator asked the run to stop: not on to the next certificate
             log.error("%s: %s", cert.name, said)
@@ -826,6 +830,8 @@ def _issued_but_not_stored(new: CertSet, kept: Path, not_kept: str | None, e: Ex
         stopped = Interrupted(e.signame)
         stopped.args = (text,)
         return stopped
+    if isinstance(e, LockHeld):
+        return Fenced(text) if isinstance(e, Fenced) else LockHeld(text)  # still a lost lock: nothing to wait after
     return StoreError(text)
 
 
