@@ -103,6 +103,8 @@ def test_a_latin1_secret_is_one_line_naming_key_and_file_with_no_byte_of_it(tmp_
         (b"  \n", "is empty"),
         ("a directory", "cannot read secret file"),
         (LATIN1_SECRET, "is not UTF-8 text; save it as UTF-8"),
+        (b"abc123\nsecond-line\n", "holds a line break or another control character; keep it on one line"),
+        (b"abc\x00123", "holds a line break or another control character"),
     ],
 )
 def test_every_bad_secret_is_one_line_naming_the_key(tmp_path: Path, content: bytes | str | None, problem: str) -> None:
@@ -116,6 +118,8 @@ def test_every_bad_secret_is_one_line_naming_the_key(tmp_path: Path, content: by
     with pytest.raises(ConfigError, match=r"dns\.infoblox\.password_file: ") as e:
         config.check_secrets(cfg, staging=False)
     assert problem in str(e.value)
+    assert "abc" not in str(e.value)
+    assert "second-line" not in str(e.value)
 
 
 def test_only_the_secrets_this_run_needs_are_read(tmp_path: Path) -> None:

@@ -778,6 +778,10 @@ def read_secret(path_value: str, key: str, cfg_path: Path) -> str:
         )
     if not text:
         raise where.error(key, f"secret file {p} is empty")
+    if any(c < " " or c == "\x7f" for c in text):
+        # A line break inside would reach an HTTP header or a TSIG key, and the library's
+        # error would quote the whole value: refused here, before anything is ordered.
+        raise where.error(key, f"secret file {p} holds a line break or another control character; keep it on one line")
     return text
 
 
