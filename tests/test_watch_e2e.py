@@ -139,6 +139,30 @@ def test_killed_watcher_leaves_nothing_cron_cannot_converge(stack: Stack, fleet:
     assert serves_pool(stack, fleet[0])
 
 
+def test_sigterm_while_the_watcher_cannot_reach_the_cluster_stops_it_instead_of_trying_again(
+    stack: Stack, fleet: list[Gateway]
+) -> None:
+    """A stop during the connect is a stop: systemd must not have to SIGKILL a watcher of a dead cluster."""
+    from devsite.ports import free_port
+
+    gw = fleet[0]
+    dead = gw.pem.parent / "dead-ceph.conf"
+    conf = Path(gw.settings["ceph"]["conf"]).read_text()
+    lines = conf.splitlines()
+    dead.write_text(
+        "".join(f"mon host = [v2:127.0.0.1:{free_port()}]\n" if x.startswith("mon host") else x + "\n" for x in lines)
+    )
+    gw.settings["ceph"]["conf"] = str(dead)
+    w = Watcher(gw)  # its ceph.timeout is 3 s: every connect and deploy ends in that
+    time.sleep(1.0)  # inside its first connect
+    started = time.monotonic()
+    assert w.stop(timeout=20) == 0
+    assert time.monotonic() - started < 8  # the connect's timeout, and the run's own short end
+    text = w.log.read_text()
+    assert "stopped by SIGTERM" in text, text
+    assert "trying again" not in text
+
+
 def test_issue_with_no_watcher_anywhere_stores_as_before(stack: Stack) -> None:
     issuer = stack.write_config(stack.settings())
     res = run_cli(issuer, "-v", "issue")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rgwtls.config import Config
-from rgwtls.errors import RgwtlsError
+from rgwtls.errors import Interrupted, RgwtlsError
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
 from rgwtls.store import NS_DEPLOY, Pool
 
@@ -71,6 +71,8 @@ def record(cfg: Config, staging: bool, error: str | None) -> None:
     try:
         with Pool(cfg.ceph) as pool:
             pool.write(NS_DEPLOY, f"{PREFIX}{host}.{d.verify_endpoint}", json.dumps(doc).encode())
+    except Interrupted:
+        raise
     except RgwtlsError as e:
         log.info("could not record this deploy in the pool (rollout will not see it): %s", e)
 

@@ -52,6 +52,9 @@ class _Watch:
         try:
             self._pool = Pool(self.cfg.ceph).connect()
             self._handle = self._pool.watch(self.wake.set, self._lost)
+        except Interrupted:
+            self.close()
+            raise  # a stop while connecting is a stop, not a cluster to try again
         except RgwtlsError as e:
             self.close()
             self._next_try = time.monotonic() + self.retry
@@ -115,7 +118,11 @@ def watch(
             signal.signal(sig, functools.partial(_noted, stopping, before))
     try:
         while True:
-            watcher.ensure()
+            try:
+                watcher.ensure()
+            except Interrupted as e:
+                log.info("deploy --watch: stopped by %s", e.signame)
+                return
             wake.clear()  # before the run: an announcement during it wakes the next one
             started = time.monotonic()
             ok = False
@@ -133,6 +140,9 @@ def watch(
             finally:
                 if after_run is not None:
                     after_run(cfg, ok, started)
+            if stopping:  # a signal that came while recording or writing metrics: stop, not wait
+                log.info("deploy --watch: stopped by %s", stopping[0])
+                return
             try:
                 wake.wait(cfg.deploy.interval if watcher.up else watcher.retry)
             except Interrupted as e:
