@@ -20,7 +20,7 @@ BAD_SECRETS = {
 KEYS = {"infoblox": "password_file", "rfc2136": "tsig_secret_file", "uddi": "api_key_file"}
 
 
-def latin1(stack: Stack, name: str, content: bytes = LATIN1_SECRET) -> Path:
+def bad_secret(stack: Stack, name: str, content: bytes = LATIN1_SECRET) -> Path:
     p = stack.dir / name
     p.write_bytes(content)
     p.chmod(0o600)
@@ -29,14 +29,14 @@ def latin1(stack: Stack, name: str, content: bytes = LATIN1_SECRET) -> Path:
 
 @pytest.mark.parametrize("bad", sorted(BAD_SECRETS))
 @pytest.mark.parametrize("provider", ["infoblox", "rfc2136", "uddi"])
-def test_a_latin1_dns_secret_orders_nothing_publishes_nothing_and_records_no_byte(
+def test_a_bad_dns_secret_orders_nothing_publishes_nothing_and_records_no_byte(
     request: pytest.FixtureRequest, stack: Stack, provider: str, bad: str
 ) -> None:
     content, problem = BAD_SECRETS[bad]
     if provider == "uddi":
         stack = request.getfixturevalue("uddi_stack")
     settings = stack.settings(provider)
-    secret = latin1(stack, f"{provider}-secret", content)
+    secret = bad_secret(stack, f"{provider}-secret", content)
     settings["dns"][provider][KEYS[provider]] = str(secret)
     config = stack.write_config(settings)
     res = run_cli(config, "issue")
@@ -60,7 +60,7 @@ def test_a_latin1_dns_secret_orders_nothing_publishes_nothing_and_records_no_byt
 
 def test_a_latin1_eab_key_is_one_line_before_any_account_is_made(stack: Stack) -> None:
     settings = stack.settings()
-    secret = latin1(stack, "eab-hmac")
+    secret = bad_secret(stack, "eab-hmac")
     settings["acme"].update(eab_kid="kid-1", eab_hmac_key_file=str(secret))
     res = run_cli(stack.write_config(settings), "issue")
     assert res.code == 1, res.stderr
