@@ -123,7 +123,10 @@ class TrickleFront:
             except TimeoutError:
                 continue
             except OSError:
-                return
+                # A connection reset before it was accepted: the front goes on serving the next.
+                if self._stopping.is_set() or listener.fileno() < 0:
+                    return
+                continue
             t = threading.Thread(target=self._serve, args=(conn,), name=f"trickle-conn-{self.port}")
             self._threads = [x for x in self._threads if x.is_alive()]
             self._threads.append(t)

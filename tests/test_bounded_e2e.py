@@ -96,7 +96,10 @@ def test_a_ca_that_trickles_every_answer_ends_the_run_within_its_bound_and_the_n
     assert "within 2s (directly; acme.timeout bounds each request)" in res.lines[-1]
     # Two tries at 2 s each and the backoff between them: far inside the bound.
     assert took < 15 < bound_of(path)
-    assert [how for _, _, how in front.requests_log] == ["trickle", "trickle"]
+    # acme.retries = 1: at most two tries, each trickled. A try whose request the front
+    # had not read when its deadline came is not in the front's log, so not "exactly two".
+    hows = [how for _, _, how in front.requests_log]
+    assert 1 <= len(hows) <= 2 and set(hows) == {"trickle"}, front.requests_log
     front.clear()
     res, _ = timed_issue(path, "--force")  # the retry schedule would wait an hour
     assert res.code == 0, res.stderr  # the lock was released
