@@ -145,6 +145,51 @@ def test_a_haproxy_socket_that_cannot_swap_is_one_line_and_changes_nothing(
     assert gateway.restarts() == 0
 
 
+# -- haproxy: a swap that is not served is swapped back -------------------------------------------
+
+
+def test_a_haproxy_swap_that_fails_verification_puts_the_old_certificate_back_in_memory_and_on_disk(
+    stack: Stack, gateway: Gateway, haproxy: HAProxy, tmp_path: Path
+) -> None:
+    """verify_endpoint names the VIP, and the VIP is held by the pair's other HAProxy, which still serves the old one.
+
+    The swap is committed on this HAProxy, but the handshake at verify_endpoint
+    never sees the new certificate: deploy swaps the previous PEM back into
+    memory and puts the previous file back, and the other HAProxy still serving
+    the old one is what lets it see the old one served again.
+    """
+    old_pem, old_served = haproxy.pem.read_bytes(), served_by(haproxy.port)
+    peer_pem = tmp_path / "peer.pem"
+    peer_pem.write_bytes(old_pem)
+    peer_pem.chmod(0o600)
+    peer = HAProxy(tmp_path / "peer", gateway.rgw.port, pem=peer_pem).start()
+    try:
+        assert served_by(peer.port) == old_served
+        config = tls_host_config(gateway, haproxy, verify_endpoint=f"127.0.0.1:{peer.port}", verify_timeout=3.0)
+        pid, rgw_pid = haproxy.pid, gateway.rgw.radosgw_pid()
+        issue(stack)
+        res = run_cli(config, "deploy")
+    finally:
+        peer.stop()
+    new = fingerprint_of_pool(stack)
+    assert_one_error_line(
+        res,
+        f"did not serve certificate {new[:16]}",
+        "within 3s of HAProxy's commit",
+        f"it serves certificate {old_served[:16]}",
+        f"put the previous certificate back in {haproxy.pem} and in HAProxy: it is served again",
+    )
+    # HAProxy serves the old certificate again, from the same process; the old file is back on disk.
+    assert served_by(haproxy.port) == old_served
+    assert haproxy.pem.read_bytes() == old_pem
+    assert haproxy.running()
+    assert haproxy.pid == pid
+    # radosgw was never restarted.
+    assert gateway.restarts() == 0
+    assert gateway.rgw.radosgw_pid() == rgw_pid
+    assert "activations: none yet" in run_cli(config, "status").stdout
+
+
 # -- haproxy: a kill between the file write and the commit ---------------------------------------
 
 
