@@ -329,7 +329,7 @@ def test_nginx_graceful_reload_as_restart_command_loses_no_request(
             path=str(nx.pem), restart_command=nx.reload_command, verify_endpoint=f"127.0.0.1:{nx.port}"
         )
         config = gateway.config()
-        pid = nx.pid
+        pid, rgw_pid = nx.pid, gateway.rgw.radosgw_pid()
         issue(stack)
         loop = GetLoop(nx.port, HOST).start().wait_for(5)
         try:
@@ -340,10 +340,16 @@ def test_nginx_graceful_reload_as_restart_command_loses_no_request(
         assert res.code == 0, res.stderr
         assert tally.failed == 0, tally.errors[:5]
         assert tally.ok >= 10
+        # The new certificate served and on disk; the same nginx master; radosgw never restarted.
         assert served_by(nx.port) == fingerprint_of_pool(stack)
+        assert nx.pem.read_text() == pool_pem(stack)
         assert nx.running()
         assert nx.pid == pid
         assert gateway.restarts() == 0
-        assert run_cli(config, "deploy").stderr == ""
+        assert gateway.rgw.radosgw_pid() == rgw_pid
+        # The next run is a silent no-op.
+        again = run_cli(config, "deploy")
+        assert again.code == 0
+        assert again.stderr == "", again.stderr
     finally:
         nx.stop()
