@@ -271,23 +271,7 @@ def test_a_deploy_killed_between_the_file_write_and_the_commit_is_finished_by_a_
     assert run_cli(config, "deploy").stderr == ""
 
 
-# -- self: the server re-reads its file, or is restarted once after the wait ---------------------
-
-
-def test_self_against_a_radosgw_without_ssl_reload_restarts_it_once_after_the_wait_with_one_notice(
-    stack: Stack, gateway: Gateway
-) -> None:
-    gateway.settings["deploy"].update(activate="self", self_reload_wait=3.0)
-    issue(stack)
-    res = run_cli(gateway.config(), "deploy")
-    assert res.code == 0, res.stderr
-    said = [line for line in res.lines if "did not pick up" in line]
-    assert len(said) == 1, res.stderr
-    assert said[0].startswith("NOTICE:")
-    assert "within 3s" in said[0]
-    assert gateway.restarts() == 1
-    assert gateway.served() == fingerprint_of_pool(stack)
-    assert "1 self-then-restart" in run_cli(gateway.config(), "status").stdout
+# -- self: a server that re-reads its file (a real radosgw that does not: tests/test_self_reload_e2e.py) --
 
 
 def test_self_against_a_server_that_reloads_is_served_within_the_wait_and_never_restarted(
