@@ -5,9 +5,9 @@ On one real Ceph cluster, side by side in one run: a radosgw restarted by
 front of it reloaded gracefully (`nginx -s reload` as restart_command), and
 Debian's HAProxy in front of it swapping in memory (`activate = "haproxy"`).
 Each rotation stores a new set in the pool and runs `rgwtls deploy` while
-devsite.getloop loops GETs, one attempt each on a new connection (as curl, a
-browser or botocore with `max_attempts = 1` would). Then a wave: N HAProxy
-frontends swapping at once against N gateways restarting with one slot.
+devsite.getloop's botocore S3 client, with `max_attempts = 1`, loops an
+anonymous ListBuckets, one attempt each on a new connection. Then a wave: N
+HAProxy frontends swapping at once against N gateways restarting with one slot.
 
     .venv/bin/python -m bench.rotation_bench [--rounds N] [--wave N]
 """
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.callback(hx.stop)
         nx = Nginx(work / "nginx", rgw.port).start()
         stack.callback(nx.stop)
-        base = {"verify_timeout": 30.0, "restart_wait": 900.0}
+        ca = make_ca()
+        # The bench's CA is no public one: named as a private CA's root is.
+        roots = work / "trusted-roots.pem"
+        roots.write_text(ca[1])
+        base = {"verify_timeout": 30.0, "restart_wait": 900.0, "trusted_roots": str(roots)}
         configs = {
             "restart": config_file(
                 work / "restart.toml",
@@ -146,7 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         }
         ports = {"restart": rgw.port, "nginx": nx.port, "haproxy": hx.port}
-        ca = make_ca()
         pids = (hx.pid, nx.pid)
         for gen in range(1, args.rounds + 1):
             store(cluster, new_set(gen, ca))
@@ -240,9 +244,11 @@ def section(
             "",
             "One radosgw (Ceph 16.2, beast, HTTPS), and in front of it Debian's nginx 1.22 and Debian's HAProxy "
             "2.6. Each rotation stores a new set in the pool and runs `rgwtls deploy` for one of them while a "
-            "client loops `GET /`, each on a new TLS connection, one attempt each, with no retries (Python's "
-            "`http.client`: botocore is not installed here; with `max_attempts = 1` it would count the same). "
-            "A failed request is a refused connection, a failed handshake or a 5xx. The gap is the longest time "
+            f"real S3 client, botocore {version('botocore')} with `max_attempts = 1` (no retries), loops an "
+            "anonymous ListBuckets (`GET /`, Host the certificate's name), each on a new TLS connection "
+            "(`Connection: close`). "
+            "A failed request is any exception botocore raises (a refused connection, a failed handshake, a "
+            "connection closed mid-answer) or any answer but radosgw's 200. The gap is the longest time "
             "between two successful requests, from 10 successes before the deploy to 10 after; requests come "
             "back to back, so a gap of a few tens of milliseconds is the client's own pace.",
             "",
