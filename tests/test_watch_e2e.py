@@ -8,30 +8,35 @@ that was SIGKILLed must leave nothing a cron run cannot converge.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devsite.gateway import Gateway
+from devsite.site import POOL
 from tests.conftest import Stack, run_cli
 from tests.test_issue_e2e import stored_set
 
 
 class Watcher:
-    def __init__(self, gw: Gateway, interval: float = 3600.0) -> None:
+    def __init__(self, gw: Gateway, interval: float = 3600.0, textfile: Path | None = None) -> None:
         gw.settings["deploy"]["interval"] = interval
         gw.settings["ceph"]["timeout"] = 3.0
         self.gw = gw
         self.log = gw.pem.parent / "watch.log"
         self._out = self.log.open("w")
+        metrics = ["--textfile", str(textfile)] if textfile is not None else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rgwtls", "-v", "deploy", "--watch"],
+            [sys.executable, "-m", "rgwtls", "-v", "deploy", "--watch", *metrics],
             stdout=subprocess.DEVNULL,
             stderr=self._out,
             env={**os.environ, "RGWTLS_CONFIG": str(gw.config())},
@@ -67,9 +72,13 @@ def serves_pool(stack: Stack, gw: Gateway) -> bool:
         return False  # restarting
 
 
+def make_fleet(stack: Stack, keyring: Path, where: Path, n: int) -> list[Gateway]:
+    return [Gateway(stack, keyring, where / f"rgw{i}", name=f"w{i}") for i in range(n)]
+
+
 @pytest.fixture
 def fleet(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[Gateway]]:
-    gateways = [Gateway(stack, deploy_keyring, tmp_path / f"rgw{i}", name=f"w{i}") for i in range(2)]
+    gateways = make_fleet(stack, deploy_keyring, tmp_path, 2)
     try:
         yield gateways
     finally:
@@ -77,51 +86,114 @@ def fleet(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[G
             gw.stop()
 
 
-def test_watching_gateways_serve_a_new_set_seconds_after_issue_with_no_cron_run(
-    stack: Stack, fleet: list[Gateway]
+@pytest.fixture
+def fleet3(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[Gateway]]:
+    gateways = make_fleet(stack, deploy_keyring, tmp_path, 3)
+    try:
+        yield gateways
+    finally:
+        for gw in gateways:
+            gw.stop()
+
+
+def timed_restart(gw: Gateway) -> float:
+    """One restart of this gateway to serving again, as its restart_command does it: the unit of a wave."""
+    started = time.monotonic()
+    subprocess.run(shlex.split(gw.rgw.restart_command), check=True, capture_output=True, timeout=60)
+    wait_for("serving after the restart", lambda: serves_anything(gw), 30)
+    return time.monotonic() - started
+
+
+def serves_anything(gw: Gateway) -> bool:
+    try:
+        return bool(gw.served())
+    except OSError:
+        return False
+
+
+def test_watching_gateways_serve_a_new_set_within_the_wave_time_of_issue_with_no_cron_run(
+    stack: Stack, fleet3: list[Gateway], tmp_path: Path
 ) -> None:
     issuer = stack.write_config(stack.settings())
     assert run_cli(issuer, "issue").code == 0
-    watchers = [Watcher(gw) for gw in fleet]
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    prom = textfile / "rgwtls_deploy.prom"
+    watchers = [Watcher(gw, textfile=textfile if i == 0 else None) for i, gw in enumerate(fleet3)]
     try:
         for w in watchers:
             wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), 60)  # type: ignore[misc]
             wait_for("the watch", lambda w=w: w.said("watching pool"), 10)  # type: ignore[misc]
-        restarts = [gw.restarts() for gw in fleet]
+        # One slot: the wave is the gateways' restarts one after the other, plus the notify and each check.
+        wave = sum(timed_restart(gw) for gw in fleet3)
+        restarts = [gw.restarts() for gw in fleet3]
         res = run_cli(issuer, "issue", "--force")
         assert res.code == 0, res.stderr
-        took = wait_for("every gateway serving generation 2", lambda: all(serves_pool(stack, gw) for gw in fleet), 30)
-        assert took < 20
-        assert [gw.restarts() for gw in fleet] == [r + 1 for r in restarts]
+        took = wait_for("every gateway serving generation 2", lambda: all(serves_pool(stack, gw) for gw in fleet3), 60)
+        assert took < 1.5 * wave + 5, f"the wave took {took:.1f}s, its restarts {wave:.1f}s"
+        assert [gw.restarts() for gw in fleet3] == [r + 1 for r in restarts]
+        # The watcher wrote its metrics after each run, as the one-shot command does.
+        wait_for("the metrics of the second run", lambda: runs_of(prom) >= 2, 10)
+        assert metric(prom, "rgwtls_last_run_success", command="deploy") == 1
         # A cron run after it has nothing to do.
-        for gw in fleet:
+        for gw in fleet3:
             again = run_cli(gw.config(), "deploy")
             assert again.code == 0
             assert again.stderr == ""
     finally:
         codes = [w.stop() for w in watchers]
     # SIGTERM while waiting: a clean stop.
-    assert codes == [0, 0]
+    assert codes == [0, 0, 0]
     for w in watchers:
         assert "stopped by SIGTERM" in w.log.read_text()
         assert "ERROR" not in w.log.read_text()
 
 
-def test_watcher_survives_the_cluster_going_away_and_coming_back(stack: Stack, fleet: list[Gateway]) -> None:
+def metric(prom: Path, name: str, **labels: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not prom.exists():
+        return None
+    for family in text_string_to_metric_families(prom.read_text()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def runs_of(prom: Path) -> float:
+    return metric(prom, "rgwtls_runs_total", command="deploy", result="success") or 0.0
+
+
+def test_watcher_that_lost_the_whole_cluster_watches_again_and_the_next_notify_reaches_it(
+    stack: Stack, fleet: list[Gateway]
+) -> None:
     issuer = stack.write_config(stack.settings())
     assert run_cli(issuer, "issue").code == 0
     w = Watcher(fleet[0])
     try:
         wait_for("the watch", lambda: w.said("watching pool"), 60)
         wait_for("the first deploy", lambda: serves_pool(stack, fleet[0]), 60)
-        with stack.ceph.osd_stopped():
+        # mon and OSD both gone, past ceph.timeout and the watch's own timeout. The OSD
+        # comes back last: it cannot boot without the mon.
+        with stack.ceph.osd_stopped(), stack.ceph.mon_stopped():
             time.sleep(8)  # past ceph.timeout and the watch's own timeout
+            assert serves_anything(fleet[0])  # the gateway serves on through the outage
+        # Nothing answers while the whole cluster is down, not even with an error: the watch's
+        # loss shows when the cluster comes back and refuses the old watch.
+        wait_for("the watch lost", lambda: w.said("watching again"), 60)
         wait_for("the cluster back", lambda: run_cli(issuer, "status").code in (0, 1), 30)
         res = run_cli(issuer, "issue", "--force")
         assert res.code == 0, res.stderr
+        # Its next try connects and deploys: within the watcher's reconnect pause.
         wait_for("the new set served", lambda: serves_pool(stack, fleet[0]), 60)
-        wait_for("that deploy done", lambda: w.said("installed cog.example.org generation 2"), 30)
-        time.sleep(1)  # a watch made again wakes one more run, a no-op
+        wait_for("the watch made again", lambda: w.log.read_text().count("watching pool") == 2, 30)
+        # The interval is an hour: only the notify on the new watch can bring generation 3 in seconds.
+        res = run_cli(issuer, "issue", "--force")
+        assert res.code == 0, res.stderr
+        took = wait_for("generation 3 served", lambda: serves_pool(stack, fleet[0]), 30)
+        assert took < 15
+        assert w.said("installed cog.example.org generation 3")
         assert w.proc.poll() is None
     finally:
         assert w.stop() == 0
@@ -212,3 +284,111 @@ def test_rollout_wait_names_the_gateway_whose_restart_fails(stack: Stack, fleet:
     finally:
         for w in watchers:
             w.stop()
+
+
+def logged_restart(gw: Gateway, log: Path, pause: float) -> str:
+    """gw's restart command, wrapped to log when it starts and ends, and made `pause` seconds slower."""
+    script = gw.pem.parent / "restart.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "start {gw.name} $(date +%s.%N)" >> {log}\n'
+        f"sleep {pause}\n"
+        f"{gw.rgw.restart_command}\n"
+        "rc=$?\n"
+        f'echo "end {gw.name} $(date +%s.%N)" >> {log}\n'
+        "exit $rc\n"
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+def most_at_once(log: Path) -> int:
+    events = sorted(
+        (float(t), +1 if what == "start" else -1) for what, _, t in (x.split() for x in log.read_text().splitlines())
+    )
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_a_wave_with_two_slots_never_restarts_three_gateways_at_once_and_rollout_shows_who_restarts(
+    stack: Stack, fleet3: list[Gateway], tmp_path: Path
+) -> None:
+    issuer = stack.write_config(stack.settings())
+    assert run_cli(issuer, "issue").code == 0
+    log = tmp_path / "restarts.log"
+    for gw in fleet3:
+        gw.settings["deploy"].update(max_parallel_restarts=2, restart_command=logged_restart(gw, log, 2.0))
+    watchers = [Watcher(gw) for gw in fleet3]
+    try:
+        for w in watchers:
+            wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), 90)  # type: ignore[misc]
+        log.write_text("")
+        # A set stored without a notify (its issuer's was lost): rollout tells the fleet and follows the wave.
+        assert run_cli(stack.write_config(stack.settings()), "issue", "--force").code == 0
+        res = run_cli(issuer, "rollout", "--wait", "--timeout", "60")
+        assert res.code == 0, res.stderr
+        assert "3/3 gateways serve the pool's certificate" in res.stderr
+        assert ": restarting (holds a restart slot since " in res.stderr, res.stderr
+        for gw in fleet3:
+            assert f"rollout: {os.uname().nodename} ({gw.settings['deploy']['verify_endpoint']}): serving" in res.stderr
+        assert len(log.read_text().splitlines()) == 6  # each gateway restarted once
+        assert most_at_once(log) == 2, log.read_text()  # both slots used, never a third
+    finally:
+        for w in watchers:
+            w.stop()
+
+
+def deploy_records(stack: Stack) -> Any:
+    ioctx = stack.ceph.admin().open_ioctx(POOL)
+    ioctx.set_namespace("deploy")
+    return ioctx
+
+
+def test_rollout_knows_a_watcher_from_its_first_run_and_forgets_a_retired_gateway_on_request(
+    stack: Stack, fleet: list[Gateway]
+) -> None:
+    issuer = stack.write_config(stack.settings())
+    assert run_cli(issuer, "issue").code == 0
+    assert run_cli(fleet[0].config(), "deploy").code == 0
+    ioctx = deploy_records(stack)
+    try:
+        for o in list(ioctx.list_objects()):
+            if o.key.startswith("host."):
+                ioctx.remove_object(o.key)
+        # A gateway whose certificate is current and which never recorded a deploy:
+        # its watcher's first run is a no-op, and records it all the same.
+        w = Watcher(fleet[0])
+        try:
+            wait_for("the watch", lambda: w.said("watching pool"), 60)
+            wait_for("its record", lambda: any(o.key.startswith("host.") for o in ioctx.list_objects()), 10)
+            # Another host's record, of a gateway retired since: rollout waits for it in vain.
+            doc = {
+                "host": "gw-retired",
+                "endpoint": "10.0.0.9:443",
+                "certificate": "cog.example.org",
+                "served": "x",
+                "ok": True,
+                "error": None,
+                "at": "2026-01-01T00:00:00+00:00",
+            }
+            ioctx.write_full("host.gw-retired.10.0.0.9:443", json.dumps(doc).encode())
+            res = run_cli(issuer, "rollout", "--wait", "--timeout", "3")
+            assert res.code == 1
+            assert "1 of 2 gateways do not serve" in res.stderr
+            assert "gw-retired (10.0.0.9:443): waiting" in res.stderr.splitlines()[-1]
+            res = run_cli(issuer, "rollout", "--forget", "gw-retired")
+            assert res.code == 0, res.stderr
+            assert res.stderr == "rollout: forgot gw-retired.10.0.0.9:443\n"
+            res = run_cli(issuer, "rollout", "--wait", "--timeout", "30")
+            assert res.code == 0, res.stderr
+            assert "1/1 gateways serve the pool's certificate" in res.stderr
+            res = run_cli(issuer, "rollout", "--forget", "gw-retired")
+            assert res.code == 1
+            assert res.stderr.startswith("ERROR: rollout: no gateway 'gw-retired' has recorded a deploy")
+        finally:
+            assert w.stop() == 0
+    finally:
+        ioctx.close()

@@ -355,11 +355,20 @@ def deploy(
 @main.command()
 @click.option("--wait", is_flag=True, help="Exit 0 only once every known gateway serves the pool's certificate.")
 @click.option("--timeout", type=float, default=600.0, show_default=True, metavar="SECONDS", help="How long to follow.")
+@click.option(
+    "--forget",
+    metavar="HOST",
+    help="Remove the deploy records of a retired gateway host, so that rollout stops waiting for it; then exit.",
+)
 @click.pass_context
-def rollout(ctx: click.Context, wait: bool, timeout: float) -> None:
+def rollout(ctx: click.Context, wait: bool, timeout: float, forget: str | None) -> None:
     """On the issuer: tell the fleet of the pool's certificate now, and follow the wave gateway by gateway."""
+    from rgwtls.fleet import forget as forget_host
     from rgwtls.fleet import rollout as run_rollout
 
+    if forget is not None:
+        _run(ctx, "rollout", None, forget_host, host=forget)
+        return
     _run(ctx, "rollout", None, run_rollout, stoppable=True, wait=wait, timeout=timeout)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from rgwtls.config import Config
 from rgwtls.errors import Interrupted, RgwtlsError
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
-from rgwtls.store import NS_DEPLOY, Pool
+from rgwtls.store import HOLDER_LABEL, NS_DEPLOY, Holder, Pool
 
 log = logging.getLogger(__name__)
 PREFIX = "host."
@@ -32,17 +32,26 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def deploy_recorded(cfg: Config, **kwargs: Any) -> bool:
-    """`deploy`, then this gateway's record if it changed something or failed (a no-op writes nothing)."""
+def deploy_recorded(cfg: Config, record_noop: bool = False, **kwargs: Any) -> bool:
+    """`deploy`, then this gateway's record if it changed something or failed (a no-op writes nothing).
+
+    `record_noop`: record even a no-op, as a watcher does once when it
+    starts, so that a gateway set up after the last rotation is known to
+    `rollout` before the next one.
+    """
     from rgwtls.deploy import deploy
 
+    # A restart slot's holder record then names this gateway, not only its host: rollout shows it restarting.
+    token = HOLDER_LABEL.set(cfg.deploy.verify_endpoint)
     try:
         changed = deploy(cfg, **kwargs)
     except RgwtlsError as e:
         if not kwargs.get("dry_run"):
             record(cfg, bool(kwargs.get("staging")), str(e))
         raise
-    if changed:
+    finally:
+        HOLDER_LABEL.reset(token)
+    if (changed or record_noop) and not kwargs.get("dry_run"):
         record(cfg, bool(kwargs.get("staging")), None)
     return changed
 
@@ -62,6 +71,7 @@ def record(cfg: Config, staging: bool, error: str | None) -> None:
         "host": host,
         "endpoint": d.verify_endpoint,
         "certificate": cert.name,
+        "activate": d.activate,
         "staging": staging,
         "served": served,
         "ok": error is None,
@@ -82,11 +92,12 @@ class Gateway:
     """One known gateway and where it stands against the pool's set."""
 
     name: str
-    state: str  # "serving", "failed", "waiting"
+    state: str  # "serving", "restarting", "failed", "waiting"
     detail: str
 
 
-def _standing(records: dict[str, bytes], want: dict[str, str], since: str) -> list[Gateway]:
+def _standing(records: dict[str, bytes], want: dict[str, str], since: str, holders: list[Holder]) -> list[Gateway]:
+    restarting = {(h.host, h.label): h for h in holders}
     found = []
     for obj, raw in records.items():
         try:
@@ -98,13 +109,61 @@ def _standing(records: dict[str, bytes], want: dict[str, str], since: str) -> li
             continue
         if fp is None:
             continue  # a certificate the issuer does not configure
+        how = f", {doc['activate']}" if doc.get("activate") not in (None, "restart") else ""
+        holder = restarting.get((str(doc["host"]), str(doc["endpoint"])))
         if doc.get("served") == fp:
-            found.append(Gateway(name, "serving", "serves the pool's certificate"))
+            found.append(Gateway(name, "serving", f"serves the pool's certificate since {doc.get('at')}{how}"))
+        elif holder is not None:
+            found.append(Gateway(name, "restarting", f"holds a restart slot since {holder.since}"))
         elif not doc.get("ok") and str(doc.get("at", "")) >= since:
             found.append(Gateway(name, "failed", str(doc.get("error"))))
         else:
-            found.append(Gateway(name, "waiting", f"last deploy {doc.get('at')}"))
+            found.append(Gateway(name, "waiting", f"last deploy {doc.get('at')}{how}"))
     return found
+
+
+def _slot_fresh_for(cfg: Config) -> float:
+    """How long a slot's holder record may be taken for a restart in progress: the longest a slot is held."""
+    d = cfg.deploy
+    return d.restart_timeout + 2 * d.verify_timeout + 60
+
+
+class _Progress:
+    """The wave as it goes: one line per gateway that changed, and the count (rewritten in place on a terminal)."""
+
+    def __init__(self, out: Callable[[str], None] | None) -> None:
+        self.say = out or (lambda line: print(line, file=sys.stderr))
+        self.tty = out is None and sys.stderr.isatty()
+        self.seen: dict[str, tuple[str, str]] = {}
+        self.last = ""
+        self.open = False
+
+    def show(self, fleet: list[Gateway], took: float) -> None:
+        for g in fleet:
+            if self.seen.get(g.name) != (g.state, g.detail):
+                self.seen[g.name] = (g.state, g.detail)
+                self._line(f"rollout: {g.name}: {g.state} ({g.detail})")
+        done = sum(g.state == "serving" for g in fleet)
+        counts = f"rollout: {done}/{len(fleet)} gateways serve the pool's certificate"
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[K{counts} ({took:.0f}s)")
+            sys.stderr.flush()
+            self.open = True
+        elif counts != self.last:
+            self.say(f"{counts} ({took:.0f}s)")
+        self.last = counts
+
+    def _line(self, line: str) -> None:
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[K{line}\n")
+        else:
+            self.say(line)
+
+    def end(self) -> None:
+        if self.open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.open = False
 
 
 def rollout(
@@ -112,13 +171,14 @@ def rollout(
 ) -> list[Gateway]:
     """Announce the pool's sets to the fleet and follow the wave until every known gateway serves them.
 
-    With `wait`, a wave that is not done within `timeout` is one error line
-    naming each gateway that lags and why (its last-deploy record).
+    Known gateways are those that recorded a deploy in the pool. With
+    `wait`, a wave that is not done within `timeout` is one error line
+    naming each gateway that lags and why (its last-deploy record); without
+    it, rollout follows for `timeout` at most and exits 0 either way.
     """
-    say = out or (lambda line: print(line, file=sys.stderr))
-    tty = sys.stderr.isatty() and out is None
     since = _now()
     started = time.monotonic()
+    progress = _Progress(out)
     with Pool(cfg.ceph) as pool:
         want: dict[str, str] = {}
         for cert in cfg.certificates:
@@ -129,33 +189,47 @@ def rollout(
             pool.announce(cert.name, current.generation, False)
         if not want:
             raise RgwtlsError(f"rollout: no certificate in pool {cfg.ceph.pool} yet; run 'rgwtls issue' first")
-        last = ""
-        while True:
-            fleet = _standing(pool.objects(NS_DEPLOY, PREFIX), want, since)
-            done = sum(g.state == "serving" for g in fleet)
-            failed = [g for g in fleet if g.state == "failed"]
-            took = time.monotonic() - started
-            line = f"rollout: {done}/{len(fleet)} gateways serve the pool's certificate ({took:.0f}s)"
-            if failed:
-                line += f"; failed: {', '.join(g.name for g in failed)}"
-            if tty:
-                sys.stderr.write("\r" + line)
-                sys.stderr.flush()
-            elif line.split(" (")[0] != last.split(" (")[0]:
-                say(line)
-            last = line
-            if fleet and done == len(fleet):
-                if tty:
-                    sys.stderr.write("\n")
-                return fleet
-            if not wait and took >= timeout:
-                return fleet
-            if took >= timeout:
-                if tty:
-                    sys.stderr.write("\n")
-                lagging = "; ".join(f"{g.name}: {g.state} ({g.detail})" for g in fleet if g.state != "serving")
-                raise RgwtlsError(
-                    f"rollout: {len(fleet) - done} of {len(fleet)} gateways do not serve the pool's certificate "
-                    f"after {timeout:g}s: {lagging or 'no gateway has recorded a deploy'}"
-                )
-            time.sleep(1.0)
+        try:
+            while True:
+                fleet = _standing(pool.objects(NS_DEPLOY, PREFIX), want, since, pool.slot_holders(_slot_fresh_for(cfg)))
+                took = time.monotonic() - started
+                progress.show(fleet, took)
+                done = sum(g.state == "serving" for g in fleet)
+                if fleet and done == len(fleet):
+                    return fleet
+                if took >= timeout and not wait:
+                    return fleet
+                if took >= timeout:
+                    progress.end()
+                    lagging = "; ".join(f"{g.name}: {g.state} ({g.detail})" for g in fleet if g.state != "serving")
+                    raise RgwtlsError(
+                        f"rollout: {len(fleet) - done} of {len(fleet)} gateways do not serve the pool's certificate "
+                        f"after {timeout:g}s: {lagging or 'no gateway has recorded a deploy'}"
+                    )
+                time.sleep(1.0)
+        finally:
+            progress.end()
+
+
+def forget(cfg: Config, host: str, out: Callable[[str], None] | None = None) -> int:
+    """Remove the deploy records of a retired host, so that rollout no longer waits for it; how many."""
+    say = out or (lambda line: print(line, file=sys.stderr))
+    with Pool(cfg.ceph) as pool:
+        # By the record's own host: "gw1." also starts the records of gw1.example.org.
+        mine = [obj for obj, raw in pool.objects(NS_DEPLOY, f"{PREFIX}{host}.").items() if _host_of(raw) == host]
+        for obj in mine:
+            pool.remove(NS_DEPLOY, obj)
+            say(f"rollout: forgot {obj[len(PREFIX) :]}")
+    if not mine:
+        raise RgwtlsError(
+            f"rollout: no gateway {host!r} has recorded a deploy in pool {cfg.ceph.pool}; nothing to forget"
+        )
+    return len(mine)
+
+
+def _host_of(raw: bytes) -> str | None:
+    try:
+        doc = json.loads(raw)
+        return str(doc["host"]) if isinstance(doc, dict) else None
+    except (ValueError, KeyError):
+        return None

@@ -19,6 +19,7 @@ Layout of the pool (default `rgwtls`), by RADOS namespace:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import errno
 import json
@@ -55,6 +56,10 @@ ANNOUNCE = "announce"
 ISSUER_LOCK = "issuer.lock"
 ISSUER_LOCK_NAME = "rgwtls-issuer"
 HOLDER_XATTR = "holder"
+SLOT_LOCK = "rgwtls-restart"
+# Set by whoever knows which service of the host this process acts for (fleet: the
+# gateway's endpoint), so that a slot's holder record names the gateway, not only its host.
+HOLDER_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("HOLDER_LABEL", default="")
 # LIBRADOS_LOCK_FLAG_MUST_RENEW: renew only a lock we still hold (ENOENT if it
 # lapsed, EBUSY if another took it); flag 1, MAY_RENEW, would quietly take a
 # lapsed lock again although another issuer may have held it meanwhile.
@@ -560,7 +565,7 @@ class Pool:
         import functools
         import random
 
-        name = "rgwtls-restart"
+        name = SLOT_LOCK
         deadline = time.monotonic() + wait
         pause = 0.1
         freed = threading.Event()
@@ -596,6 +601,33 @@ class Pool:
                 pause = min(pause * 2, 2.0 if not watches else 5.0)
         finally:
             self._unwatch(watches)
+
+    def slot_holders(self, fresh_for: float) -> list[Holder]:
+        """Who holds a restart slot now, as the slots' records say: the gateways restarting, for rollout.
+
+        A record counts while the slot's lock still names its cookie (cls_lock
+        drops it on unlock) and for at most `fresh_for` seconds after it was
+        taken: a lock that lapsed stays in the object until someone takes it again.
+        """
+        self._ioctx.set_namespace(NS_DEPLOY)
+        try:
+            names = [o.key for o in self._ioctx.list_objects() if o.key.startswith("restart-slot.")]
+        except rados.Error as e:
+            raise StoreError(f"cannot list namespace {NS_DEPLOY} of {self._describe()}: {_reason(e)}") from None
+        cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - fresh_for))
+        found = []
+        for obj in sorted(names):
+            try:
+                xattrs = dict(self._ioctx.get_xattrs(obj))
+            except rados.ObjectNotFound:
+                continue
+            except rados.Error as e:
+                raise StoreError(f"cannot read who holds {obj} in {self._describe()}: {_reason(e)}") from None
+            holder = Holder.from_bytes(xattrs.get(HOLDER_XATTR))
+            lock = xattrs.get(f"lock.{SLOT_LOCK}")
+            if holder is not None and lock is not None and holder.cookie.encode() in lock and holder.since >= cutoff:
+                found.append(holder)
+        return found
 
     def _watch_slots(self, slots: int, freed: threading.Event) -> list[Any]:
         """Watches on the slot objects, so that a freed slot wakes this waiter; none if they cannot be had."""
@@ -877,12 +909,14 @@ class Holder:
     start: int
     since: str
     cookie: str
+    # Which of the host's services took it (a gateway's verify_endpoint), for rollout; "" from older records.
+    label: str = ""
 
     @classmethod
     def me(cls, cookie: str) -> Holder:
         pid = os.getpid()
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return cls(_host(), _boot_id(), pid, _process_start(pid) or 0, since, cookie)
+        return cls(_host(), _boot_id(), pid, _process_start(pid) or 0, since, cookie, HOLDER_LABEL.get())
 
     def to_bytes(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
@@ -901,6 +935,7 @@ class Holder:
                 int(doc["start"]),
                 str(doc["since"]),
                 str(doc["cookie"]),
+                str(doc.get("label", "")),
             )
         except (ValueError, KeyError, TypeError):
             return None

@@ -116,6 +116,7 @@ def watch(
         before = signal.getsignal(sig)
         if callable(before):
             signal.signal(sig, functools.partial(_noted, stopping, before))
+    first = True
     try:
         while True:
             try:
@@ -127,7 +128,8 @@ def watch(
             started = time.monotonic()
             ok = False
             try:
-                deploy_recorded(cfg, staging=staging, allow_older=allow_older)
+                # The first run records even a no-op: rollout then knows this gateway before the next rotation.
+                deploy_recorded(cfg, record_noop=first, staging=staging, allow_older=allow_older)
                 ok = True
             except Interrupted:
                 raise
@@ -138,6 +140,7 @@ def watch(
                     raise
                 log.error("%s", e)
             finally:
+                first = False
                 if after_run is not None:
                     after_run(cfg, ok, started)
             if stopping:  # a signal that came while recording or writing metrics: stop, not wait
