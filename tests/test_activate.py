@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from rgwtls import activate, config, metrics
+from rgwtls import activate, config, deploy, metrics
 from rgwtls.config import DeployConfig
-from rgwtls.errors import ConfigError, DeployError
+from rgwtls.errors import ConfigError, DeployError, LockHeld, StoreError
 from rgwtls.haproxy import Runtime, payload_lines
 from rgwtls.status import Report, render
+from rgwtls.store import CertSet
+from rgwtls.targets import PemFile
 from tests.test_config import MINIMAL, write
 
 Answer = Callable[[str], str | None]  # the command text received -> the answer, or None to hang
@@ -273,3 +279,130 @@ def test_a_signal_while_self_waits_puts_the_previous_file_back(monkeypatch: pyte
             DeployConfig(activate="self"), ("example.org",), new, b"old", lambda: put_back.append(True)
         )
     assert put_back == [True]
+
+
+# -- deploy's steps around the activation, with the cluster, the CA's checks and the restart faked --------------
+
+
+class FakePool:
+    """The cluster as deploy's restart step sees it: a restart slot, and a mon that answers or not."""
+
+    def __init__(self, slot: bool = True, mon: bool = True) -> None:
+        self.slot, self.mon = slot, mon
+        self.slots_taken = 0
+
+    @contextlib.contextmanager
+    def restart_slot(self, slots: int, wait: float, hold: float) -> Iterator[Callable[[], None]]:
+        if not self.slot:
+            raise LockHeld(
+                f"no restart slot free within {wait:g}s: 1 gateway(s) restarting (rgw-b); "
+                "nothing changed here, the next run tries again"
+            )
+        self.slots_taken += 1
+        yield lambda: None
+
+    def confirm_mon(self) -> None:
+        if not self.mon:
+            raise StoreError("ceph: no mon answered within 2s (timed out)")
+
+
+@dataclass
+class Host:
+    """One gateway's deploy of a new set through deploy._install: a real PEM file, everything else faked."""
+
+    cfg: config.Config
+    pem: Path
+    old: bytes
+    new: bytes
+    restarts: list[str]
+
+    def deploy(self, pool: FakePool, force: bool = False) -> None:
+        target = PemFile(self.cfg.deploy)
+        served = SimpleNamespace(result=lambda: fingerprint_of(self.old))
+        a_set = CertSet("cog.example.org", 2, "", "", "", ("cog.example.org",), "", "", "")
+        deploy._install(
+            self.cfg,
+            pool,  # type: ignore[arg-type]
+            target,
+            a_set,
+            ("cog.example.org",),
+            target.installed(),
+            self.new,
+            served,  # type: ignore[arg-type]
+            dry_run=False,
+            allow_older=False,
+            force=force,
+        )
+
+
+def fingerprint_of(pem: bytes) -> str:
+    from rgwtls.probe import pem_fingerprint
+
+    return pem_fingerprint(pem.decode())
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Host]:
+    """A gateway whose server never serves the new certificate: "self" does not re-read, HAProxy's VIP lags."""
+    from devsite.certmaker import pem_file
+    from rgwtls import validate
+
+    def make(activate_as: str, sock: Path | None = None) -> Host:
+        pem = tmp_path / "rgw.pem"
+        old, new = pem_file(("cog.example.org",)).encode(), pem_file(("cog.example.org",)).encode()
+        pem.write_bytes(old)
+        pem.chmod(0o600)
+        extra = f'haproxy_socket = "{sock}"\n' if sock else ""
+        conf = tmp_path / "rgwtls.toml"
+        conf.write_text(
+            f'[[certificate]]\nname = "cog.example.org"\ndomains = ["cog.example.org"]\n\n[deploy]\n'
+            f'path = "{pem}"\nstate_dir = "{tmp_path / "state"}"\nactivate = "{activate_as}"\n'
+            f"self_reload_wait = 0.2\nverify_timeout = 0.2\n{extra}"
+        )
+        conf.chmod(0o644)
+        cfg = config.load(conf)
+        checked = SimpleNamespace(
+            cert=SimpleNamespace(not_valid_after_utc=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)),
+            fingerprint=fingerprint_of(new),
+        )
+        monkeypatch.setattr(validate, "check_set", lambda *a, **kw: checked)
+        monkeypatch.setattr(validate, "trusted_roots", lambda cfg: None)
+        # The endpoint goes on serving the old certificate, whatever is swapped or written.
+        monkeypatch.setattr(activate, "served_within", lambda d, names, want, s: f"it serves certificate {'0' * 16}")
+        restarts: list[str] = []
+        monkeypatch.setattr(deploy, "_restart", lambda d: restarts.append("restart"))
+        return Host(cfg, pem, old, new, restarts)
+
+    return make
+
+
+@pytest.mark.parametrize("fault", ["no mon answers", "no slot is free"])
+def test_self_not_reread_with_no_restart_after_all_puts_the_previous_file_back_and_says_so(
+    host: Callable[..., Host], fault: str
+) -> None:
+    """ "self" installed the file before the wait: "nothing was installed" would be false, so the file goes back."""
+    h = host("self")
+    pool = FakePool(mon=fault != "no mon answers", slot=fault != "no slot is free")
+    with pytest.raises(DeployError) as e:
+        h.deploy(pool)
+    line = str(e.value)
+    assert "\n" not in line
+    assert "nothing was installed" not in line
+    assert line.endswith(f"; put the previous file back in {h.pem}, as radosgw had not re-read the new one")
+    if fault == "no mon answers":
+        assert line.startswith("ceph: no mon answered within 2s (timed out); radosgw would not come back after a ")
+        assert "so it was not restarted; the gateway keeps serving certificate " in line
+    else:
+        assert line.startswith("no restart slot free within ")
+    # What is on disk is what is served, and nothing restarted.
+    assert h.pem.read_bytes() == h.old
+    assert h.restarts == []
+
+
+def test_restart_with_no_mon_still_installs_nothing(host: Callable[..., Host]) -> None:
+    h = host("restart")
+    with pytest.raises(DeployError, match="so nothing was installed; the gateway keeps serving certificate") as e:
+        h.deploy(FakePool(mon=False))
+    assert "put the previous file back" not in str(e.value)
+    assert h.pem.read_bytes() == h.old
+    assert h.restarts == []

@@ -128,28 +128,38 @@ def _install(
             d.activate,
         )
         return False
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
-        # 5. A restart needs a mon to come back: without one, leave radosgw running.
-        _confirm_mon(pool, served.result(), "nothing was installed")
-        # 6. Install atomically, keeping the previous for rollback.
-        try:
-            target.install(built, installed)
-        except RgwtlsError as e:
-            _restore_quietly(target, installed)
-            raise e from None
-        # 7. The slot is still ours (a frozen run's may have lapsed), or put it back unrestarted.
-        try:
-            fence()
-        except RgwtlsError as e:
-            _restore_quietly(target, installed)
-            raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
-        # 8. Restart, and 9. verify the new certificate is served; a signal
-        # here rolls back like any failure.
-        try:
-            _restart(d)
-            _verify_served(d, names, checked.fingerprint)
-        except RgwtlsError as e:
-            _roll_back(d, target, installed, names, e, backoff.failed(e))
+    # "self" installed the new file and the server did not re-read it: until this run holds a
+    # slot and a mon answers, a failure or a signal puts the previous file back, so that the
+    # file on disk is the one served. After that, steps 6 to 9 restore or roll back as for "restart".
+    pending = d.activate == "self"
+    try:
+        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
+            # 5. A restart needs a mon to come back: without one, leave radosgw running.
+            _confirm_mon(pool, served.result(), "it was not restarted" if pending else "nothing was installed")
+            pending = False
+            # 6. Install atomically, keeping the previous for rollback.
+            try:
+                target.install(built, installed)
+            except RgwtlsError as e:
+                _restore_quietly(target, installed)
+                raise e from None
+            # 7. The slot is still ours (a frozen run's may have lapsed), or put it back unrestarted.
+            try:
+                fence()
+            except RgwtlsError as e:
+                _restore_quietly(target, installed)
+                raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
+            # 8. Restart, and 9. verify the new certificate is served; a signal
+            # here rolls back like any failure.
+            try:
+                _restart(d)
+                _verify_served(d, names, checked.fingerprint)
+            except RgwtlsError as e:
+                _roll_back(d, target, installed, names, e, backoff.failed(e))
+    except RgwtlsError as e:
+        if not pending:
+            raise
+        raise DeployError(f"{e}; {_put_back_unserved(target, installed)}") from None
     target.commit()
     backoff.clear()
     activate.record(d, "restart" if d.activate == "restart" else "self-then-restart")
@@ -254,6 +264,20 @@ def _confirm_mon(pool: Pool, served: str, kept: str) -> None:
             f"{e}; radosgw would not come back after a restart, so {kept}; the gateway keeps serving {keeps}; "
             "the next run tries again"
         ) from None
+
+
+def _put_back_unserved(target: Target, previous: bytes | None) -> str:
+    """With "self" and no restart after all: the previous file back in place of the one not re-read; what happened."""
+    try:
+        target.restore(previous)
+    except RgwtlsError as e:
+        return (
+            f"the new file stays in {target.describe()}, installed but not served "
+            f"(could not put the previous one back: {e})"
+        )
+    if previous is None:
+        return f"removed the new file from {target.describe()} again (there was none before), as it is not served"
+    return f"put the previous file back in {target.describe()}, as radosgw had not re-read the new one"
 
 
 def _slot_hold(d: DeployConfig) -> float:
