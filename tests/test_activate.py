@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import socket
 import threading
@@ -17,7 +18,7 @@ import pytest
 
 from rgwtls import activate, config, deploy, metrics
 from rgwtls.config import DeployConfig
-from rgwtls.errors import ConfigError, DeployError, LockHeld, StoreError
+from rgwtls.errors import ConfigError, DeployDeferred, DeployError, Interrupted, LockHeld, StoreError
 from rgwtls.haproxy import Runtime, payload_lines
 from rgwtls.status import Report, render
 from rgwtls.store import CertSet
@@ -315,6 +316,11 @@ class Host:
     old: bytes
     new: bytes
     restarts: list[str]
+    runtime: FakeRuntime | None = None
+
+    def received(self) -> list[str]:
+        """The runtime API commands HAProxy got, if it is HAProxy."""
+        return list(self.runtime.received) if self.runtime else []
 
     def deploy(self, pool: FakePool, force: bool = False) -> None:
         target = PemFile(self.cfg.deploy)
@@ -342,17 +348,23 @@ def fingerprint_of(pem: bytes) -> str:
 
 
 @pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Host]:
-    """A gateway whose server never serves the new certificate: "self" does not re-read, HAProxy's VIP lags."""
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Callable[[Answer], FakeRuntime]) -> Callable[..., Host]:
+    """A gateway whose endpoint never serves the new certificate, only the old one: "self" does not re-read, and
+    HAProxy's VIP is held by a peer (or HAProxy, faked, answers as `haproxy` says: a PEM that HAProxy refuses)."""
     from devsite.certmaker import pem_file
     from rgwtls import validate
 
-    def make(activate_as: str, sock: Path | None = None) -> Host:
-        pem = tmp_path / "rgw.pem"
-        old, new = pem_file(("cog.example.org",)).encode(), pem_file(("cog.example.org",)).encode()
+    pem = tmp_path / "rgw.pem"
+    old, new = pem_file(("cog.example.org",)).encode(), pem_file(("cog.example.org",)).encode()
+
+    def make(activate_as: str, haproxy: Callable[[str, bytes], Answer] | None = None) -> Host:
         pem.write_bytes(old)
         pem.chmod(0o600)
-        extra = f'haproxy_socket = "{sock}"\n' if sock else ""
+        (tmp_path / "state").mkdir(exist_ok=True)
+        extra, runtime = "", None
+        if activate_as == "haproxy":
+            runtime = fake((haproxy or (lambda loaded, new: haproxy_like(loaded=loaded)))(str(pem), new))
+            extra = f'haproxy_socket = "{runtime.path}"\n'
         conf = tmp_path / "rgwtls.toml"
         conf.write_text(
             f'[[certificate]]\nname = "cog.example.org"\ndomains = ["cog.example.org"]\n\n[deploy]\n'
@@ -368,10 +380,15 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Host]
         monkeypatch.setattr(validate, "check_set", lambda *a, **kw: checked)
         monkeypatch.setattr(validate, "trusted_roots", lambda cfg: None)
         # The endpoint goes on serving the old certificate, whatever is swapped or written.
-        monkeypatch.setattr(activate, "served_within", lambda d, names, want, s: f"it serves certificate {'0' * 16}")
+        served = fingerprint_of(old)
+        monkeypatch.setattr(
+            activate,
+            "served_within",
+            lambda d, names, want, s: None if want == served else f"it serves certificate {served[:16]}",
+        )
         restarts: list[str] = []
         monkeypatch.setattr(deploy, "_restart", lambda d: restarts.append("restart"))
-        return Host(cfg, pem, old, new, restarts)
+        return Host(cfg, pem, old, new, restarts, runtime)
 
     return make
 
@@ -406,3 +423,72 @@ def test_restart_with_no_mon_still_installs_nothing(host: Callable[..., Host]) -
     assert "put the previous file back" not in str(e.value)
     assert h.pem.read_bytes() == h.old
     assert h.restarts == []
+
+
+# -- a haproxy swap that fails waits out the backoff, as a failed restart does ----------------------------------
+
+
+def refusing_the_new_pem(loaded: str, new: bytes) -> Answer:
+    """HAProxy that takes the new PEM's `set ssl cert` but refuses its commit; the previous one commits."""
+    base, last_set = haproxy_like(loaded=loaded), [""]
+
+    def answer(text: str) -> str | None:
+        if text.startswith("set ssl cert"):
+            last_set[0] = text
+        if text.startswith("commit ssl cert") and payload_lines(new.decode()) in last_set[0]:
+            return f"Committing {loaded}\nunable to load the certificate chain\nFailed!"
+        return base(text)
+
+    return answer
+
+
+@pytest.mark.parametrize("fault", ["not served after the commit", "commit refused"])
+def test_a_haproxy_swap_that_failed_and_was_swapped_back_waits_out_the_backoff_unless_forced(
+    host: Callable[..., Host], fault: str
+) -> None:
+    h = host("haproxy", refusing_the_new_pem if fault == "commit refused" else None)
+    with pytest.raises(DeployError) as e:
+        h.deploy(FakePool())
+    line = str(e.value)
+    needle = {
+        "not served after the commit": "of HAProxy's commit (it serves certificate ",
+        "commit refused": "HAProxy refused to commit the new PEM for ",
+    }[fault]
+    assert needle in line
+    assert f"; put the previous certificate back in {h.pem} and in HAProxy: it is served again; " in line
+    assert "; failed 1 time(s) in a row on this host: the next attempt is after " in line
+    assert line.endswith("(in 5 min), or now with rgwtls deploy --force")
+    assert h.pem.read_bytes() == h.old
+    record = json.loads((Path(h.cfg.deploy.state_dir) / "cog.example.org.deploy-failed").read_bytes())
+    assert (record["generation"], record["fingerprint"], record["failures"]) == (2, fingerprint_of(h.new), 1)
+    # The next cron run, inside the backoff, does not touch HAProxy nor the file.
+    swaps = len(h.received())
+    with pytest.raises(DeployDeferred, match=r"failed on this host 1 time\(s\) in a row"):
+        h.deploy(FakePool())
+    assert len(h.received()) == swaps
+    assert h.pem.read_bytes() == h.old
+    # --force tries again, and counts a second failure.
+    with pytest.raises(DeployError, match=r"failed 2 time\(s\) in a row on this host"):
+        h.deploy(FakePool(), force=True)
+    assert h.restarts == []
+
+
+def test_a_signal_during_a_haproxy_swap_swaps_it_back_and_records_no_failure(
+    host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = host("haproxy")
+    served = fingerprint_of(h.old)
+
+    def interrupted(d: DeployConfig, names: tuple[str, ...], want: str, seconds: float) -> str | None:
+        if want == served:
+            return None
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr(activate, "served_within", interrupted)
+    with pytest.raises(DeployError) as e:
+        h.deploy(FakePool())
+    assert str(e.value) == (
+        f"interrupted by SIGTERM; put the previous certificate back in {h.pem} and in HAProxy: it is served again"
+    )
+    assert h.pem.read_bytes() == h.old
+    assert not (Path(h.cfg.deploy.state_dir) / "cog.example.org.deploy-failed").exists()

@@ -178,6 +178,7 @@ def test_a_haproxy_swap_that_fails_verification_puts_the_old_certificate_back_in
         "within 3s of HAProxy's commit",
         f"it serves certificate {old_served[:16]}",
         f"put the previous certificate back in {haproxy.pem} and in HAProxy: it is served again",
+        "; failed 1 time(s) in a row on this host: the next attempt is after ",
     )
     # HAProxy serves the old certificate again, from the same process; the old file is back on disk.
     assert served_by(haproxy.port) == old_served
@@ -188,6 +189,14 @@ def test_a_haproxy_swap_that_fails_verification_puts_the_old_certificate_back_in
     assert gateway.restarts() == 0
     assert gateway.rgw.radosgw_pid() == rgw_pid
     assert "activations: none yet" in run_cli(config, "status").stdout
+    # The next cron run waits out the backoff: no swap, no write.
+    again = run_cli(config, "deploy")
+    assert again.code == 1
+    assert again.lines[-1].startswith("WARNING:"), again.stderr
+    assert "failed on this host 1 time(s) in a row" in again.stderr
+    assert served_by(haproxy.port) == old_served
+    assert haproxy.pem.read_bytes() == old_pem
+    assert haproxy.pid == pid
 
 
 # -- haproxy: a kill between the file write and the commit ---------------------------------------

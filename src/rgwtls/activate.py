@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from rgwtls import files
 from rgwtls.config import DeployConfig
@@ -77,12 +78,15 @@ def without_restart(
     new: bytes,
     previous: bytes | None,
     put_back: Callable[[], None],
+    failed: Callable[[RgwtlsError], str] = lambda cause: "",
 ) -> bool:
     """After the file is installed: True once the server serves `new` with no restart; False: restart it.
 
     haproxy either serves it or raises, after putting the previous certificate
     back (`put_back` restores the file, then memory is swapped back); "self"
     returns False when the server did not pick it up within the wait.
+    `failed` records a swap that failed (deploy's backoff, which a signal does
+    not count) and gives the end of its line, as for a restart that failed.
     """
     want = pem_fingerprint(new.decode())
     if d.activate == "self":
@@ -117,7 +121,7 @@ def without_restart(
                 f"{d.verify_timeout:g}s of HAProxy's commit ({seen})"
             )
     except RgwtlsError as cause:
-        _swap_back(d, names, api, previous, put_back, cause)
+        _swap_back(d, names, api, previous, put_back, cause, failed(cause))
     return True
 
 
@@ -128,15 +132,17 @@ def _swap_back(
     previous: bytes | None,
     put_back: Callable[[], None],
     cause: RgwtlsError,
-) -> None:
+    after: str,
+) -> NoReturn:
+    """The previous file back, then the previous certificate swapped back and checked; `after` ends the line."""
     try:
         put_back()
     except RgwtlsError as e:
         raise DeployError(
-            f"{cause}; could not put the previous file back ({e}): this frontend needs attention now"
+            f"{cause}; could not put the previous file back ({e}): this frontend needs attention now{after}"
         ) from None
     if previous is None:
-        raise DeployError(f"{cause}; removed the new file again (there was none before)") from None
+        raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None
     try:
         old = pem_fingerprint(previous.decode())
         api.replace(d.path, previous.decode())
@@ -144,14 +150,16 @@ def _swap_back(
     except (RgwtlsError, ValueError) as again:
         raise DeployError(
             f"{cause}; put the previous file back, but could not swap it into HAProxy ({again}): "
-            "this frontend needs attention now"
+            f"this frontend needs attention now{after}"
         ) from None
     if seen is not None:
         raise DeployError(
             f"{cause}; swapped the previous certificate back, but it is not served either ({seen}): "
-            "this frontend needs attention now"
+            f"this frontend needs attention now{after}"
         ) from None
-    raise DeployError(f"{cause}; put the previous certificate back in {d.path} and in HAProxy: it is served again")
+    raise DeployError(
+        f"{cause}; put the previous certificate back in {d.path} and in HAProxy: it is served again{after}"
+    ) from None
 
 
 def served_within(d: DeployConfig, names: tuple[str, ...], want: str, seconds: float) -> str | None:

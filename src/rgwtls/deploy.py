@@ -116,7 +116,7 @@ def _install(
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
     # 5a. A server that takes the new file without a restart takes no restart slot.
-    if d.activate != "restart" and _without_restart(d, target, built, installed, names):
+    if d.activate != "restart" and _without_restart(d, target, built, installed, names, backoff):
         target.commit()
         backoff.clear()
         notice(
@@ -168,9 +168,13 @@ def _install(
 
 
 def _without_restart(
-    d: DeployConfig, target: Target, built: bytes, installed: bytes | None, names: tuple[str, ...]
+    d: DeployConfig, target: Target, built: bytes, installed: bytes | None, names: tuple[str, ...], backoff: Backoff
 ) -> bool:
-    """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all."""
+    """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all.
+
+    A haproxy swap that fails (refused, or not served, and swapped back) goes
+    into the backoff as a failed restart does: it would fail on every cron run.
+    """
     from rgwtls import activate
 
     try:
@@ -178,7 +182,7 @@ def _without_restart(
     except RgwtlsError as e:
         _restore_quietly(target, installed)
         raise e from None
-    if not activate.without_restart(d, names, built, installed, lambda: target.restore(installed)):
+    if not activate.without_restart(d, names, built, installed, lambda: target.restore(installed), backoff.failed):
         return False
     activate.record(d, d.activate)
     return True
@@ -216,7 +220,7 @@ def _finish(
         activate.preflight(d)
         notice(log, "%s is installed but %s %s; activating it (%s)", what, d.verify_endpoint, seen, d.activate)
         built = target.build(new)
-        if activate.without_restart(d, names, built, previous, lambda: target.restore(previous)):
+        if activate.without_restart(d, names, built, previous, lambda: target.restore(previous), backoff.failed):
             activate.record(d, d.activate)
             target.commit()
             backoff.clear()
