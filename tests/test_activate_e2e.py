@@ -1,9 +1,8 @@
 """deploy.activate through the real stack: Debian's HAProxy and nginx before a real radosgw, and a reloading server.
 
-The client that loops GETs never retries (devsite/getloop.py: one attempt
-per request, a new connection each; botocore is not installed here, and with
-`max_attempts = 1` it would count the same): a rotation nobody notices is
-zero failed requests.
+The client that loops requests never retries (devsite/getloop.py: botocore
+with `total_max_attempts = 1`, a new connection for each request): a rotation
+nobody notices is zero failed requests.
 """
 
 from __future__ import annotations
