@@ -198,6 +198,8 @@ TENTACLE_MODULES = frozenset(
         "test_fence",
         "test_deploy_slot",
         "test_keyring_e2e",
+        # "self" activation against a radosgw without ssl_reload: Tentacle 20.2 has none either.
+        "test_self_reload_e2e",
     }
 )
 _tentacle_outcomes: dict[str, str] = {}
