@@ -177,7 +177,7 @@ def parse_cron_file(path: Path) -> dict[str, CronJob]:
 
 
 class Fleet:
-    """An inventory of local hosts (group `rgws`) and the playbook to run against it."""
+    """An inventory of local hosts (group `rgws`, and `rgwloadbalancers`) and the playbook to run against it."""
 
     def __init__(self, workdir: Path, hosts: list[Host], group_vars: dict[str, Any], vault: dict[str, str]):
         self.workdir = workdir
@@ -198,7 +198,22 @@ class Fleet:
             "ansible-vault", "encrypt", "--vault-password-file", str(self.vault_password_file), str(vault_file)
         )
         self.order: list[str] = []
+        # The TLS hosts (rgwtls_tls_hosts), with group variables of their own: the group is always
+        # in the inventory, empty unless a test adds one, as site.yml's pattern names it.
+        self.tls_hosts: dict[str, Host] = {}
         self.write_inventory(list(self.hosts))
+
+    def add_tls_host(self, host: Host, group_vars: dict[str, Any]) -> None:
+        """A host of the group rgwloadbalancers, with these group variables (no vault: it needs no secret)."""
+        group_dir = self.inventory / "group_vars" / "rgwloadbalancers"
+        group_dir.mkdir(parents=True, exist_ok=True)
+        (group_dir / "main.yml").write_text(json.dumps(group_vars, indent=2))
+        self.tls_hosts[host.name] = host
+        self.write_inventory(self.order)
+
+    def remove_tls_host(self, name: str) -> None:
+        del self.tls_hosts[name]
+        self.write_inventory(self.order)
 
     def vars_file(self, name: str, values: dict[str, Any], vault: bool = False) -> Path:
         """Variables for `-e @FILE`; with `vault`, encrypted as the group's vault is (secrets go only there)."""
@@ -211,16 +226,19 @@ class Fleet:
     def write_inventory(self, order: list[str]) -> None:
         """The group `rgws` in this order: its first host is the issuer."""
         hosts = {name: {**self.hosts[name].layout_vars(), **self.hosts[name].vars} for name in order}
-        doc = {"all": {"children": {"rgws": {"hosts": hosts}}}}
+        tls = {h.name: {**h.layout_vars(), **h.vars} for h in self.tls_hosts.values()}
+        doc = {"all": {"children": {"rgws": {"hosts": hosts}, "rgwloadbalancers": {"hosts": tls}}}}
         (self.inventory / "hosts.yml").write_text(json.dumps(doc, indent=2))
         self.order = list(order)
 
-    def run_tool(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run_tool(
+        self, tool: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
             [str(VENV_BIN / tool), *args],
             capture_output=True,
             text=True,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=self.workdir,
             timeout=timeout,
             check=False,
@@ -236,8 +254,10 @@ class Fleet:
             if play.code != 0:
                 raise AssertionError(play.output)
 
-    def play(self, *args: str, order: list[str] | None = None, timeout: float = 300) -> Play:
-        """ansible-playbook site.yml against this fleet, in this host order."""
+    def play(
+        self, *args: str, order: list[str] | None = None, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> Play:
+        """ansible-playbook site.yml against this fleet, in this host order (`env`: more environment)."""
         if order is not None and order != self.order:
             self.write_inventory(order)
         res = self.run_tool(
@@ -249,6 +269,7 @@ class Fleet:
             str(SITE_YML),
             *args,
             timeout=timeout,
+            env=env,
         )
         output = res.stdout + res.stderr
         return Play(res.returncode, output, parse_recap(res.stdout))
@@ -293,3 +314,114 @@ def build_wheelhouse(dest: Path) -> Path:
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     return dest
+
+
+# A systemctl for a machine whose PID 1 is not systemd: it keeps each unit's enablement and
+# activity in a JSON file, loads units from one directory, and logs every call. It answers as
+# much of the CLI as Ansible's systemd_service module asks (show, is-enabled, is-active, enable,
+# disable, start, stop, restart, daemon-reload), and refuses anything else.
+_FAKE_SYSTEMCTL = """#!{python}
+import json, os, sys
+from pathlib import Path
+
+state_file = Path(os.environ["FAKE_SYSTEMD_STATE"])
+unit_dir = Path(os.environ["FAKE_SYSTEMD_UNIT_DIR"])
+args = [a for a in sys.argv[1:] if not a.startswith("-")]
+state = json.loads(state_file.read_text()) if state_file.exists() else {{"calls": [], "units": {{}}}}
+state["calls"].append(args)
+verb, units = args[0], args[1:]
+code = 0
+for unit in units or [""]:
+    u = state["units"].setdefault(unit, {{"enabled": False, "active": False, "starts": 0}}) if unit else None
+    loaded = bool(unit) and (unit_dir / unit).is_file()
+    if verb == "daemon-reload":
+        pass
+    elif verb == "show":
+        print("Id=" + unit)
+        print("LoadState=" + ("loaded" if loaded else "not-found"))
+        print("ActiveState=" + ("active" if u["active"] else "inactive"))
+        print("SubState=" + ("running" if u["active"] else "dead"))
+        print("UnitFileState=" + ("enabled" if u["enabled"] else "disabled"))
+    elif verb == "is-enabled":
+        print("enabled" if u["enabled"] else "disabled")
+        code = 0 if u["enabled"] else 1
+    elif verb == "is-active":
+        print("active" if u["active"] else "inactive")
+        code = 0 if u["active"] else 3
+    elif verb in ("enable", "disable", "start", "stop", "restart") and not loaded:
+        print("Unit " + unit + " not found.", file=sys.stderr)
+        code = 5
+    elif verb in ("enable", "disable"):
+        u["enabled"] = verb == "enable"
+    elif verb in ("start", "restart"):
+        u["starts"] += 1 if verb == "restart" or not u["active"] else 0
+        u["active"] = True
+    elif verb == "stop":
+        u["active"] = False
+    else:
+        print("fake systemctl: no " + verb, file=sys.stderr)
+        code = 1
+state_file.write_text(json.dumps(state))
+sys.exit(code)
+"""
+
+
+class FakeSystemd:
+    """A systemctl first on the PATH of the plays given `env()`, for the units of one host's unit directory.
+
+    With it, a fact cache says that the host's service manager is systemd, as
+    on a Debian gateway: the role then goes where it goes on such a host.
+    """
+
+    def __init__(self, workdir: Path, unit_dir: Path) -> None:
+        self.dir = workdir
+        (workdir / "bin").mkdir(parents=True, exist_ok=True)
+        (workdir / "facts").mkdir(exist_ok=True)
+        self.state_file = workdir / "state.json"
+        self.unit_dir = unit_dir
+        unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)  # as every systemd host has it
+        tool = workdir / "bin" / "systemctl"
+        tool.write_text(_FAKE_SYSTEMCTL.format(python=sys.executable))
+        tool.chmod(0o755)
+
+    def env(self, fleet: Fleet) -> dict[str, str]:
+        return {
+            "PATH": f"{self.dir / 'bin'}:{fleet.env['PATH']}",
+            "FAKE_SYSTEMD_STATE": str(self.state_file),
+            "FAKE_SYSTEMD_UNIT_DIR": str(self.unit_dir),
+            "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.dir / "facts"),
+            "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "0",
+        }
+
+    def cache_service_mgr(self, fleet: Fleet, host: str) -> None:
+        """Put service_mgr=systemd into the fact cache of this host, as a gathering there would."""
+        play = fleet.workdir / "facts.yml"
+        play.write_text(
+            json.dumps(
+                [
+                    {
+                        "name": "A systemd host",
+                        "hosts": host,
+                        "gather_facts": False,
+                        "tasks": [{"ansible.builtin.set_fact": {"service_mgr": "systemd", "cacheable": True}}],
+                    }
+                ]
+            )
+        )
+        inventory = str(fleet.inventory / "hosts.yml")
+        res = fleet.run_tool(
+            "ansible-playbook",
+            "-i",
+            inventory,
+            "--vault-password-file",
+            str(fleet.vault_password_file),
+            str(play),
+            env=self.env(fleet),
+        )
+        if res.returncode != 0:
+            raise AssertionError(res.stdout + res.stderr)
+
+    def unit(self, name: str) -> dict[str, Any]:
+        state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {"units": {}}
+        return dict(state["units"].get(name, {"enabled": False, "active": False, "starts": 0}))

@@ -14,9 +14,12 @@ import json
 import os
 import pwd
 import secrets
+import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,15 +33,18 @@ from cryptography import x509
 from devsite.bind import Bind
 from devsite.ceph import CephCluster
 from devsite.gateway import Gateway
+from devsite.haproxy import HAProxy
 from devsite.pebble import ONLY_VIA_PROXY, PROFILES, Pebble, pebble_server
 from devsite.proxy import Tinyproxy, tinyproxy
 from devsite.tlsca import TestCA
 from devsite.uddi import UddiEmulator
 from devsite.wapi import WapiEmulator
 from rgwtls.config import load
+from rgwtls.probe import served_fingerprint
 from tests.ansible_helpers import (
     ANSIBLE_DIR,
     ROLE_DIR,
+    FakeSystemd,
     Fleet,
     Host,
     Play,
@@ -48,7 +54,7 @@ from tests.ansible_helpers import (
     run_job,
     snapshot,
 )
-from tests.conftest import POOL, Stack
+from tests.conftest import POOL, ZONE, Stack
 from tests.test_chain_e2e import root_name, stored_chain_ends_at
 from tests.test_deploy_e2e import fingerprint_of_pool
 from tests.test_issue_e2e import stored_set
@@ -900,6 +906,165 @@ def test_fallback_cas_render_as_acme_fallback_tables_naming_their_key_files_neve
     assert doc["deploy"] == {"state_dir": "/var/lib/rgwtls-issuer", "trusted_roots": "/etc/rgwtls/roots.pem"}
     assert doc["acme"]["run_as"] == "rgwtls"
     assert doc["ceph"]["user"] == "client.rgwtls-issuer"
+
+
+# -- the deploy watcher (issue 21) and the TLS hosts (issue 20) ------------------------
+
+WATCH_UNIT = "rgwtls-deploy-watch.service"
+
+
+def _unit_settings(path: Path) -> dict[str, str]:
+    """A unit file's KEY=VALUE lines (each key once in the role's units)."""
+    lines = [line for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def _wait_for_line(log: Path, needles: tuple[str, ...], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while not any(n in log.read_text() for n in needles):
+        assert time.monotonic() < deadline, f"none of {needles} within {timeout}s:\n{log.read_text()}"
+        time.sleep(0.2)
+    return log.read_text()
+
+
+def test_the_deploy_watcher_is_a_started_enabled_unit_beside_the_cron_job_and_goes_when_turned_off(
+    site: Site, tmp_path: Path
+) -> None:
+    site.fleet.ensure_order(list(HOSTS))
+    host = site.host("rgw3")
+    unit_path = host.prefix / "etc/systemd/system" / WATCH_UNIT
+    # No systemd runs here: a systemctl that keeps the units' state, and a host whose facts say systemd.
+    systemd = FakeSystemd(tmp_path / "systemd", unit_path.parent)
+    env = systemd.env(site.fleet)
+    systemd.cache_service_mgr(site.fleet, "rgw3")
+    textfile = host.prefix / "var/lib/node-exporter"
+    textfile.mkdir(parents=True, exist_ok=True)
+    on = json.dumps({"rgwtls_deploy_watch": True, "rgwtls_deploy_watch_textfile": str(textfile)})
+
+    # --check says what would change, and neither writes the unit nor asks systemd to start it.
+    check = site.fleet.play("--check", "--limit", "rgw3", "-e", on, env=env)
+    assert_clean(check, ("rgw3",))
+    assert not unit_path.exists()
+    assert systemd.unit(WATCH_UNIT) == {"enabled": False, "active": False, "starts": 0}
+
+    play = site.fleet.play("--limit", "rgw3", "-e", on, env=env)
+    assert_clean(play, ("rgw3",))
+    unit = _unit_settings(unit_path)
+    venv = host.prefix / "opt/rgwtls/venv"
+    config = host.config_dir / "rgwtls.toml"
+    assert unit["ExecStart"] == f"{venv}/bin/rgwtls --config {config} -v deploy --watch --textfile {textfile}"
+    assert (unit["Type"], unit["Restart"], unit["RestartSec"]) == ("exec", "always", "5")
+    assert (unit["KillSignal"], unit["KillMode"]) == ("SIGTERM", "mixed")
+    # restart_timeout 120 + 2 x verify_timeout (20 here) + 60: a rollback's restart and check.
+    assert unit["TimeoutStopSec"] == "220"
+    assert "User" not in unit  # root, as the deploy job
+    assert unit["WantedBy"] == "multi-user.target"
+    # systemd's own parser finds nothing to say about it.
+    res = subprocess.run(
+        ["systemd-analyze", "verify", str(unit_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (res.returncode, res.stdout + res.stderr) == (0, ""), res.stdout + res.stderr
+    assert systemd.unit(WATCH_UNIT) == {"enabled": True, "active": True, "starts": 1}
+    # The deploy job stays: cron is the floor of correctness, the watcher only makes it faster.
+    assert sorted(host.cron_jobs()) == ["rgwtls deploy"]
+
+    again = site.fleet.play("--limit", "rgw3", "-e", on, env=env)
+    assert_clean(again, ("rgw3",))
+    assert again.changed() == {"rgw3": 0}, again.output
+    assert systemd.unit(WATCH_UNIT)["starts"] == 1
+
+    # The command as written, as systemd runs it (root): it deploys, watches, writes its
+    # metrics, and stops on SIGTERM with exit status 0.
+    log = tmp_path / "watch.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(shlex.split(unit["ExecStart"]), stdout=out, stderr=out, start_new_session=True)
+    try:
+        _wait_for_line(log, ("watching pool",), 60)
+        _wait_for_line(log, ("nothing to do", "and it serves it", "ERROR:", "WARNING:"), 90)
+        deadline = time.monotonic() + 30
+        while not (textfile / "rgwtls_deploy.prom").exists():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, log.read_text()
+    assert "deploy --watch: stopped by SIGTERM" in log.read_text()
+
+    off = json.dumps({"rgwtls_deploy_watch": False})
+    play = site.fleet.play("--limit", "rgw3", "-e", off, env=env)
+    assert_clean(play, ("rgw3",))
+    assert not unit_path.exists()
+    assert systemd.unit(WATCH_UNIT) == {"enabled": False, "active": False, "starts": 1}
+    assert sorted(host.cron_jobs()) == ["rgwtls deploy"]
+    again = site.fleet.play("--limit", "rgw3", "-e", off, env=env)
+    assert_clean(again, ("rgw3",))
+    assert again.changed() == {"rgw3": 0}, again.output
+
+
+def test_the_deploy_watcher_is_refused_where_systemd_does_not_run(site: Site) -> None:
+    play = site.fleet.play("--limit", "rgw3", "-e", '{"rgwtls_deploy_watch": true}')
+    assert play.code != 0
+    assert "rgwtls_deploy_watch is true, but rgw3's service manager is" in play.output
+    assert play.recap["rgw3"]["changed"] == 0
+
+
+def test_a_tls_host_gets_haproxy_s_deploy_config_and_job_and_nothing_of_the_issuer_and_its_job_swaps_haproxy(
+    site: Site, stack: Stack
+) -> None:
+    site.fleet.ensure_order(list(HOSTS))
+    gw = site.gateways["rgw1"]
+    hx = HAProxy(site.fleet.workdir / "lb1" / "haproxy", gw.rgw.port).start()
+    lb = Host(
+        "lb1",
+        site.fleet.workdir / "lb1",
+        {
+            "rgwtls_tls_deploy_path": str(hx.pem),
+            "rgwtls_tls_haproxy_socket": str(hx.admin_socket),
+            "rgwtls_tls_verify_endpoint": f"127.0.0.1:{hx.port}",
+        },
+    )
+    # The gateways' settings, none of the issuer's secrets: these hosts never see them.
+    shared = json.loads((site.fleet.inventory / "group_vars/rgws/main.yml").read_text())
+    shared = {k: v for k, v in shared.items() if "vault" not in str(v)}
+    site.fleet.add_tls_host(lb, shared)
+    try:
+        play = site.fleet.play("--limit", "lb1")
+        assert_clean(play, ("lb1",))
+        assert play.changed()["lb1"] > 0
+        doc = tomllib.loads((lb.config_dir / "rgwtls.toml").read_text())
+        assert doc["deploy"]["activate"] == "haproxy"
+        assert doc["deploy"]["haproxy_socket"] == str(hx.admin_socket)
+        assert doc["deploy"]["path"] == str(hx.pem)
+        assert doc["deploy"]["verify_endpoint"] == f"127.0.0.1:{hx.port}"
+        assert doc["deploy"]["layout"] == "pem"
+        assert not {"restart_command", "key_path", "cert_path", "config_key"} & set(doc["deploy"])
+        assert doc["ceph"]["user"] == "client.rgwtls-deploy"
+        assert load(lb.config_dir / "rgwtls.toml").deploy.activate == "haproxy"
+        # The deploy job, as on a gateway; nothing of the issuer: no job, config, secret, keyring or state.
+        jobs = lb.cron_jobs()
+        assert sorted(jobs) == ["rgwtls deploy"]
+        assert jobs["rgwtls deploy"].user == "root"
+        assert sorted(p.name for p in lb.config_dir.iterdir()) == ["rgwtls.toml"]
+        assert sorted(p.name for p in lb.keyring_dir.iterdir()) == ["ceph.client.rgwtls-deploy.keyring"]
+        assert not lb.issuer_state_dir.exists()
+
+        again = site.fleet.play("--limit", "lb1")
+        assert_clean(again, ("lb1",))
+        assert again.changed() == {"lb1": 0}, again.output
+
+        # The job as written swaps HAProxy's certificate in memory: same process, radosgw not restarted.
+        if stored_set(stack) is None:
+            assert run_job(site.host("rgw1").cron_jobs()["rgwtls issue"]).returncode == 0
+        pid, restarts = hx.pid, gw.restarts()
+        res = run_job(jobs["rgwtls deploy"])
+        assert res.returncode == 0, res.stderr
+        assert served_fingerprint(f"127.0.0.1:{hx.port}", f"anybucket.{ZONE}", 5) == fingerprint_of_pool(stack)
+        assert (hx.pid, gw.restarts()) == (pid, restarts)
+    finally:
+        site.fleet.remove_tls_host("lb1")
+        hx.stop()
 
 
 # -- last: it leaves rgw2 as the issuer ----------------------------------------------
