@@ -177,7 +177,7 @@ def test_watcher_that_lost_the_whole_cluster_watches_again_and_the_next_notify_r
         # mon and OSD both gone, past ceph.timeout and the watch's own timeout. The OSD
         # comes back last: it cannot boot without the mon.
         with stack.ceph.osd_stopped(), stack.ceph.mon_stopped():
-            time.sleep(8)  # past ceph.timeout and the watch's own timeout
+            time.sleep(8)
             assert serves_anything(fleet[0])  # the gateway serves on through the outage
         # Nothing answers while the whole cluster is down, not even with an error: the watch's
         # loss shows when the cluster comes back and refuses the old watch.
@@ -187,7 +187,7 @@ def test_watcher_that_lost_the_whole_cluster_watches_again_and_the_next_notify_r
         assert res.code == 0, res.stderr
         # Its next try connects and deploys: within the watcher's reconnect pause.
         wait_for("the new set served", lambda: serves_pool(stack, fleet[0]), 60)
-        wait_for("the watch made again", lambda: w.log.read_text().count("watching pool") == 2, 30)
+        wait_for("the watch made again", lambda: w.log.read_text().count("watching pool") >= 2, 30)
         # The interval is an hour: only the notify on the new watch can bring generation 3 in seconds.
         res = run_cli(issuer, "issue", "--force")
         assert res.code == 0, res.stderr
@@ -324,7 +324,8 @@ def test_a_wave_with_two_slots_never_restarts_three_gateways_at_once_and_rollout
     watchers = [Watcher(gw) for gw in fleet3]
     try:
         for w in watchers:
-            wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), 90)  # type: ignore[misc]
+            # Its restart command logs its end after the gateway already serves: wait for the run's own line.
+            wait_for("the first deploy", lambda w=w: w.said("installed cog.example.org generation 1"), 90)  # type: ignore[misc]
         log.write_text("")
         # A set stored without a notify (its issuer's was lost): rollout tells the fleet and follows the wave.
         assert run_cli(stack.write_config(stack.settings()), "issue", "--force").code == 0

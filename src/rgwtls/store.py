@@ -57,6 +57,8 @@ ISSUER_LOCK = "issuer.lock"
 ISSUER_LOCK_NAME = "rgwtls-issuer"
 HOLDER_XATTR = "holder"
 SLOT_LOCK = "rgwtls-restart"
+# librados' subsystems whose debug entries a long-lived connection need not keep in memory.
+_QUIET = ("monc", "objecter", "rados", "ms", "auth", "mgrc", "timer", "finisher", "context", "crypto", "asok")
 # Set by whoever knows which service of the host this process acts for (fleet: the
 # gateway's endpoint), so that a slot's holder record names the gateway, not only its host.
 HOLDER_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("HOLDER_LABEL", default="")
@@ -143,18 +145,30 @@ class Pool:
     def _describe(self) -> str:
         return f"pool {self.cfg.pool} as {self.cfg.user}"
 
-    def connect(self) -> Pool:
+    def connect(self, long_lived: bool = False) -> Pool:
+        """Connect and open the pool; `long_lived`: a connection that idles for hours (the watcher's watch).
+
+        librados formats debug entries it keeps in memory (for a crash dump)
+        at every tick of its mon session and its watches; over a day that is
+        a third of an idle watcher's CPU. A long-lived connection keeps none
+        unless --debug. Its ticks stay as they are: with 30 s ticks a watch
+        that a whole-cluster outage broke went unnoticed for over a minute,
+        and the notifies meanwhile were lost (measured, docs/performance.md).
+        """
         timeout = str(int(max(1, self.cfg.timeout)))
         conf = {
             "client_mount_timeout": timeout,
             "rados_mon_op_timeout": timeout,
             "rados_osd_op_timeout": timeout,
         }
-        if not logging.getLogger("rgwtls").isEnabledFor(logging.DEBUG):
+        debug = logging.getLogger("rgwtls").isEnabledFor(logging.DEBUG)
+        if not debug:
             # librados writes its own lines to stderr (six for a missing
             # keyring, each blaming nothing in particular): cron mail gets
             # rgwtls's one line instead, which names the cause. --debug keeps them.
             conf.update(log_to_stderr="false", err_to_stderr="false", log_to_file="false", log_file="")
+        if long_lived and not debug:
+            conf.update({f"debug_{sub}": "0/0" for sub in _QUIET})
         if self.cfg.keyring:
             conf["keyring"] = self.cfg.keyring
             unusable = _unusable_keyring(Path(self.cfg.keyring))

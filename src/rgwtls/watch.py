@@ -50,7 +50,7 @@ class _Watch:
         if self._handle is not None or time.monotonic() < self._next_try:
             return
         try:
-            self._pool = Pool(self.cfg.ceph).connect()
+            self._pool = Pool(self.cfg.ceph).connect(long_lived=True)
             self._handle = self._pool.watch(self.wake.set, self._lost)
         except Interrupted:
             self.close()
