@@ -149,11 +149,12 @@ class Pool:
         """Connect and open the pool; `long_lived`: a connection that idles for hours (the watcher's watch).
 
         librados formats debug entries it keeps in memory (for a crash dump)
-        at every tick of its mon session and its watches; over a day that is
-        a third of an idle watcher's CPU. A long-lived connection keeps none
-        unless --debug. Its ticks stay as they are: with 30 s ticks a watch
-        that a whole-cluster outage broke went unnoticed for over a minute,
-        and the notifies meanwhile were lost (measured, docs/performance.md).
+        at every tick of its mon session and its watches: a long-lived
+        connection keeps none unless --debug. Its ticks stay as they are:
+        with 30 s ticks (and a watch timeout beyond them) a watch that a
+        whole-cluster outage broke went unnoticed for over a minute and the
+        notifies meanwhile were lost, while the idle CPU did not measurably
+        drop: the mon session's own upkeep is most of it (docs/performance.md).
         """
         timeout = str(int(max(1, self.cfg.timeout)))
         conf = {
