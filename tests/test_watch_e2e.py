@@ -393,3 +393,32 @@ def test_rollout_knows_a_watcher_from_its_first_run_and_forgets_a_retired_gatewa
             assert w.stop() == 0
     finally:
         ioctx.close()
+
+
+def test_sigterm_during_a_watchers_deploy_unwinds_it_stops_with_exit_0_and_cron_converges(
+    stack: Stack, fleet: list[Gateway], tmp_path: Path
+) -> None:
+    """systemd's stop mid-restart: the deploy unwinds as any interrupted one, and the stop is a clean stop."""
+    gw = fleet[0]
+    issuer = stack.write_config(stack.settings())
+    assert run_cli(issuer, "issue").code == 0
+    assert run_cli(gw.config(), "deploy").code == 0
+    restarts = tmp_path / "restarts.log"
+    gw.settings["deploy"]["restart_command"] = logged_restart(gw, restarts, 3.0)
+    w = Watcher(gw)
+    try:
+        wait_for("the watch", lambda: w.said("watching pool"), 60)
+        assert run_cli(issuer, "issue", "--force").code == 0
+        wait_for("the restart begun", lambda: "start" in restarts.read_text() if restarts.exists() else False, 30)
+    finally:
+        code = w.stop(timeout=120)
+    text = w.log.read_text()
+    assert code == 0, text
+    assert "deploy --watch: stopped by SIGTERM" in text
+    assert "ERROR" not in text
+    assert any(line.startswith("WARNING:") for line in text.splitlines()), text
+    assert serves_anything(gw)  # never left down
+    gw.settings["deploy"]["restart_command"] = gw.rgw.restart_command
+    res = run_cli(gw.config(), "deploy")
+    assert res.code == 0, res.stderr
+    assert serves_pool(stack, gw)

@@ -103,9 +103,10 @@ def watch(
     """Deploy now, then on every announcement and every deploy.interval, until a signal stops the watcher.
 
     A deploy that fails is its one line, as from cron, and the watcher goes
-    on: the next notify or interval tries again. A signal while waiting ends
-    the watcher cleanly; one during a deploy unwinds that deploy first (it
-    rolls back as any interrupted deploy does) and is then reported.
+    on: the next notify or interval tries again. A signal ends the watcher
+    cleanly (exit 0, as systemd's stop expects): at once while waiting;
+    during a deploy once that deploy unwound (it rolls back as any
+    interrupted deploy does), its line a WARNING.
     """
     wake = threading.Event()
     watcher = _Watch(cfg, wake)
@@ -131,14 +132,17 @@ def watch(
                 # The first run records even a no-op: rollout then knows this gateway before the next rotation.
                 deploy_recorded(cfg, record_noop=first, staging=staging, allow_older=allow_older)
                 ok = True
-            except Interrupted:
-                raise
+            except Interrupted as e:
+                stopping.append(e.signame)  # nothing had changed yet, or it was put back: a stop, not a failure
             except DeployDeferred as e:
                 log.warning("%s", e)  # still failing, and said so when it failed
             except RgwtlsError as e:
                 if stopping:
-                    raise
-                log.error("%s", e)
+                    # The run unwound on the signal (rolled back, or finished what it could): say what it
+                    # did, then stop as asked. The next start, or cron, converges from there.
+                    log.warning("%s", e)
+                else:
+                    log.error("%s", e)
             finally:
                 first = False
                 if after_run is not None:
