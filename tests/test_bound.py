@@ -45,6 +45,17 @@ def test_the_default_bound_is_the_sum_of_every_wait_an_issue_run_may_make(tmp_pa
     )
 
 
+def test_each_fallback_ca_counts_a_whole_order_again_so_a_run_that_falls_back_is_not_cut_off(tmp_path: Path) -> None:
+    alone = cli.issue_bound(config.load(write(tmp_path)))[0]
+    text = CONFIG + "\n[[acme.fallback]]\ndirectory = 'https://acme.zerossl.example/v2/DV90'\n"
+    text += "\n[[acme.fallback]]\ndirectory = 'https://acme.other.example/directory'\n"
+    seconds, how = cli.issue_bound(config.load(write(tmp_path, text)))
+    ceph = 4 * 0.1
+    assert seconds - ceph == pytest.approx(3 * (alone - ceph))  # the primary and two fallbacks
+    assert "1 certificate(s) x 3 CA(s) x (acme.order_timeout" in how
+    assert "3 x 2 name(s) x 3 CA(s) x" in how
+
+
 def test_each_back_end_counts_its_own_call(tmp_path: Path) -> None:
     base = CONFIG + "\n[dns]\nprovider = '{0}'\n[dns.{0}]\ntimeout = 7\n"
     rfc = cli.issue_bound(config.load(write(tmp_path, base.format("rfc2136"))))[0]

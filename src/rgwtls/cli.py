@@ -100,15 +100,19 @@ def issue_bound(cfg: Any) -> tuple[float, str]:
     else:
         dns_call = dns.hook.timeout
     names = sum(len(c.domains) for c in cfg.certificates)
+    # A CA that cannot issue hands the certificate to the next [[acme.fallback]] in the same run:
+    # each CA asked is a whole order again, with its own challenges.
+    cas = 1 + len(acme.fallback)
     seconds = (
         4 * cfg.ceph.timeout
-        + len(cfg.certificates) * (acme.order_timeout + dns.propagation_timeout + 2 * acme_request)
-        + 3 * names * dns_call
+        + len(cfg.certificates) * cas * (acme.order_timeout + dns.propagation_timeout + 2 * acme_request)
+        + 3 * names * cas * dns_call
     )
+    per_ca = f" x {cas} CA(s)" if cas > 1 else ""
     how = (
-        f"4 x ceph.timeout + {len(cfg.certificates)} certificate(s) x (acme.order_timeout + "
+        f"4 x ceph.timeout + {len(cfg.certificates)} certificate(s){per_ca} x (acme.order_timeout + "
         f"dns.propagation_timeout + 2 x {acme_request:g}s per ACME request with retries) + "
-        f"3 x {names} name(s) x {dns_call:g}s per {dns.provider} call"
+        f"3 x {names} name(s){per_ca} x {dns_call:g}s per {dns.provider} call"
     )
     return seconds, how
 
