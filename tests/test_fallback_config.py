@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -70,3 +71,44 @@ def test_a_bad_fallback_is_one_line_naming_the_key(tmp_path: Path, table: str, s
 def test_fallback_examples_load(tmp_path: Path, example: str) -> None:
     cfg = config.load(write(tmp_path, (EXAMPLES / example).read_text()))
     assert cfg.acme.fallback
+
+
+def test_replaces_goes_only_to_the_ca_that_issued_the_certificate_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ARI's `replaces` names a certificate of one CA: another CA never saw it, and is not told it."""
+    from rgwtls import issue
+    from rgwtls.errors import CaUnavailable
+    from rgwtls.store import CertSet
+
+    fallback = "https://acme.zerossl.com/v2/DV90"
+    cfg = config.load(write(tmp_path, f'[[acme.fallback]]\ndirectory = "{fallback}"\n' + MINIMAL))
+    primary = cfg.acme.directory
+    asked: list[tuple[str, str | None]] = []
+    down = {primary}
+
+    def obtain(ca_cfg: config.Config, *args: object) -> Any:
+        decision = args[4]
+        assert isinstance(decision, issue.Decision)
+        asked.append((ca_cfg.acme.directory, decision.replaces))
+        if ca_cfg.acme.directory in down:
+            raise CaUnavailable("answers 503")
+        return "issued"
+
+    monkeypatch.setattr(issue, "_obtain", obtain)
+    monkeypatch.setattr(issue, "_Session", lambda *args: None)
+    cert = cfg.certificates[0]
+    cas = issue._CAs(cfg, cast(Any, None), staging=False)
+    due = issue.Decision(True, "ARI", replaces="aYhba4dG.AIdlQyE")
+
+    def renew(issued_by: str) -> Any:
+        current = CertSet(cert.name, 3, "k", "c", "ch", cert.domains, "t", "rgwtls", issued_by)
+        return issue._obtain_from_any(cas, cast(Any, None), cert, current, 4, due, tmp_path)
+
+    # The primary's certificate: the primary is told, the fallback (asked when the primary is down) is not.
+    assert renew(primary) == "issued"
+    assert asked == [(primary, "aYhba4dG.AIdlQyE"), (fallback, None)]
+    # A fallback's certificate: the primary, asked first, is not told; the fallback is.
+    asked.clear()
+    assert renew(fallback) == "issued"
+    assert asked == [(primary, None), (fallback, "aYhba4dG.AIdlQyE")]
