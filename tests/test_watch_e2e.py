@@ -193,7 +193,8 @@ def test_watcher_that_lost_the_whole_cluster_watches_again_and_the_next_notify_r
         assert res.code == 0, res.stderr
         took = wait_for("generation 3 served", lambda: serves_pool(stack, fleet[0]), 30)
         assert took < 15
-        assert w.said("installed cog.example.org generation 3")
+        # Served before the run's own line, which follows its check: wait for that line too.
+        wait_for("that deploy's line", lambda: w.said("installed cog.example.org generation 3"), 30)
         assert w.proc.poll() is None
     finally:
         assert w.stop() == 0
