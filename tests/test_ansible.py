@@ -1003,6 +1003,36 @@ def test_the_deploy_watcher_is_a_started_enabled_unit_beside_the_cron_job_and_go
     assert again.changed() == {"rgw3": 0}, again.output
 
 
+def test_systemd_timers_run_the_issuer_as_its_own_user_and_deploy_as_root_instead_of_cron(
+    site: Site, tmp_path: Path
+) -> None:
+    """rgwtls_scheduler: systemd on the issuer: the same two jobs, the issuer's unit as its system user (issue 22)."""
+    site.fleet.ensure_order(list(HOSTS))
+    host = site.host("rgw1")
+    units = host.prefix / "etc/systemd/system"
+    systemd = FakeSystemd(tmp_path / "systemd", units)
+    env = systemd.env(site.fleet)
+    systemd.cache_service_mgr(site.fleet, "rgw1")
+    on = json.dumps({"rgwtls_scheduler": "systemd"})
+    play = site.fleet.play("--limit", "rgw1", "-e", on, env=env)
+    assert_clean(play, ("rgw1",))
+    issue, deploy = _unit_settings(units / "rgwtls-issue.service"), _unit_settings(units / "rgwtls-deploy.service")
+    assert issue["User"] == ISSUER_USER
+    assert issue["ExecStart"].endswith(f"--config {host.config_dir}/issuer.toml issue")
+    assert "User" not in deploy  # root: it writes the gateway's key and restarts radosgw
+    assert deploy["ExecStart"].endswith(f"--config {host.config_dir}/rgwtls.toml deploy")
+    for timer in ("rgwtls-issue.timer", "rgwtls-deploy.timer"):
+        assert (systemd.unit(timer)["enabled"], systemd.unit(timer)["active"]) == (True, True), timer
+    assert host.cron_jobs() == {}  # the timers replace the cron entries, never both
+    again = site.fleet.play("--limit", "rgw1", "-e", on, env=env)
+    assert again.changed() == {"rgw1": 0}, again.output
+    # Back to cron, as the other tests of this module expect it.
+    back = site.fleet.play("--limit", "rgw1", env=env)
+    assert_clean(back, ("rgw1",))
+    assert sorted(host.cron_jobs()) == ["rgwtls deploy", "rgwtls issue"]
+    assert not (units / "rgwtls-issue.timer").exists()
+
+
 def test_the_deploy_watcher_is_refused_where_systemd_does_not_run(site: Site) -> None:
     play = site.fleet.play("--limit", "rgw3", "-e", '{"rgwtls_deploy_watch": true}')
     assert play.code != 0
