@@ -291,6 +291,15 @@ class DeployConfig:
         return [word.format(host=host) for word in _restart_words(self.restart_command)]
 
     @property
+    def slot_hold(self) -> float:
+        """How long a restart slot is held: a restart and its check, twice over (a rollback), and a margin.
+
+        A slot outlives a gateway that died holding it by at most this long,
+        and rollout takes a holder record older than this for a lapsed one.
+        """
+        return self.restart_timeout + 2 * self.verify_timeout + 60
+
+    @property
     def file_mode(self) -> int:
         return int(self.mode, 8)
 

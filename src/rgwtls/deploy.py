@@ -133,7 +133,7 @@ def _install(
     # file on disk is the one served. After that, steps 6 to 9 restore or roll back as for "restart".
     pending = d.activate == "self"
     try:
-        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
+        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as fence:
             # 5. A restart needs a mon to come back: without one, leave radosgw running.
             _confirm_mon(pool, served.result(), "it was not restarted" if pending else "nothing was installed")
             pending = False
@@ -227,7 +227,7 @@ def _finish(
             notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
             return False
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, _slot_hold(d)) as fence:
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as fence:
         _confirm_mon(pool, served, "nothing was restarted")
         try:
             fence()
@@ -282,11 +282,6 @@ def _put_back_unserved(target: Target, previous: bytes | None) -> str:
     if previous is None:
         return f"removed the new file from {target.describe()} again (there was none before), as it is not served"
     return f"put the previous file back in {target.describe()}, as radosgw had not re-read the new one"
-
-
-def _slot_hold(d: DeployConfig) -> float:
-    # A slot outlives a gateway that died holding it by at most this long.
-    return d.restart_timeout + 2 * d.verify_timeout + 60
 
 
 def _fingerprint_or_none(s: CertSet) -> str | None:

@@ -122,12 +122,6 @@ def _standing(records: dict[str, bytes], want: dict[str, str], since: str, holde
     return found
 
 
-def _slot_fresh_for(cfg: Config) -> float:
-    """How long a slot's holder record may be taken for a restart in progress: the longest a slot is held."""
-    d = cfg.deploy
-    return d.restart_timeout + 2 * d.verify_timeout + 60
-
-
 class _Progress:
     """The wave as it goes: one line per gateway that changed, and the count (rewritten in place on a terminal)."""
 
@@ -191,7 +185,7 @@ def rollout(
             raise RgwtlsError(f"rollout: no certificate in pool {cfg.ceph.pool} yet; run 'rgwtls issue' first")
         try:
             while True:
-                fleet = _standing(pool.objects(NS_DEPLOY, PREFIX), want, since, pool.slot_holders(_slot_fresh_for(cfg)))
+                fleet = _standing(pool.objects(NS_DEPLOY, PREFIX), want, since, pool.slot_holders(cfg.deploy.slot_hold))
                 took = time.monotonic() - started
                 progress.show(fleet, took)
                 done = sum(g.state == "serving" for g in fleet)

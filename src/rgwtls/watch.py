@@ -120,11 +120,7 @@ def watch(
     first = True
     try:
         while True:
-            try:
-                watcher.ensure()
-            except Interrupted as e:
-                log.info("deploy --watch: stopped by %s", e.signame)
-                return
+            watcher.ensure()
             wake.clear()  # before the run: an announcement during it wakes the next one
             started = time.monotonic()
             ok = False
@@ -147,13 +143,11 @@ def watch(
                 first = False
                 if after_run is not None:
                     after_run(cfg, ok, started)
-            if stopping:  # a signal that came while recording or writing metrics: stop, not wait
-                log.info("deploy --watch: stopped by %s", stopping[0])
-                return
-            try:
-                wake.wait(cfg.deploy.interval if watcher.up else watcher.retry)
-            except Interrupted as e:
-                log.info("deploy --watch: stopped by %s", e.signame)
-                return
+            if stopping:  # a signal during the run, or while recording or writing metrics: stop, not wait
+                break
+            wake.wait(cfg.deploy.interval if watcher.up else watcher.retry)
+    except Interrupted as e:  # while connecting or waiting: a stop, never a cluster error to retry
+        stopping.append(e.signame)
     finally:
         watcher.close()
+    log.info("deploy --watch: stopped by %s", stopping[0])
