@@ -29,7 +29,6 @@ import contextlib
 import datetime as dt
 import os
 import platform
-import shlex
 import signal
 import statistics
 import subprocess
@@ -126,13 +125,6 @@ def serving(rgw: RadosGW) -> bool:
         return bool(served_fingerprint(f"127.0.0.1:{rgw.port}", HOST, 5))
     except OSError:
         return False
-
-
-def restart_to_serving(rgw: RadosGW) -> float:
-    started = time.monotonic()
-    subprocess.run(shlex.split(rgw.restart_command), check=True, capture_output=True, timeout=120)
-    wait_until("serving after a restart", lambda: serving(rgw), 60, 0.01)
-    return time.monotonic() - started
 
 
 class Site:
@@ -296,7 +288,7 @@ def waves(site: Site, gateways: int, rounds: int) -> dict[int, dict[str, list[fl
             for w in watchers:
                 wait_until("a watcher's start", lambda w=w: w.said("watching pool") >= 1, 120)
             for _ in range(rounds):
-                out[slots]["sum"].append(sum(restart_to_serving(rgw) for rgw, _ in gws))
+                out[slots]["sum"].append(sum(rgw.timed_restart() for rgw, _ in gws))
                 started = time.monotonic()
                 fp = site.new_set(announce=True)
                 wait_until("every gateway serving", lambda fp=fp: all(serves(r, fp) for r, _ in gws), 600, 0.05)

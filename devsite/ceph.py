@@ -25,6 +25,7 @@ import grp
 import json
 import os
 import pwd
+import shlex
 import socket
 import ssl
 import stat
@@ -705,6 +706,21 @@ class RadosGW:
     def restart(self, timeout: float = 20.0) -> None:
         self.stop()
         self.start(timeout)
+
+    def timed_restart(self, timeout: float = 60.0) -> float:
+        """Seconds from its restart command, as deploy runs it, to the first handshake after: the unit of a wave."""
+        started = time.monotonic()
+        subprocess.run(shlex.split(self.restart_command), check=True, capture_output=True, timeout=timeout)
+
+        def serving() -> bool:
+            try:
+                peer_certificate(self.port, timeout=1.0)
+            except (OSError, ssl.SSLError):
+                return False
+            return True
+
+        _wait("serving after a restart", serving, timeout, 0.01)
+        return time.monotonic() - started
 
     def certificate(self) -> bytes:
         """The certificate radosgw serves now, DER."""

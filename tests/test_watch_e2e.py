@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -96,14 +95,6 @@ def fleet3(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[
             gw.stop()
 
 
-def timed_restart(gw: Gateway) -> float:
-    """One restart of this gateway to serving again, as its restart_command does it: the unit of a wave."""
-    started = time.monotonic()
-    subprocess.run(shlex.split(gw.rgw.restart_command), check=True, capture_output=True, timeout=60)
-    wait_for("serving after the restart", lambda: serves_anything(gw), 30)
-    return time.monotonic() - started
-
-
 def serves_anything(gw: Gateway) -> bool:
     try:
         return bool(gw.served())
@@ -125,7 +116,7 @@ def test_watching_gateways_serve_a_new_set_within_the_wave_time_of_issue_with_no
             wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), 60)  # type: ignore[misc]
             wait_for("the watch", lambda w=w: w.said("watching pool"), 10)  # type: ignore[misc]
         # One slot: the wave is the gateways' restarts one after the other, plus the notify and each check.
-        wave = sum(timed_restart(gw) for gw in fleet3)
+        wave = sum(gw.rgw.timed_restart() for gw in fleet3)
         restarts = [gw.restarts() for gw in fleet3]
         res = run_cli(issuer, "issue", "--force")
         assert res.code == 0, res.stderr
