@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
         "rgwtls.haproxy",
         "rgwtls.privileges",
     },
-    {"rgwtls.certs", "rgwtls.dns.hook", "rgwtls.dns.infoblox", "rgwtls.dns.rfc2136", "rgwtls.dns.uddi"},
+    {"rgwtls.certs", "rgwtls.revoked", "rgwtls.dns.hook", "rgwtls.dns.infoblox", "rgwtls.dns.rfc2136", "rgwtls.dns.uddi"},
     {"rgwtls.store", "rgwtls.dns.backends"},
     {"rgwtls.validate", "rgwtls.targets", "rgwtls.acmeflow", "rgwtls.persist", "rgwtls.activate"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
