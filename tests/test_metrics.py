@@ -43,6 +43,7 @@ def full_report(name: str = "example.org") -> Report:
         last_issue={"ok": False, "last_success": "2026-01-01T00:00:00", "last_failure": "2026-01-02T00:00:00"},
         deployed=facts(HostFacts, where="/etc/ceph/rgw.pem", matches_pool=True),
         served=facts(HostFacts, where="127.0.0.1:443", matches_pool=True),
+        revocation_known=True,
     )
     return Report("rgw0", [st, Status("absent")], activations={"haproxy": 2})
 
@@ -94,6 +95,15 @@ def test_what_could_not_be_read_is_left_out_not_written_as_zero() -> None:
         "rgwtls_certificate_generation",
         "rgwtls_issue_last_attempt_success",
     }
+
+
+def test_check_exports_revoked_as_one_and_leaves_out_a_certificate_whose_revocation_is_unknown() -> None:
+    revoked = Status("a.example.org", pool=facts(PoolFacts), revoked="listed in its CA's CRL")
+    good = Status("b.example.org", pool=facts(PoolFacts), revocation_known=True)
+    unknown = Status("c.example.org", pool=facts(PoolFacts))
+    samples = parse(written("check", Report("rgw0", [revoked, good, unknown])))
+    found = {s.labels["certificate"]: s.value for s in samples if s.name == "rgwtls_certificate_revoked"}
+    assert found == {"a.example.org": 1, "b.example.org": 0}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

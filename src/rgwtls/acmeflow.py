@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import requests
 from acme import challenges, client, errors, messages
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.b64 import b64encode
@@ -31,6 +32,7 @@ from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
 
 from rgwtls import __version__
+from rgwtls.certs import ari_cert_id
 from rgwtls.config import AcmeConfig, config_path, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import AcmeError, CaUnavailable, ConfigError
@@ -320,18 +322,30 @@ class Acme:
         return str(caa[0]).lower().rstrip(".")
 
     def renewal_time(self, cert_pem: str) -> dt.datetime | None:
-        """When ARI says to renew, or None if the CA has no ARI; ARI failures fall back to None."""
+        """When ARI says to renew, or None if the CA has no ARI; ARI failures fall back to None.
+
+        The start of the CA's suggested window. RFC 9773 suggests a random
+        moment in it, to spread a CA's millions of clients; a fleet has one
+        issuer, and `check` warns from the window's start ("the CA asks for
+        renewal now"), so the issuer renews from there too and the two agree.
+        """
         if not self.has_ari:
             return None
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        if cert.not_valid_after_utc <= dt.datetime.now(dt.UTC):
+            return cert.not_valid_after_utc  # RFC 9773: no renewal info for an expired certificate
+        cert_id = ari_cert_id(cert)
+        if cert_id is None:
+            return None
         try:
-            when, _ = self.client.renewal_time(cert_pem.encode())
-        except (errors.Error, requests.RequestException, messages.Error, ValueError) as e:
-            # The library wraps a network failure in ARIError; the network's words say more.
-            cause = e if isinstance(e, requests.RequestException) else e.__cause__
-            why = self._unreachable(cause) if isinstance(cause, requests.RequestException) else str(e)
+            url = f"{str(self.client.directory['renewalInfo']).rstrip('/')}/{cert_id}"
+            info = messages.RenewalInfo.from_json(self.net.get(url, content_type="application/json").json())
+            start: dt.datetime = info.suggested_window.start
+        except (errors.Error, requests.RequestException, messages.Error, ValueError, DeserializationError) as e:
+            why = self._unreachable(e) if isinstance(e, requests.RequestException) else str(e)
             log.warning("ACME renewal info (ARI) unavailable (%s); using the lifetime rule", why)
             return None
-        return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
+        return start if start.tzinfo else start.replace(tzinfo=dt.UTC)
 
     @property
     def profiles(self) -> dict[str, str] | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,7 @@ def _verdict(st: Status, warning: Threshold, critical: Threshold, grace: float, 
     if st.pool is None:
         say((CRITICAL, f"{st.name}: no certificate in the pool; run 'rgwtls issue' on the issuer", "not in the pool"))
         return v
+    _revocation(st, say)
     li = st.last_issue
     if li and not li.get("ok"):
         say(
@@ -107,6 +109,37 @@ def _verdict(st: Status, warning: Threshold, critical: Threshold, grace: float, 
         f"{critical.days(facts):.2f};0;{facts.lifetime_days:.2f}"
     )
     return v
+
+
+def _revocation(st: Status, say: Callable[[tuple[int, str, str]], None]) -> None:
+    """Revoked is CRITICAL and said first; the CA's window begun is a WARNING; a CRL that could not be asked is a note.
+
+    A CRL server that is down or slow says nothing about the certificate, so
+    it never pages; one that answers with a CRL that does not verify, or is
+    stale, is a WARNING: something between us and the CA is wrong.
+    """
+    where = "served" if st.served else "pool"
+    if st.revoked:
+        say(
+            (
+                CRITICAL,
+                f"{st.name}: the {where} certificate is revoked: {st.revoked}; the issuer replaces it at its next "
+                "'rgwtls issue' (run it now to hurry), then 'rgwtls deploy' here",
+                "revoked",
+            )
+        )
+    if st.renew_now:
+        say(
+            (
+                WARNING,
+                f"{st.name}: the CA asks for renewal now: {st.renew_now}; the issuer renews at its next 'rgwtls issue'",
+                "the CA asks for renewal",
+            )
+        )
+    for text in st.revocation_warnings:
+        say((WARNING, f"{st.name}: {text}", "revocation unchecked"))
+    for text in st.revocation_notes:
+        say((OK, f"{st.name}: {text}", "CRL not asked"))
 
 
 def _problems_first(texts: list[tuple[int, str, str]]) -> list[str]:

@@ -228,8 +228,8 @@ def _write_metrics(
         if report is None:
             # issue writes the pool's side, deploy this host's: see metrics.py, one series, one owner.
             here = command not in ("issue", "issue-staging")
-            # Without the dns-persist-01 records' DNS queries: cron runs deploy every few minutes.
-            report = status.gather(cfg, served=here, deployed=here, persist=False)
+            # Without the dns-persist-01 records' DNS queries, nor the CRL or ARI: cron runs deploy every few minutes.
+            report = status.gather(cfg, served=here, deployed=here, persist=False, revocation=False)
         metrics.write(textfile, command, ok, started, report, check_state)
     except Exception as e:  # metrics never turn a run into a traceback, nor a success into a failure
         log.warning("could not write the metrics to %s: %s", textfile, _describe(e))

@@ -56,6 +56,8 @@ class Decision:
     due: bool
     reason: str
     replaces: str | None = None
+    # Revoked, or the CA asks for it now: due whatever the retry schedule says.
+    urgent: bool = False
 
 
 def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | None = None) -> int:
@@ -158,7 +160,7 @@ def _issue_one(
     if not decision.due:
         log.info("%s: %s; nothing to do", cert.name, decision.reason)
         return False
-    held_back = None if force else _held_back(attempt, _config_digest(cfg))
+    held_back = None if force or decision.urgent else _held_back(attempt, _config_digest(cfg))
     if held_back is not None:
         log.info("%s: due (%s), but %s", cert.name, decision.reason, held_back)
         return None
@@ -424,6 +426,19 @@ class _Session:
             raise _unusable_account(self.pool, obj, f"it is the account for {doc['directory']}, not {self.directory}")
         return doc, obj
 
+    def revoked(self, current: CertSet) -> str:
+        """Why `current` is revoked (the pool's record, its CRL), or ""; never fails the run."""
+        from rgwtls import revocation
+        from rgwtls.revoked import REVOKED_OBJECT, RevokedList
+
+        ns = self.pool.set_namespace(self.staging)
+        try:
+            record = RevokedList.from_bytes(self.pool.read(ns, REVOKED_OBJECT), f"{ns}/{REVOKED_OBJECT}")
+        except StoreError as e:
+            log.warning("%s", e)
+            record = None
+        return revocation.due_at_once(self.cfg, record, current.cert_pem, current.chain_pem)
+
     def registered(self) -> Acme:
         acme = self.acme()
         if not self._registered:
@@ -509,6 +524,9 @@ def _decide(
     if info.remaining(now) <= info.lifetime / 20:
         # The emergency rule: whatever ARI says, a twentieth of the life is too little to wait on.
         return Decision(True, f"only {days_left:.1f} days left, a twentieth of its lifetime", info.ari_id)
+    revoked = session.revoked(current)
+    if revoked:
+        return Decision(True, revoked, info.ari_id, urgent=True)
     try:
         ari = session.acme().renewal_time(current.cert_pem)
     except AcmeError as e:
@@ -518,7 +536,8 @@ def _decide(
         ari = None
     if ari is not None:
         if now >= ari:
-            return Decision(True, f"the CA's renewal window (ARI) opened at {ari:%Y-%m-%d %H:%M} UTC", info.ari_id)
+            opened = f"the CA's renewal window (ARI) opened at {ari:%Y-%m-%d %H:%M} UTC"
+            return Decision(True, opened, info.ari_id, urgent=True)
         return Decision(
             False,
             f"valid until {info.not_after:%Y-%m-%d} ({days_left:.0f} days left); "
