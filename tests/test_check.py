@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rgwtls.check import CRITICAL, OK, Threshold, judge
+from rgwtls.check import CRITICAL, OK, WARNING, Threshold, judge
 from rgwtls.status import PoolFacts, Report, Status
 
 W, C = Threshold.parse("20%", "w"), Threshold.parse("10%", "c")
@@ -112,3 +112,30 @@ def test_long_names_make_the_first_line_name_fewer_certificates_not_grow() -> No
     assert state == CRITICAL
     assert len(first) < 200, first
     assert "and 3 more" in first or "and 4 more" in first
+
+
+def test_a_revoked_certificate_is_critical_with_revoked_in_the_first_line_before_anything_else() -> None:
+    st = Status("cog.example.org", pool=pool(30.0), revoked="listed in its CA's CRL http://ca.example/1.crl")
+    st.last_issue = {"ok": False, "at": "2026-02-01T03:00:00", "host": "rgw0", "error": "ACME: down"}
+    state, out = judge(Report("rgw1", [st]), W, C, 3600)
+    assert state == CRITICAL
+    assert out.startswith("RGWTLS CRITICAL - cog.example.org: the pool certificate is revoked: listed in its CA's CRL")
+    many = [Status(f"c{i}.example.org", pool=pool(30.0)) for i in range(5)] + [st]
+    first = judge(Report("rgw1", many), W, C, 3600)[1].split("\n")[0]
+    assert first.startswith("RGWTLS CRITICAL - cog.example.org: revoked, the last issue failed; ")
+
+
+def test_the_cas_renewal_window_begun_is_a_warning() -> None:
+    st = Status("cog.example.org", pool=pool(60.0), renew_now="its renewal window (ARI) began at 2026-02-01 00:00 UTC")
+    state, out = judge(Report("rgw1", [st]), W, C, 3600)
+    assert state == WARNING
+    assert out.startswith("RGWTLS WARNING - cog.example.org: the CA asks for renewal now: its renewal window (ARI)")
+
+
+def test_a_crl_that_could_not_be_fetched_is_a_note_and_one_that_does_not_verify_a_warning() -> None:
+    down = Status("cog.example.org", pool=pool(60.0), revocation_notes=["the CRL http://x/1.crl could not be fetched"])
+    state, out = judge(Report("rgw1", [down]), W, C, 3600)
+    assert state == OK
+    assert "could not be fetched" in out
+    bad = Status("cog.example.org", pool=pool(60.0), revocation_warnings=["the CRL http://x/1.crl does not verify"])
+    assert judge(Report("rgw1", [bad]), W, C, 3600)[0] == WARNING

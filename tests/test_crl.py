@@ -116,7 +116,7 @@ def test_an_endless_answer_is_cut_at_the_byte_cap(ca: CrlCA, tmp_path: Path) -> 
 def test_a_trickling_server_is_cut_at_the_total_deadline_and_is_only_a_note(ca: CrlCA, tmp_path: Path) -> None:
     ca.mode = "trickle"
     started = time.monotonic()
-    with pytest.raises(crl.CrlError, match=r"could not be fetched: no complete answer .* within 1s") as e:
+    with pytest.raises(crl.CrlError, match=r"could not be fetched: no complete answer within 1.0s") as e:
         lookup(ca, leaf(ca), tmp_path, timeout=1.0)
     assert not e.value.warn
     assert time.monotonic() - started < 1.0 + 2.0  # the deadline, and a loaded machine's margin

@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,8 @@ log = logging.getLogger(__name__)
 
 # The most a CRL may weigh: Let's Encrypt's shards are kilobytes, the largest CAs' full CRLs tens of megabytes.
 MAX_BYTES = 32 * 2**20
-# One fetch, connect to last byte: a check has seconds, not minutes.
-TIMEOUT = 3.0
+# Every fetch of one lookup together, connect to last byte: a check has seconds, not minutes.
+TIMEOUT = 2.5
 CACHE_DIR = "crl"
 # A CRL whose thisUpdate is this far ahead of our clock is still taken: clocks differ.
 SKEW = dt.timedelta(minutes=5)
@@ -136,7 +137,8 @@ def fetch(url: str, route: Route, timeout: float = TIMEOUT, max_bytes: int = MAX
             raise CrlError(f"the CRL {shown(url)} was not taken: {e}", warn=True) from None
         except requests.RequestException as e:
             refused = failure(route, e, url)
-            why = refused.text if refused else (str(e) if isinstance(e, http.TotalTimeout) else root_cause(e))
+            late = f"no complete answer within {timeout:.1f}s"
+            why = refused.text if refused else (late if isinstance(e, http.TotalTimeout) else root_cause(e))
             raise CrlError(f"the CRL {shown(url)} could not be fetched: {shown(why)}") from None
     if resp.status_code != 200:
         raise CrlError(f"the CRL {shown(url)} could not be fetched: HTTP {resp.status_code}")
@@ -202,9 +204,11 @@ def lookup(
     """The CRL's entry for `cert`, or None if its CRL does not list it; CrlError if no CRL could be consulted.
 
     Each distribution point in turn until one gives a verified CRL: the
-    cached one while it is current, else a fresh one.
+    cached one while it is current, else a fresh one; `timeout` bounds all
+    the fetches together.
     """
     now = now or dt.datetime.now(dt.UTC)
+    end = time.monotonic() + timeout
     points = urls(cert)
     if not points:
         raise CrlError("the certificate names no CRL distribution point")
@@ -214,7 +218,10 @@ def lookup(
         crl = _cached(path, issuer, url, now)
         if crl is None:
             try:
-                data = fetch(url, route, timeout)
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise CrlError(f"the CRL {shown(url)} was not fetched: {timeout:g}s for CRLs were used up")
+                data = fetch(url, route, left)
                 crl = load(data, issuer, url, now)
             except CrlError as e:
                 problems.append(e)

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from rgwtls.revoked import REASONS, RevokedList
 
 log = logging.getLogger(__name__)
 
-ARI_TIMEOUT = 3.0  # each of the two requests (directory, renewalInfo), connect to last byte
+ARI_TIMEOUT = 2.5  # the two requests (directory, renewalInfo) together, connect to last byte
 ARI_MAX_BYTES = 2**16
 ARI_CACHE_DIR = "ari"
 # How long an ARI answer is kept: its Retry-After, within these bounds (RFC 9773 asks clients to honour it).
@@ -129,11 +130,12 @@ def ari_window(
     if kept is not None:
         return kept
     rt = way(acme, directory, cfg.path)
-    doc, _ = _get_json(directory, rt, acme)
+    by = time.monotonic() + ARI_TIMEOUT
+    doc, _ = _get_json(directory, rt, acme, ARI_TIMEOUT)
     base = doc.get("renewalInfo") if isinstance(doc, dict) else None
     if not isinstance(base, str) or not base.startswith("https://"):
         return None
-    answer, retry_after = _get_json(f"{base.rstrip('/')}/{cert_id}", rt, acme)
+    answer, retry_after = _get_json(f"{base.rstrip('/')}/{cert_id}", rt, acme, by - time.monotonic())
     try:
         window = answer["suggestedWindow"]
         start = dt.datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
@@ -147,7 +149,9 @@ def ari_window(
     return start, end
 
 
-def _get_json(url: str, rt: Route, acme: AcmeConfig) -> tuple[dict[str, Any], float | None]:
+def _get_json(url: str, rt: Route, acme: AcmeConfig, timeout: float) -> tuple[dict[str, Any], float | None]:
+    if timeout <= 0:
+        raise RgwtlsError(f"could not ask {crl.shown(url)}: {ARI_TIMEOUT:g}s for the renewal window were used up")
     with requests.Session() as session:
         rt.mount(session)
         for adapter in session.adapters.values():
@@ -155,7 +159,7 @@ def _get_json(url: str, rt: Route, acme: AcmeConfig) -> tuple[dict[str, Any], fl
                 adapter.max_bytes = ARI_MAX_BYTES
         try:
             resp = session.get(
-                url, timeout=ARI_TIMEOUT, proxies=rt.proxies, verify=acme.ca_bundle or True, allow_redirects=False
+                url, timeout=timeout, proxies=rt.proxies, verify=acme.ca_bundle or True, allow_redirects=False
             )
         except requests.RequestException as e:
             refused = failure(rt, e, url)
