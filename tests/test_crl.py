@@ -151,3 +151,39 @@ def test_a_hostile_url_in_a_certificate_is_shown_escaped_and_bounded() -> None:
     text = crl.shown("http://x/\x1b[2J" + "a" * 500)
     assert "\x1b" not in text
     assert len(text) <= crl.MAX_URL + 3
+
+
+def test_the_crl_goes_through_acme_proxy_with_its_password(ca: CrlCA, tmp_path: Path) -> None:
+    """A CRL host only the proxy resolves: fetched through it, and a refused password is one note naming the proxy."""
+    from devsite.proxy import tinyproxy
+    from rgwtls.proxy import route
+
+    host = "crl.only-via-proxy.test"
+    cert = leaf(ca, crl_url=f"http://{host}:{ca.port}/issuer.crl")
+    ca.revoke(_pem(cert))
+    with tinyproxy(tmp_path / "proxy", user="rgwtls", password="pw-3c1d", hosts={host: "127.0.0.1"}) as p:
+        url = crl.urls(cert)[0]
+        listed = crl.lookup(cert, ca.issuer, route(p.url, "acme.proxy", url, "pw-3c1d"), tmp_path / "a")
+        assert listed is not None
+        assert f"GET {url}" in p.log_text() or host in p.log_text()
+        with pytest.raises(crl.CrlError, match=f"could not be fetched: .*{p.bare_url}") as e:
+            crl.lookup(cert, ca.issuer, route(p.url, "acme.proxy", url, "wrong"), tmp_path / "b")
+        assert not e.value.warn
+        with pytest.raises(crl.CrlError, match="could not be fetched"):
+            crl.lookup(cert, ca.issuer, DIRECT, tmp_path / "c")  # directly, the name does not resolve
+
+
+def test_the_pools_record_names_a_revoked_serial_and_any_certificate_of_a_compromised_key(ca: CrlCA) -> None:
+    from rgwtls.revocation import in_record
+    from rgwtls.revoked import Revoked, RevokedList, serial_hex, spki_sha256
+
+    cert = leaf(ca)
+    at = "2026-12-07T06:00:00+00:00"
+    superseded = RevokedList((Revoked("c", serial_hex(cert), spki_sha256(cert), "superseded", at),))
+    assert in_record(cert, superseded) == f"the pool records that it was revoked (superseded, {at})"
+    assert in_record(leaf(ca), superseded) == ""
+    compromised = RevokedList((Revoked("c", "ff", spki_sha256(cert), "keyCompromise", at, at_ca=at),))
+    assert (
+        in_record(cert, compromised)
+        == f"the pool records that its key was revoked (keyCompromise, {at}, at the CA {at})"
+    )

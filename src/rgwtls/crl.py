@@ -140,6 +140,12 @@ def fetch(url: str, route: Route, timeout: float = TIMEOUT, max_bytes: int = MAX
             late = f"no complete answer within {timeout:.1f}s"
             why = refused.text if refused else (late if isinstance(e, http.TotalTimeout) else root_cause(e))
             raise CrlError(f"the CRL {shown(url)} could not be fetched: {shown(why)}") from None
+    if resp.status_code in (401, 407) and route.proxy:
+        # A plain-HTTP request through a proxy: its refusal is an answer, not a failed CONNECT.
+        raise CrlError(
+            f"the CRL {shown(url)} could not be fetched: proxy {route.proxy} ({route.key}) answered "
+            f"HTTP {resp.status_code}; check {route.key} and {route.key}_password_file"
+        )
     if resp.status_code != 200:
         raise CrlError(f"the CRL {shown(url)} could not be fetched: HTTP {resp.status_code}")
     return resp.content
