@@ -77,6 +77,7 @@ class CrlCA:
         self.mode: Mode = "serve"
         self.fetches = 0  # requests answered (or begun), to see the cache at work
         self.next_update = dt.timedelta(hours=1)
+        self.part = ""  # the issuing distribution point the CRL names, if not its own URL
         self._revoked: list[x509.RevokedCertificate] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -139,6 +140,10 @@ class CrlCA:
         this = now - dt.timedelta(hours=2) if stale else now - dt.timedelta(minutes=1)
         nxt = now - dt.timedelta(hours=1) if stale else now + self.next_update
         b = x509.CertificateRevocationListBuilder().issuer_name(self.issuer.subject).last_update(this).next_update(nxt)
+        # Partitioned, as Let's Encrypt's are: the CRL says which part it is (or, `part`, another one).
+        point = x509.UniformResourceIdentifier(self.part or self.url)
+        idp = x509.IssuingDistributionPoint([point], None, False, False, None, False, False)
+        b = b.add_extension(idp, critical=True)
         with self._lock:
             for entry in self._revoked:
                 b = b.add_revoked_certificate(entry)

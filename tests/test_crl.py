@@ -104,6 +104,16 @@ def test_a_crl_of_another_issuer_at_the_distribution_point_is_a_warning(ca: CrlC
     assert e.value.warn
 
 
+def test_another_part_of_a_partitioned_crl_is_a_warning(ca: CrlCA, tmp_path: Path) -> None:
+    """Signed and current, but the shard of other certificates: it would list none of ours."""
+    cert = leaf(ca)
+    ca.revoke(_pem(cert))
+    ca.part = f"http://127.0.0.1:{ca.port}/other-shard.crl"
+    with pytest.raises(crl.CrlError, match="is another part of its CA's CRL") as e:
+        lookup(ca, cert, tmp_path)
+    assert e.value.warn
+
+
 def test_an_endless_answer_is_cut_at_the_byte_cap(ca: CrlCA, tmp_path: Path) -> None:
     ca.mode = "endless"
     started = time.monotonic()
@@ -159,7 +169,8 @@ def test_the_crl_goes_through_acme_proxy_with_its_password(ca: CrlCA, tmp_path: 
     from rgwtls.proxy import route
 
     host = "crl.only-via-proxy.test"
-    cert = leaf(ca, crl_url=f"http://{host}:{ca.port}/issuer.crl")
+    ca.part = f"http://{host}:{ca.port}/issuer.crl"
+    cert = leaf(ca, crl_url=ca.part)
     ca.revoke(_pem(cert))
     with tinyproxy(tmp_path / "proxy", user="rgwtls", password="pw-3c1d", hosts={host: "127.0.0.1"}) as p:
         url = crl.urls(cert)[0]

@@ -166,6 +166,7 @@ def load(data: bytes, issuer: x509.Certificate, url: str, now: dt.datetime) -> x
     key = issuer.public_key()
     if not isinstance(key, ISSUER_KEYS) or not crl.is_signature_valid(key):
         raise CrlError(f"the CRL {shown(url)} does not verify against the issuer's key", warn=True)
+    _check_scope(crl, url)
     nxt = crl.next_update_utc
     if nxt is None or nxt <= now:
         when = f"its nextUpdate passed at {nxt:%Y-%m-%d %H:%M} UTC" if nxt else "it has no nextUpdate"
@@ -173,6 +174,27 @@ def load(data: bytes, issuer: x509.Certificate, url: str, now: dt.datetime) -> x
     if crl.last_update_utc > now + SKEW:
         raise CrlError(f"the CRL {shown(url)} is dated in the future ({crl.last_update_utc:%Y-%m-%d %H:%M} UTC)")
     return crl
+
+
+def _check_scope(crl: x509.CertificateRevocationList, url: str) -> None:
+    """A partitioned CRL (Let's Encrypt shards its CRLs) must be the part at `url` (RFC 5280 6.3.3 b.2).
+
+    Otherwise a server could answer with another shard, signed and current,
+    that lists none of our serials, and hide a revocation.
+    """
+    try:
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return
+    if idp.only_contains_ca_certs or idp.only_contains_attribute_certs or idp.indirect_crl:
+        raise CrlError(f"the CRL {shown(url)} is not a CRL of end-entity certificates from their issuer", warn=True)
+    names = [n.value for n in idp.full_name or () if isinstance(n, x509.UniformResourceIdentifier)]
+    if names and url not in names:
+        raise CrlError(
+            f"the CRL {shown(url)} is another part of its CA's CRL (its issuing distribution point is "
+            f"{shown(names[0])})",
+            warn=True,
+        )
 
 
 def cache_path(state_dir: Path, url: str) -> Path:
