@@ -79,6 +79,14 @@ def test_the_crl_is_cached_until_its_next_update_and_verified_again_on_each_read
     assert ca.fetches == 3
 
 
+def test_a_missing_state_directory_is_not_made_and_only_costs_the_cache(ca: CrlCA, tmp_path: Path) -> None:
+    cert = leaf(ca)
+    assert lookup(ca, cert, tmp_path / "absent") is None
+    assert lookup(ca, cert, tmp_path / "absent") is None
+    assert ca.fetches == 2
+    assert not (tmp_path / "absent").exists()
+
+
 def test_a_crl_signed_by_another_key_is_a_warning_never_a_verdict(ca: CrlCA, tmp_path: Path) -> None:
     cert = leaf(ca)
     ca.revoke(_pem(cert))

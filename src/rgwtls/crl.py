@@ -213,9 +213,14 @@ def _cached(path: Path, issuer: x509.Certificate, url: str, now: dt.datetime) ->
 
 
 def _keep(path: Path, data: bytes) -> None:
-    """Cache the verified CRL; a state directory we cannot write costs a fetch next time, nothing more."""
+    """Cache the verified CRL; a state directory we cannot write costs a fetch next time, nothing more.
+
+    Only `crl/` is made here, never the state directory itself: deploy makes
+    that one as root, 0700, and one made first by the check's user would be
+    that user's, under root's lock and kept sets.
+    """
     try:
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o755, exist_ok=True)
         files.atomic_write(path, data, files.Access(0o644, os.getuid(), os.getgid()))
     except (OSError, RgwtlsError) as e:
         log.debug("could not cache the CRL in %s: %s", path, e)

@@ -190,7 +190,7 @@ def _kept_window(path: Path, now: dt.datetime) -> tuple[dt.datetime, dt.datetime
 def _keep_window(path: Path, start: dt.datetime, end: dt.datetime, until: dt.datetime) -> None:
     doc = {"start": start.isoformat(), "end": end.isoformat(), "until": until.isoformat()}
     try:
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o755, exist_ok=True)
         files.atomic_write(path, json.dumps(doc).encode(), files.Access(0o644, os.getuid(), os.getgid()))
     except (OSError, RgwtlsError) as e:
         log.debug("could not keep the renewal window in %s: %s", path, e)
