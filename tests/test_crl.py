@@ -206,3 +206,26 @@ def test_the_pools_record_names_a_revoked_serial_and_any_certificate_of_a_compro
         in_record(cert, compromised)
         == f"the pool records that its key was revoked (keyCompromise, {at}, at the CA {at})"
     )
+
+
+def test_a_slow_crl_server_and_a_slow_ca_cost_the_check_one_deadline_not_two(ca: CrlCA, tmp_path: Path) -> None:
+    """`look` asks the CRL and the CA's window (ARI) at once: both trickling, it returns after about one deadline."""
+    from rgwtls import config, revocation
+
+    cfg_path = tmp_path / "rgwtls.toml"
+    cfg_path.write_text(
+        f'[acme]\ndirectory = "{ca.url}"\nproxy = "direct"\n[deploy]\nstate_dir = "{tmp_path}"\n'
+        '[[certificate]]\nname = "cog.example.org"\ndomains = ["cog.example.org"]\n'
+    )
+    cfg_path.chmod(0o644)
+    cfg = config.load(cfg_path)
+    cert = leaf(ca)
+    ca.mode = "trickle"  # the CRL, and the "CA's directory" (the same URL), one byte a second
+    started = time.monotonic()
+    seen = revocation.look(cfg, cert, [ca.issuer], None, ca.url)
+    took = time.monotonic() - started
+    assert seen.revoked == ""
+    assert seen.renew_now == ""
+    assert any("could not be fetched: no complete answer within 2.5s" in n for n in seen.notes), seen.notes
+    assert any("renewal window (ARI) was not asked" in n for n in seen.notes), seen.notes
+    assert took < crl.TIMEOUT + revocation.ARI_TIMEOUT - 1, took

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,23 +209,35 @@ def look(
 
     `directory` is the CA that issued it, from the pool's set; "" when not
     known (a certificate that is not the pool's), and then no ARI is asked.
+    The CRL and the window are asked at the same time, so a slow CRL server
+    and a slow CA cost the check one deadline, not two.
     """
     now = now or dt.datetime.now(dt.UTC)
     seen = Seen()
     if record is not None:
         seen.revoked = in_record(cert, record)
     acme = acme_config(cfg, directory) if directory else cfg.acme
-    in_crl(cert, chain, cfg, acme or cfg.acme, seen)
-    if not directory or acme is None or cert.not_valid_after_utc <= now:
-        return seen
+    asks_ari = bool(directory) and acme is not None and cert.not_valid_after_utc > now
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crl") as pool:
+        crl_done = pool.submit(in_crl, cert, chain, cfg, acme or cfg.acme, seen)
+        ari_said = _ask_window(cert, directory, acme, cfg, now) if asks_ari and acme is not None else ""
+        crl_done.result()
+    if ari_said.startswith("its renewal window"):
+        seen.renew_now = ari_said
+    elif ari_said:
+        seen.notes.append(ari_said)
+    return seen
+
+
+def _ask_window(cert: x509.Certificate, directory: str, acme: AcmeConfig, cfg: Config, now: dt.datetime) -> str:
+    """What the CA's window says for `check`: begun, or why it was not asked; "" when it has not begun."""
     try:
         window = ari_window(cert, directory, acme, cfg, now)
     except RgwtlsError as e:
-        seen.notes.append(f"the CA's renewal window (ARI) was not asked: {e}")
-        return seen
+        return f"the CA's renewal window (ARI) was not asked: {e}"
     if window is not None and window[0] <= now:
-        seen.renew_now = f"its renewal window (ARI) began at {window[0]:%Y-%m-%d %H:%M} UTC"
-    return seen
+        return f"its renewal window (ARI) began at {window[0]:%Y-%m-%d %H:%M} UTC"
+    return ""
 
 
 def due_at_once(cfg: Config, record: RevokedList | None, cert_pem: str, chain_pem: str) -> str:
