@@ -88,23 +88,25 @@ def in_record(cert: x509.Certificate, record: RevokedList) -> str:
 
 
 def in_crl(cert: x509.Certificate, chain: list[x509.Certificate], cfg: Config, acme: AcmeConfig, seen: Seen) -> None:
-    """Ask the certificate's CRL; a listing sets `seen.revoked`, anything that stops the asking is a warning or note."""
-    issuer = crl.issuer_of(cert, chain)
-    if issuer is None:
-        if crl.urls(cert):
-            seen.notes.append("its CRL was not asked: its issuing certificate is not in the chain")
-        return
-    points = crl.urls(cert)
-    if not points:
-        return  # a CA without CRLs (Pebble): nothing to ask
+    """Ask the certificate's CRL; a listing sets `seen.revoked`, anything that stops the asking is a warning or note.
+
+    Nothing raises out of here: a certificate or CRL cryptography cannot
+    parse is a note too, so that neither a check nor an issue run fails on it.
+    """
     try:
-        rt = way(acme, points[0], cfg.path)
-        listed = crl.lookup(cert, issuer, rt, Path(cfg.deploy.state_dir))
+        points = crl.urls(cert)
+        if not points:
+            return  # a CA without CRLs (Pebble): nothing to ask
+        issuer = crl.issuer_of(cert, chain)
+        if issuer is None:
+            seen.notes.append("its CRL was not asked: its issuing certificate is not in the chain")
+            return
+        listed = crl.lookup(cert, issuer, way(acme, points[0], cfg.path), Path(cfg.deploy.state_dir))
     except crl.CrlError as e:
         (seen.warnings if e.warn else seen.notes).append(str(e))
         return
-    except RgwtlsError as e:
-        seen.notes.append(f"its CRL was not asked: {e}")
+    except (RgwtlsError, ValueError) as e:
+        seen.notes.append(f"its CRL was not asked: {crl.shown(str(e))}")
         return
     if listed is not None and not seen.revoked:
         seen.revoked = listed.describe()
