@@ -38,6 +38,7 @@ import rados
 from rgwtls.config import CephConfig
 from rgwtls.errors import Fenced, IssuerBusy, LockHeld, StoreError
 from rgwtls.log import notice
+from rgwtls.scrub import clean
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ LOCK_FLAG_MUST_RENEW = 2
 LOCK_TYPE_EXCLUSIVE = 1
 # The omap key of every set object that holds its generation: the fence of `fenced_write`.
 FENCE_KEY = "generation"
+
+
+class TooLarge(StoreError):
+    """An object past MAX_OBJECT: no set is, so it is not one of ours (rollout skips such a gateway record)."""
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,7 @@ class Pool:
         except rados.Error as e:
             raise StoreError(f"cannot read {_name(ns, obj)} from {self._describe()}: {_reason(e)}") from None
         if len(data) >= MAX_OBJECT:
-            raise StoreError(f"{_name(ns, obj)} in pool {self.cfg.pool} is larger than {MAX_OBJECT} bytes")
+            raise TooLarge(f"{_name(ns, obj)} in pool {self.cfg.pool} is larger than {MAX_OBJECT} bytes")
         return data
 
     def write(self, ns: str, obj: str, data: bytes) -> None:
@@ -260,14 +265,16 @@ class Pool:
         except rados.Error as e:
             raise StoreError(f"cannot write {_name(ns, obj)} to {self._describe()}: {_reason(e)}") from None
 
-    def remove(self, ns: str, obj: str) -> None:
+    def remove(self, ns: str, obj: str | bytes) -> None:
+        """Remove the object if it exists; a name that is not UTF-8 as its bytes (see `names`)."""
         self._ioctx.set_namespace(ns)
         try:
             self._ioctx.remove_object(obj)
         except rados.ObjectNotFound:
             pass
         except rados.Error as e:
-            raise StoreError(f"cannot remove {_name(ns, obj)} from {self._describe()}: {_reason(e)}") from None
+            shown = obj if isinstance(obj, str) else clean(obj, 200)
+            raise StoreError(f"cannot remove {_name(ns, shown)} from {self._describe()}: {_reason(e)}") from None
 
     # -- the mon config-key store (deploy's config-key layout) -----------------
 
@@ -417,17 +424,39 @@ class Pool:
 
     def objects(self, ns: str, prefix: str) -> dict[str, bytes]:
         """Every object of the namespace whose name starts with `prefix`, read whole (a few, small: host records)."""
-        self._ioctx.set_namespace(ns)
         found: dict[str, bytes] = {}
-        try:
-            names = [o.key for o in self._ioctx.list_objects() if o.key.startswith(prefix)]
-        except rados.Error as e:
-            raise StoreError(f"cannot list namespace {ns} of {self._describe()}: {_reason(e)}") from None
-        for name in sorted(names):
+        for name in self.names(ns, prefix):
+            if isinstance(name, bytes):
+                continue  # not UTF-8: a gateway's doing; rgwtls.fleet warns of it
             data = self.read(ns, name)
             if data is not None:
                 found[name] = data
         return found
+
+    def names(self, ns: str, prefix: str) -> list[str | bytes]:
+        """The namespace's object names that start with `prefix`, sorted; a name that is not UTF-8 as its bytes.
+
+        A deploy user may create any name in `deploy`. python-rados decodes
+        each name and raises on one that is not UTF-8, after its cursor moved
+        past it: the listing goes on, and the name is kept as bytes (which
+        its read and remove_object take as they are).
+        """
+        self._ioctx.set_namespace(ns)
+        found: list[str | bytes] = []
+        try:
+            listing = iter(self._ioctx.list_objects())
+            while True:
+                try:
+                    key: str | bytes = next(listing).key
+                except StopIteration:
+                    break
+                except UnicodeDecodeError as e:
+                    key = bytes(e.object)
+                if key.startswith(prefix) if isinstance(key, str) else key.startswith(prefix.encode()):
+                    found.append(key)
+        except rados.Error as e:
+            raise StoreError(f"cannot list namespace {ns} of {self._describe()}: {_reason(e)}") from None
+        return sorted(found, key=lambda k: k.encode() if isinstance(k, str) else k)
 
     # -- the fleet's notifications: `issue` announces, `deploy --watch` listens ----------
 
@@ -624,14 +653,10 @@ class Pool:
         drops it on unlock) and for at most `fresh_for` seconds after it was
         taken: a lock that lapsed stays in the object until someone takes it again.
         """
-        self._ioctx.set_namespace(NS_DEPLOY)
-        try:
-            names = [o.key for o in self._ioctx.list_objects() if o.key.startswith("restart-slot.")]
-        except rados.Error as e:
-            raise StoreError(f"cannot list namespace {NS_DEPLOY} of {self._describe()}: {_reason(e)}") from None
+        names = [n for n in self.names(NS_DEPLOY, "restart-slot.") if isinstance(n, str)]
         cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - fresh_for))
         found = []
-        for obj in sorted(names):
+        for obj in names:
             try:
                 xattrs = dict(self._ioctx.get_xattrs(obj))
             except rados.ObjectNotFound:
@@ -745,7 +770,7 @@ class Pool:
             return "holder unknown"
         holder = Holder.from_bytes(raw)
         if holder is None:
-            return raw.decode(errors="replace")
+            return clean(raw, 200)  # written by whoever has the caps: it reaches every waiting gateway's line
         if holder.host == _host() and not holder.dead_here():
             return f"{holder.describe()}, still running on this host"
         return holder.describe()
@@ -952,11 +977,12 @@ class Holder:
                 str(doc["cookie"]),
                 str(doc.get("label", "")),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: a pid of Infinity
             return None
 
     def describe(self) -> str:
-        return f"{self.host} pid {self.pid} since {self.since}"
+        """For a line: a holder record is written by whoever has the deploy caps, so its text is cleaned."""
+        return f"{clean(self.host, 200)} pid {self.pid} since {clean(self.since, 64)}"
 
     def dead_here(self) -> bool:
         """True only if the holder ran on this host and is certainly gone; another host's processes we cannot see."""
