@@ -133,11 +133,25 @@ def parse(raw: bytes) -> dict[str, Any] | str:
     } | {"ok": bool(doc.get("ok", False))}
 
 
-def _skipped(obj: str | bytes, why: str) -> str:
+def _skipped(obj: str, why: str) -> str:
     return (
         f"rollout: skipped {NS_DEPLOY}/{clean(obj, FIELD)}: {why}; it shows no gateway until its gateway's next "
         "deploy rewrites it or 'rgwtls rollout --forget HOST' removes it"
     )
+
+
+def _not_utf8(pool: str, obj: bytes) -> str:
+    """What to say of a name that is not UTF-8: python-rados can neither read nor remove it, the rados CLI can."""
+    return (
+        f"{NS_DEPLOY}/{clean(obj, FIELD)}: its name is not UTF-8, which python-rados cannot name; remove it with: "
+        f"rados -N {NS_DEPLOY} -p {pool} rm {_shell_bytes(obj)}"
+    )
+
+
+def _shell_bytes(raw: bytes) -> str:
+    """The name as bash's $'...' quoting spells it, every byte that is not plain ASCII as \\xNN."""
+    plain = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:-_+=@%,/[]")
+    return "$'" + "".join(chr(b) if b in plain else f"\\x{b:02x}" for b in raw[:FIELD]) + "'"
 
 
 def _standing(
@@ -176,7 +190,7 @@ def _records(pool: Pool, warn: Callable[[str], None]) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     for obj in pool.names(NS_DEPLOY, PREFIX):
         if isinstance(obj, bytes):
-            warn(_skipped(obj, "its name is not UTF-8"))
+            warn(f"rollout: skipped {_not_utf8(pool.cfg.pool, obj)}")
             continue
         try:
             raw = pool.read(NS_DEPLOY, obj)
@@ -289,16 +303,21 @@ def rollout(
 def forget(cfg: Config, host: str, out: Callable[[str], None] | None = None) -> int:
     """Remove the deploy records of a retired host, so that rollout no longer waits for it; how many.
 
-    By name (`host.HOST.*`), so that a record too large, not JSON or not even
-    named in UTF-8 goes too. "gw1." also starts the names of gw1.example.org's
-    records: a name is kept only if its record is readable and names another host.
+    By name (`host.HOST.*`), so that a record too large or not JSON goes too.
+    "gw1." also starts the names of gw1.example.org's records: a name is kept
+    only if its record is readable and names another host. A name that is not
+    UTF-8 is left, with the rados command that removes it, and exit status 1.
     """
     say = out or (lambda line: print(line, file=sys.stderr))
     with Pool(cfg.ceph) as pool:
-        mine = [obj for obj in pool.names(NS_DEPLOY, f"{PREFIX}{host}.") if not _of_another_host(pool, obj, host)]
+        names = pool.names(NS_DEPLOY, f"{PREFIX}{host}.")
+        mine = [obj for obj in names if isinstance(obj, str) and not _of_another_host(pool, obj, host)]
         for obj in mine:
             pool.remove(NS_DEPLOY, obj)
             say(f"rollout: forgot {clean(obj[len(PREFIX) :], FIELD)}")
+    odd = [obj for obj in names if isinstance(obj, bytes)]
+    if odd:
+        raise RgwtlsError(f"rollout: could not forget {'; '.join(_not_utf8(cfg.ceph.pool, obj) for obj in odd)}")
     if not mine:
         raise RgwtlsError(
             f"rollout: no gateway {clean(host, FIELD)!r} has recorded a deploy in pool {cfg.ceph.pool}; "
@@ -307,9 +326,7 @@ def forget(cfg: Config, host: str, out: Callable[[str], None] | None = None) -> 
     return len(mine)
 
 
-def _of_another_host(pool: Pool, obj: str | bytes, host: str) -> bool:
-    if isinstance(obj, bytes):
-        return False
+def _of_another_host(pool: Pool, obj: str, host: str) -> bool:
     try:
         raw = pool.read(NS_DEPLOY, obj)
     except TooLarge:

@@ -81,19 +81,20 @@ def forget_keys() -> None:
         _windows.clear()
 
 
-def clean(text: object, limit: int = LIMIT) -> str:
+def clean(text: object, limit: int = LIMIT, newlines: bool = False) -> str:
     """`text` (str, bytes, or anything with a str) as one printable line: escaped, without key material, bounded.
 
     Bytes that are not UTF-8 become visible `\\xNN` escapes; so do lone
     surrogates from a surrogateescape decode. A cut ends with a marker that
-    says how much was cut.
+    says how much was cut. `newlines`: keep the newline, for a format that
+    escapes it itself (a metric's label).
     """
     if isinstance(text, bytes | bytearray | memoryview):
         s = bytes(text).decode("utf-8", errors="backslashreplace")
     else:
         s = text if isinstance(text, str) else str(text)
     s = _without_keys(codec_errors(s))
-    out = _escaped(s)
+    out = "\n".join(_escaped(line) for line in s.split("\n")) if newlines else _escaped(s)
     if len(out) > limit:
         # The marker counts in the bound, so that a text cleaned twice (a field, then its line) is cut once.
         head = out[: max(limit - 48, limit // 2)]

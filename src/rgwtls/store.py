@@ -265,16 +265,14 @@ class Pool:
         except rados.Error as e:
             raise StoreError(f"cannot write {_name(ns, obj)} to {self._describe()}: {_reason(e)}") from None
 
-    def remove(self, ns: str, obj: str | bytes) -> None:
-        """Remove the object if it exists; a name that is not UTF-8 as its bytes (see `names`)."""
+    def remove(self, ns: str, obj: str) -> None:
         self._ioctx.set_namespace(ns)
         try:
             self._ioctx.remove_object(obj)
         except rados.ObjectNotFound:
             pass
         except rados.Error as e:
-            shown = obj if isinstance(obj, str) else clean(obj, 200)
-            raise StoreError(f"cannot remove {_name(ns, shown)} from {self._describe()}: {_reason(e)}") from None
+            raise StoreError(f"cannot remove {_name(ns, obj)} from {self._describe()}: {_reason(e)}") from None
 
     # -- the mon config-key store (deploy's config-key layout) -----------------
 
@@ -436,10 +434,11 @@ class Pool:
     def names(self, ns: str, prefix: str) -> list[str | bytes]:
         """The namespace's object names that start with `prefix`, sorted; a name that is not UTF-8 as its bytes.
 
-        A deploy user may create any name in `deploy`. python-rados decodes
-        each name and raises on one that is not UTF-8, after its cursor moved
-        past it: the listing goes on, and the name is kept as bytes (which
-        its read and remove_object take as they are).
+        A deploy user may create any name in `deploy` (the rados CLI takes
+        any bytes). python-rados decodes each name and raises on one that is
+        not UTF-8, after its cursor moved past it: the listing goes on, and
+        the name is kept as bytes, to be named in a warning (python-rados
+        cannot read or remove it: its calls take names as str only).
         """
         self._ioctx.set_namespace(ns)
         found: list[str | bytes] = []
