@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import random
 import unicodedata
 from collections.abc import Iterator
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -168,3 +170,36 @@ def test_random_bytes_with_a_remembered_key_inside_come_out_printable_bounded_an
             assert printable(out), repr(out)
             assert len(out) <= limit
             assert not leaks(pem, out), repr(out)
+
+
+def hostile_response(doc: object) -> requests.Response:
+    resp = requests.Response()
+    resp.status_code, resp.reason, resp.url = 400, "Bad Request", "https://wapi.example/api/ddi/v1/dns/record"
+    resp.headers["Content-Type"] = "application/json"
+    resp._content = json.dumps(doc).encode()
+    resp.request = requests.Request("POST", resp.url).prepare()
+    return resp
+
+
+def test_what_a_wapi_a_uddi_or_a_ca_said_reaches_the_line_cleaned() -> None:
+    """The WAPI's text, Universal DDI's message and a CA's problem detail are quoted in lines: cleaned where quoted."""
+    from acme import messages
+
+    from rgwtls import acmeflow
+    from rgwtls.dns import infoblox, uddi
+
+    said = f"no\x1b]0;owned\x07 {key_pem('ec-pkcs8')}" + "x" * 5000
+    lines = [
+        infoblox._describe(hostile_response({"text": said, "code": "Client.Ibap.Data"})),
+        uddi._describe(hostile_response({"error": [{"message": said}]})),
+    ]
+    problem = messages.Error.from_json({"type": "urn:ietf:params:acme:error:dns", "detail": said})
+    challenge = messages.ChallengeBody.from_json(
+        {"type": "dns-01", "url": "https://ca/c", "status": "invalid", "token": "a" * 43, "error": problem.to_json()}
+    )
+    lines.append(acmeflow._challenge_error(messages.Authorization(challenges=(challenge,))))
+    for line in lines:
+        assert printable(line), line
+        assert "PRIVATE KEY" not in line
+        assert len(line) <= 500
+        assert line.startswith(("no\\x1b]0;owned\\x07 [key removed]", "POST dns/record answered 400"))
