@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from rgwtls.fleet import Gateway, _Progress, _standing
+from rgwtls import config, fleet
+from rgwtls.fleet import Gateway, _Progress, _standing, parse
 from rgwtls.store import Holder
+from tests.test_config import MINIMAL, write
 
 SINCE = "2026-12-04T10:00:00+00:00"
 WANT = {"cog": "fp-new"}
@@ -148,3 +151,36 @@ def test_off_a_terminal_each_line_is_said_once_and_the_count_only_when_it_change
         "rollout: gw1 (e): serving (z)",
         "rollout: 1/1 gateways serve the pool's certificate (3s)",
     ]
+
+
+def test_a_gateway_bounds_and_cleans_the_record_it_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its error may quote what a socket answered: each field bounded, the whole a few KiB, far below MAX_OBJECT."""
+    written: list[bytes] = []
+
+    class FakePool:
+        def __init__(self, cfg: object) -> None:
+            pass
+
+        def __enter__(self) -> FakePool:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def write(self, ns: str, obj: str, data: bytes) -> None:
+            written.append(data)
+
+    def unreachable(*args: object) -> str:
+        raise OSError("no handshake")
+
+    monkeypatch.setattr(fleet, "Pool", FakePool)
+    monkeypatch.setattr(fleet, "served_fingerprint", unreachable)
+    cfg = config.load(write(tmp_path, MINIMAL))
+    fleet.record(cfg, False, "HAProxy refused: \x1b]0;owned\x07" + "y" * (1 << 20))
+    doc = json.loads(written[0])
+    assert len(written[0]) < 4096
+    assert doc["error"].startswith("HAProxy refused: \\x1b]0;owned\\x07yyy")
+    assert doc["error"].endswith("more characters cut]")
+    assert parse(written[0]) == {
+        k: doc.get(k) for k in ("host", "endpoint", "certificate", "served", "error", "at", "activate", "ok")
+    }

@@ -60,7 +60,7 @@ def preflight(d: DeployConfig) -> None:
         )
     loaded, pending = api.certificates()
     if d.path not in loaded:
-        shown = one_line("\n".join(loaded) or "none")
+        shown = one_line(", ".join(loaded) or "none")
         raise DeployError(
             f"HAProxy has not loaded {d.path} (show ssl cert lists: {shown}); add 'crt {d.path}' to the bind "
             "line of the frontend that serves these names and reload HAProxy once, or set deploy.path to "
