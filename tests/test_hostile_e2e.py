@@ -180,6 +180,30 @@ def test_a_1mib_record_and_a_name_not_utf8_are_one_warning_each_and_rollout_foll
         subprocess.run([*argv, "-p", POOL, "-N", "deploy", "rm", odd], capture_output=True, timeout=60, check=False)
 
 
+def test_the_listing_goes_on_past_every_name_that_is_not_utf8(
+    stack: Stack, deploy_keyring: Path, tmp_path: Path
+) -> None:
+    """python-rados raises on such a name after its cursor moved on: each one is kept as bytes, none hides another."""
+    from rgwtls import config
+    from rgwtls.store import Pool
+
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"{}")
+    odd = [f"host.odd{i}.".encode() + bytes([0xFF - i]) for i in range(5)]
+    plain = [f"host.plain{i}.e" for i in range(5)]
+    try:
+        for name in [*odd, *(p.encode() for p in plain)]:
+            rados_cli(stack, deploy_keyring, b"put", name, str(empty))
+        with Pool(config.load(stack.write_config(stack.settings())).ceph) as pool:
+            assert sorted(map(str, pool.names("deploy", "host."))) == sorted(map(str, [*odd, *plain]))
+    finally:
+        for name in odd:
+            argv = ["rados", "-c", str(stack.ceph.conf), "--id", "rgwtls-deploy", "--keyring", str(deploy_keyring)]
+            subprocess.run(
+                [*argv, "-p", POOL, "-N", "deploy", "rm", name], capture_output=True, timeout=60, check=False
+            )
+
+
 def rados_cli(stack: Stack, keyring: Path, *args: str | bytes) -> bytes:
     """The rados CLI as the deploy user, in the deploy namespace of the pool; its output."""
     argv = ["rados", "-c", str(stack.ceph.conf), "--id", "rgwtls-deploy", "--keyring", str(keyring)]

@@ -420,17 +420,6 @@ class Pool:
         except ValueError:
             return 0
 
-    def objects(self, ns: str, prefix: str) -> dict[str, bytes]:
-        """Every object of the namespace whose name starts with `prefix`, read whole (a few, small: host records)."""
-        found: dict[str, bytes] = {}
-        for name in self.names(ns, prefix):
-            if isinstance(name, bytes):
-                continue  # not UTF-8: a gateway's doing; rgwtls.fleet warns of it
-            data = self.read(ns, name)
-            if data is not None:
-                found[name] = data
-        return found
-
     def names(self, ns: str, prefix: str) -> list[str | bytes]:
         """The namespace's object names that start with `prefix`, sorted; a name that is not UTF-8 as its bytes.
 
