@@ -203,3 +203,33 @@ def test_what_a_wapi_a_uddi_or_a_ca_said_reaches_the_line_cleaned() -> None:
         assert "PRIVATE KEY" not in line
         assert len(line) <= 500
         assert line.startswith(("no\\x1b]0;owned\\x07 [key removed]", "POST dns/record answered 400"))
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_log_formatter_cleans_every_line_a_path_forgot_to_clean(
+    debug: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last line of defence: a key or an escape in any message is removed or escaped; a traceback stays whole."""
+    import logging
+
+    from rgwtls import log as logsetup
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logsetup.setup(0, debug)
+        logging.getLogger("rgwtls.x").warning("answer %s", f"\x1b]0;owned\x07{key_pem('rsa-pkcs8').strip()}")
+        try:
+            raise ValueError("first line\nsecond line")
+        except ValueError:
+            logging.getLogger("rgwtls.x").exception("failed")
+    finally:
+        root.handlers[:], root.level = saved
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert first.endswith("WARNING rgwtls.x: answer \\x1b]0;owned\\x07[key removed]" if debug else "")
+    assert first == "WARNING: answer \\x1b]0;owned\\x07[key removed]" or debug
+    assert "\x1b" not in err
+    assert "PRIVATE KEY" not in err
+    # --debug shows the traceback, as it is; without it no traceback ever reaches cron mail.
+    assert ("Traceback (most recent call last):" in err) == debug
