@@ -17,6 +17,8 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 LAYERS: list[set[str]] = [
+    # Below everything: errors and log clean what they print with it.
+    {"rgwtls.scrub"},
     {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
     {"rgwtls.config", "rgwtls.http"},
     {

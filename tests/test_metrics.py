@@ -119,6 +119,17 @@ def test_label_escaping_follows_the_text_format() -> None:
     assert metrics.escape(HOSTILE) == 'we said \\"no\\" \\\\ to\\nthis'
 
 
+def test_a_label_value_carries_no_control_byte_and_no_key_into_the_file() -> None:
+    from tests.test_scrub import key_pem
+
+    value = f"gw\x1b]0;owned\x07 {key_pem('ec-pkcs8')}"
+    escaped = metrics.escape(value)
+    assert "\x1b" not in escaped
+    assert "\x07" not in escaped
+    assert "PRIVATE KEY" not in escaped
+    assert "[key removed]" in escaped
+
+
 def test_runs_and_last_times_carry_over_from_the_previous_file(tmp_path: Path) -> None:
     started = time.monotonic()
     path = metrics.write(tmp_path, "deploy", True, started, full_report())

@@ -38,10 +38,13 @@ from rgwtls.dns import Challenge
 from rgwtls.errors import AcmeError, CaUnavailable, ConfigError
 from rgwtls.http import TotalTimeout
 from rgwtls.proxy import Route, failure, root_cause, route
+from rgwtls.scrub import clean
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 USER_AGENT = f"rgwtls/{__version__}"
+# A CA's own words (its problem documents' detail) as they reach a line: cleaned, and this long at most.
+CA_SAID = 500
 
 
 def new_account_key() -> str:
@@ -104,7 +107,7 @@ class Network(client.ClientNetwork):
                 status = self.last_response.status_code if self.last_response is not None else 0
                 if status < 500 or tries >= self.cfg.retries:
                     raise
-                problem = f"{e.typ}: {e.detail}"
+                problem = clean(f"{e.typ}: {e.detail}", CA_SAID)
             except errors.ClientError as e:
                 status = self.last_response.status_code if self.last_response is not None else 0
                 if status < 500 or tries >= self.cfg.retries:
@@ -193,9 +196,11 @@ class Acme:
             if e.code == "rateLimited":
                 after = _retry_after(self.net.last_response)
                 when = f"; retry after {after:.0f}s" if after is not None else ""
-                raise CaUnavailable(f"ACME: rate limited while trying to {what}: {e.detail}{when}") from None
+                said = clean(e.detail, CA_SAID)
+                raise CaUnavailable(f"ACME: rate limited while trying to {what}: {said}{when}") from None
             kind = CaUnavailable if self._server_failed() else AcmeError
-            raise kind(f"ACME: could not {what}: {e.detail or e.description} ({e.typ})") from None
+            said = clean(f"{e.detail or e.description} ({e.typ})", CA_SAID)
+            raise kind(f"ACME: could not {what}: {said}") from None
         except errors.ClientError as e:
             resp = self.net.last_response
             status = f"HTTP {resp.status_code}" if resp is not None else str(e)
@@ -517,7 +522,7 @@ class Acme:
         body = self._decided(orderr.uri, orderr.body, self.net.last_response, deadline)
         if body.status != messages.STATUS_VALID or not body.certificate:
             # The challenges were valid: what failed now is the CA's own issuance.
-            why = f": {body.error.detail}" if body.error else ""
+            why = f": {clean(body.error.detail, CA_SAID)}" if body.error else ""
             raise CaUnavailable(f"ACME: the order ended {body.status}{why}")
         return self._fullchain(body.certificate)
 
@@ -654,7 +659,7 @@ def _replacement_refused(e: messages.Error) -> str | None:
     """
     typ, detail = _problem_type(e), e.detail or e.description or ""
     if typ in ("alreadyReplaced", "serverInternal") or (typ == "unauthorized" and "replace" in detail.lower()):
-        return f"{typ}: {detail}"
+        return clean(f"{typ}: {detail}", CA_SAID)
     return None
 
 
@@ -662,5 +667,5 @@ def _challenge_error(authz: messages.Authorization) -> str:
     for challb in authz.challenges:
         if challb.error is not None:
             err: messages.Error = challb.error
-            return f"{err.detail or err.description} ({err.typ})"
+            return clean(f"{err.detail or err.description} ({err.typ})", CA_SAID)
     return f"authorization {authz.status}"

@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 import click
 
 from rgwtls import __version__, deadline
-from rgwtls.errors import Interrupted, RgwtlsError, describe, scrub
+from rgwtls.errors import Interrupted, RgwtlsError, describe
+from rgwtls.scrub import LINE, clean
 
 log = logging.getLogger("rgwtls")
 
@@ -30,8 +31,11 @@ TEXTFILE = click.option(
 
 
 def _fail(message: str) -> NoReturn:
-    """The run's one line; scrubbed, so that no codec error's byte (maybe a secret's) is ever printed."""
-    log.error("%s", scrub(message))
+    """The run's one line, cleaned (rgwtls.scrub): no key, no control byte, no codec error's byte (maybe a secret's).
+
+    The log formatter cleans it again; this one holds if the logging set-up is not there yet.
+    """
+    log.error("%s", clean(message, LINE))
     sys.exit(1)
 
 
@@ -236,7 +240,7 @@ def _write_metrics(
 
 
 def _describe(e: Exception) -> str:
-    return scrub(str(e)) if isinstance(e, OSError) else describe(e)
+    return clean(str(e), LINE) if isinstance(e, OSError) else describe(e)
 
 
 @main.command()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from rgwtls import files
+from rgwtls import files, scrub
 from rgwtls.config import Config, DeployConfig
 from rgwtls.errors import DeployDeferred, DeployError, Interrupted, RgwtlsError, StoreError
 from rgwtls.files import host_lock
@@ -61,6 +61,7 @@ def deploy(
                     f"no {kind}certificate {cert_cfg.name} in pool {cfg.ceph.pool} yet; "
                     f"run 'rgwtls issue{' --staging' if staging else ''}' on the issuer"
                 )
+            scrub.remember(new.key_pem)  # a socket or command that echoes its lines never gets them into a line
             target = make_target(d, pool, cert_cfg.name)
             installed = target.installed()
             # 2. Build what radosgw reads, and 3. compare it with what is

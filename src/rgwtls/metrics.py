@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rgwtls import files
+from rgwtls.scrub import clean
 from rgwtls.status import Report
 
 EVERY = "every command"
@@ -131,8 +132,12 @@ def _ts(iso: str | None) -> float | None:
 
 
 def escape(value: str) -> str:
-    """A label value as the text format wants it: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A label value as the text format wants it: backslash, double quote and newline escaped.
+
+    Cleaned first (rgwtls.scrub), so that no label carries a control byte or a key into a scrape; the
+    newline is the text format's own to escape, and reads back as one.
+    """
+    return clean(value, 200, newlines=True).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(**labels: str) -> str:

@@ -20,6 +20,7 @@ from rgwtls.config import Config
 from rgwtls.errors import RgwtlsError, StoreError
 from rgwtls.probe import fingerprint, served_certificate, server_name
 from rgwtls.revoked import RevokedList
+from rgwtls.scrub import LINE, clean
 from rgwtls.store import CertSet, Pool
 from rgwtls.targets import make_target
 
@@ -341,7 +342,7 @@ def _where(cfg: Config) -> str:
 
 
 def render(report: Report) -> str:
-    """The readable table."""
+    """The readable table; each line cleaned (rgwtls.scrub): it quotes a CA's, a WAPI's and a TLS peer's words."""
 
     def when(iso: str) -> str:
         try:
@@ -403,4 +404,4 @@ def render(report: Report) -> str:
         lines += [f"  note      {n}" for n in st.revocation_notes]
         lines += [f"  problem   {p}" for p in st.problems]
         lines += [f"  WARNING   {w}" for w in st.persist_warnings if not st.persist]
-    return "\n".join(lines)
+    return "\n".join(clean(line, LINE) for line in lines)

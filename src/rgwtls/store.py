@@ -38,6 +38,7 @@ import rados
 from rgwtls.config import CephConfig
 from rgwtls.errors import Fenced, IssuerBusy, LockHeld, StoreError
 from rgwtls.log import notice
+from rgwtls.scrub import clean
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ LOCK_FLAG_MUST_RENEW = 2
 LOCK_TYPE_EXCLUSIVE = 1
 # The omap key of every set object that holds its generation: the fence of `fenced_write`.
 FENCE_KEY = "generation"
+
+
+class TooLarge(StoreError):
+    """An object past MAX_OBJECT: no set is, so it is not one of ours (rollout skips such a gateway record)."""
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,7 @@ class Pool:
         except rados.Error as e:
             raise StoreError(f"cannot read {_name(ns, obj)} from {self._describe()}: {_reason(e)}") from None
         if len(data) >= MAX_OBJECT:
-            raise StoreError(f"{_name(ns, obj)} in pool {self.cfg.pool} is larger than {MAX_OBJECT} bytes")
+            raise TooLarge(f"{_name(ns, obj)} in pool {self.cfg.pool} is larger than {MAX_OBJECT} bytes")
         return data
 
     def write(self, ns: str, obj: str, data: bytes) -> None:
@@ -415,19 +420,31 @@ class Pool:
         except ValueError:
             return 0
 
-    def objects(self, ns: str, prefix: str) -> dict[str, bytes]:
-        """Every object of the namespace whose name starts with `prefix`, read whole (a few, small: host records)."""
+    def names(self, ns: str, prefix: str) -> list[str | bytes]:
+        """The namespace's object names that start with `prefix`, sorted; a name that is not UTF-8 as its bytes.
+
+        A deploy user may create any name in `deploy` (the rados CLI takes
+        any bytes). python-rados decodes each name and raises on one that is
+        not UTF-8, after its cursor moved past it: the listing goes on, and
+        the name is kept as bytes, to be named in a warning (python-rados
+        cannot read or remove it: its calls take names as str only).
+        """
         self._ioctx.set_namespace(ns)
-        found: dict[str, bytes] = {}
+        found: list[str | bytes] = []
         try:
-            names = [o.key for o in self._ioctx.list_objects() if o.key.startswith(prefix)]
+            listing = iter(self._ioctx.list_objects())
+            while True:
+                try:
+                    key: str | bytes = next(listing).key
+                except StopIteration:
+                    break
+                except UnicodeDecodeError as e:
+                    key = bytes(e.object)
+                if key.startswith(prefix) if isinstance(key, str) else key.startswith(prefix.encode()):
+                    found.append(key)
         except rados.Error as e:
             raise StoreError(f"cannot list namespace {ns} of {self._describe()}: {_reason(e)}") from None
-        for name in sorted(names):
-            data = self.read(ns, name)
-            if data is not None:
-                found[name] = data
-        return found
+        return sorted(found, key=lambda k: k.encode() if isinstance(k, str) else k)
 
     # -- the fleet's notifications: `issue` announces, `deploy --watch` listens ----------
 
@@ -624,14 +641,10 @@ class Pool:
         drops it on unlock) and for at most `fresh_for` seconds after it was
         taken: a lock that lapsed stays in the object until someone takes it again.
         """
-        self._ioctx.set_namespace(NS_DEPLOY)
-        try:
-            names = [o.key for o in self._ioctx.list_objects() if o.key.startswith("restart-slot.")]
-        except rados.Error as e:
-            raise StoreError(f"cannot list namespace {NS_DEPLOY} of {self._describe()}: {_reason(e)}") from None
+        names = [n for n in self.names(NS_DEPLOY, "restart-slot.") if isinstance(n, str)]
         cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - fresh_for))
         found = []
-        for obj in sorted(names):
+        for obj in names:
             try:
                 xattrs = dict(self._ioctx.get_xattrs(obj))
             except rados.ObjectNotFound:
@@ -745,7 +758,7 @@ class Pool:
             return "holder unknown"
         holder = Holder.from_bytes(raw)
         if holder is None:
-            return raw.decode(errors="replace")
+            return clean(raw, 200)  # written by whoever has the caps: it reaches every waiting gateway's line
         if holder.host == _host() and not holder.dead_here():
             return f"{holder.describe()}, still running on this host"
         return holder.describe()
@@ -952,11 +965,12 @@ class Holder:
                 str(doc["cookie"]),
                 str(doc.get("label", "")),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: a pid of Infinity
             return None
 
     def describe(self) -> str:
-        return f"{self.host} pid {self.pid} since {self.since}"
+        """For a line: a holder record is written by whoever has the deploy caps, so its text is cleaned."""
+        return f"{clean(self.host, 200)} pid {self.pid} since {clean(self.since, 64)}"
 
     def dead_here(self) -> bool:
         """True only if the holder ran on this host and is certainly gone; another host's processes we cannot see."""
