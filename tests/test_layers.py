@@ -20,6 +20,8 @@ LAYERS: list[set[str]] = [
     # Below everything: errors and log clean what they print with it.
     {"rgwtls.scrub"},
     {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
+    # config: the values every section stands on, the sections, the whole file, the package that names it all.
+    {"rgwtls.config.values"},
     {"rgwtls.config", "rgwtls.http"},
     {
         "rgwtls.probe",

@@ -16,14 +16,15 @@ import shlex
 import stat
 import string
 import tomllib
-import typing
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
 
+from rgwtls.config.values import PROXY_DIRECT as PROXY_DIRECT
+from rgwtls.config.values import Where, build, check_proxy, is_profile_name
+from rgwtls.config.values import proxy_user as proxy_user
 from rgwtls.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -463,7 +464,7 @@ def load(path: Path) -> Config:
 
 
 def parse(raw: Mapping[str, Any], path: Path) -> Config:
-    where = _Where(path)
+    where = Where(path)
     known = {"acme", "ceph", "dns", "deploy", "check", "certificate"}
     for key in raw:
         if key not in known:
@@ -473,12 +474,12 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
         raise where.error("certificate", "at least one [[certificate]] table is required")
     cfg = Config(
         path=path,
-        acme=_build(AcmeConfig, raw.get("acme", {}), where, "acme"),
-        ceph=_build(CephConfig, raw.get("ceph", {}), where, "ceph"),
-        dns=_build(DnsConfig, raw.get("dns", {}), where, "dns"),
-        deploy=_build(DeployConfig, raw.get("deploy", {}), where, "deploy"),
-        check=_build(CheckConfig, raw.get("check", {}), where, "check"),
-        certificates=tuple(_build(CertificateConfig, c, where, f"certificate[{i}]") for i, c in enumerate(certs_raw)),
+        acme=build(AcmeConfig, raw.get("acme", {}), where, "acme"),
+        ceph=build(CephConfig, raw.get("ceph", {}), where, "ceph"),
+        dns=build(DnsConfig, raw.get("dns", {}), where, "dns"),
+        deploy=build(DeployConfig, raw.get("deploy", {}), where, "deploy"),
+        check=build(CheckConfig, raw.get("check", {}), where, "check"),
+        certificates=tuple(build(CertificateConfig, c, where, f"certificate[{i}]") for i, c in enumerate(certs_raw)),
     )
     _check(cfg, where)
     if cfg.acme.proxy and not cfg.dns.infoblox.proxy:
@@ -488,95 +489,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     return cfg
 
 
-class _Where:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"config {self.path}: {key}: {problem}")
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise where.error(key, f"must be {_type_name(tp)}, got {type(value).__name__}")
-        item = typing.get_args(tp)[0]
-        return tuple(_coerce(v, item, key, where) for v in value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (str, int, bool, float) and type(value) is tp:
-        return value
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, dict):
-            raise where.error(key, "must be a table")
-        return _build(tp, value, where, key)
-    raise where.error(key, f"must be {_type_name(tp)}, got {type(value).__name__}")
-
-
-T = typing.TypeVar("T")
-
-
-def _build(cls: type[T], raw: Any, where: _Where, prefix: str) -> T:
-    if not isinstance(raw, dict):
-        raise where.error(prefix, "must be a table")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for key in raw:
-        if key not in fields:
-            raise where.error(f"{prefix}.{key}", "unknown key")
-    values: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = f"{prefix}.{name}"
-        if name in raw:
-            values[name] = _coerce(raw[name], hints[name], key, where)
-            _check_number(name, values[name], key, where)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise where.error(key, "required")
-    return cls(**values)
-
-
-# No wait, timeout or lifetime needs more, and a sane bound keeps every later
-# sum, sleep and socket timeout clear of OverflowError.
-MAX_SECONDS = 365 * 24 * 3600.0
-# Names of number keys that 0 would break: a zero timeout fails at once, a zero interval spins.
-POSITIVE = ("timeout", "interval", "duration")
-# Integer keys with bounds of their own; every other integer must be 0 or more.
-INT_BOUNDS: dict[str, tuple[int, int]] = {
-    "port": (1, 65535),
-    "alias_port": (1, 65535),
-    "nameserver_port": (1, 65535),
-    "ttl": (0, 2**31 - 1),  # RFC 2181
-    "retries": (0, 100),
-    "nonce_retries": (0, 100),
-    "max_parallel_restarts": (1, 10_000),
-}
-
-
-def _check_number(name: str, value: Any, key: str, where: _Where) -> None:
-    """Bounds by type and name, so that every number is checked, including ones added later."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise where.error(key, f"must be a finite number, not {value}")
-        if any(word in name for word in POSITIVE):
-            if not 0 < value <= MAX_SECONDS:
-                raise where.error(key, f"must be more than 0 and at most {MAX_SECONDS:g} (seconds), not {value:g}")
-        elif not 0 <= value <= MAX_SECONDS:
-            raise where.error(key, f"must be 0 or more and at most {MAX_SECONDS:g} (seconds), not {value:g}")
-    elif isinstance(value, int) and not isinstance(value, bool):
-        low, high = INT_BOUNDS.get(name, (0, 2**31 - 1))
-        if not low <= value <= high:
-            raise where.error(key, f"must be between {low} and {high}, not {value}")
-
-
-def _check(cfg: Config, where: _Where) -> None:
+def _check(cfg: Config, where: Where) -> None:
     """Cross-field checks the types cannot express."""
     if cfg.acme.key_type not in KEY_TYPES:
         raise where.error("acme.key_type", f"must be one of {', '.join(KEY_TYPES)}")
@@ -599,14 +512,14 @@ def _check(cfg: Config, where: _Where) -> None:
             raise where.error(
                 missing, f"required: External Account Binding needs both {prefix}kid and {prefix}hmac_key_file"
             )
-    if cfg.acme.profile and not _is_profile_name(cfg.acme.profile):
+    if cfg.acme.profile and not is_profile_name(cfg.acme.profile):
         raise where.error("acme.profile", f"{cfg.acme.profile!r} is not a profile name such as classic")
-    _check_proxy(cfg.acme.proxy, "acme.proxy", where, user_allowed=True)
+    check_proxy(cfg.acme.proxy, "acme.proxy", where, user_allowed=True)
     if proxy_user(cfg.acme.proxy) and not cfg.acme.proxy_password_file:
         raise where.error("acme.proxy_password_file", "required: acme.proxy names a user, whose password is in a file")
     if cfg.acme.proxy_password_file and not proxy_user(cfg.acme.proxy):
         raise where.error("acme.proxy_password_file", "acme.proxy names no user; write it as http://USER@host:port")
-    _check_proxy(cfg.dns.infoblox.proxy, "dns.infoblox.proxy", where, user_allowed=False)
+    check_proxy(cfg.dns.infoblox.proxy, "dns.infoblox.proxy", where, user_allowed=False)
     if cfg.dns.provider not in ("infoblox", "uddi", "rfc2136", "hook"):
         raise where.error("dns.provider", "must be infoblox, uddi, rfc2136 or hook")
     if cfg.dns.challenge not in CHALLENGES:
@@ -647,7 +560,7 @@ def _check(cfg: Config, where: _Where) -> None:
         for domain in cert.domains:
             if domain != domain.lower().rstrip(".") or " " in domain or "*" in domain[1:]:
                 raise where.error(f"{key}.domains", f"{domain!r} is not a lower-case domain name")
-        if cert.profile and not _is_profile_name(cert.profile):
+        if cert.profile and not is_profile_name(cert.profile):
             raise where.error(f"{key}.profile", f"{cert.profile!r} is not a profile name such as classic")
         if cert.challenge and cert.challenge not in CHALLENGES:
             raise where.error(f"{key}.challenge", f"must be {' or '.join(CHALLENGES)}, not {cert.challenge!r}")
@@ -693,43 +606,7 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def _is_profile_name(name: str) -> bool:
-    return bool(name) and all(c.isalnum() or c in "-_." for c in name)
-
-
-PROXY_DIRECT = "direct"
-
-
-def proxy_user(value: str) -> str:
-    """The user of a proxy URL, unquoted; empty if it has none (or is not a URL)."""
-    if value == PROXY_DIRECT:
-        return ""
-    return unquote(urlsplit(value).username or "")
-
-
-def _check_proxy(value: str, key: str, where: _Where, user_allowed: bool) -> None:
-    """A proxy key: empty, "direct", or http://[user@]host:port; errors never repeat the URL's userinfo."""
-    if not value or value == PROXY_DIRECT:
-        return
-    try:
-        url = urlsplit(value)
-        port = url.port
-    except ValueError as e:
-        raise where.error(key, f"is not a URL such as http://proxy.example.org:3128 ({e})") from None
-    shown = f"{url.scheme}://{url.hostname}:{port}" if url.hostname else "it"
-    if url.scheme != "http":
-        raise where.error(key, f"must be http://host:port (a proxy spoken to in plain HTTP) or {PROXY_DIRECT!r}")
-    if not url.hostname or port is None:
-        raise where.error(key, f"{shown} must name a host and a port, such as http://proxy.example.org:3128")
-    if url.path not in ("", "/") or url.query or url.fragment:
-        raise where.error(key, f"{shown} must be just http://host:port, without a path")
-    if url.password is not None:
-        raise where.error(key, f"{shown}: the password goes in acme.proxy_password_file, never in the URL")
-    if url.username is not None and not user_allowed:
-        raise where.error(key, f"{shown}: a proxy that wants a password is supported for acme.proxy only")
-
-
-def _check_activate(d: DeployConfig, where: _Where) -> None:
+def _check_activate(d: DeployConfig, where: Where) -> None:
     """deploy.activate: HAProxy loads one PEM per crt (key, cert, chain), so haproxy wants the pem layout."""
     if d.activate not in ("restart", "haproxy", "self"):
         raise where.error("deploy.activate", f"must be restart, haproxy or self, not {d.activate!r}")
@@ -741,7 +618,7 @@ def _check_activate(d: DeployConfig, where: _Where) -> None:
         raise where.error("deploy.activate", "self needs a file layout (pem or split): radosgw re-reads files")
 
 
-def _check_mode(mode: str, where: _Where) -> None:
+def _check_mode(mode: str, where: Where) -> None:
     """deploy.mode: the file holds the private key, so others get no access at all."""
     if not mode or any(c not in "01234567" for c in mode):
         raise where.error("deploy.mode", f"{mode!r} is not an octal mode such as 0640")
@@ -762,7 +639,7 @@ def read_secret(path_value: str, key: str, cfg_path: Path) -> str:
     names the key and the file, and never quotes the file's bytes: a codec
     error would say which byte of the secret failed, and where.
     """
-    where = _Where(cfg_path)
+    where = Where(cfg_path)
     if not path_value:
         raise where.error(key, "required: the path of a file holding the secret")
     p = Path(path_value)
