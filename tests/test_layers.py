@@ -20,8 +20,13 @@ LAYERS: list[set[str]] = [
     # Below everything: errors and log clean what they print with it.
     {"rgwtls.scrub"},
     {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
-    # config: the values every section stands on, the sections, the whole file, the package that names it all.
+    # config: the values every section stands on, the sections (those holding others above them), the whole
+    # file, the secrets it names, and the package that re-exports it all.
     {"rgwtls.config.values"},
+    {
+        "rgwtls.config.fallback",
+    },
+    {"rgwtls.config.acme"},
     {"rgwtls.config", "rgwtls.http"},
     {
         "rgwtls.probe",

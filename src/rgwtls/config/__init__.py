@@ -22,6 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rgwtls.config.acme import KEY_TYPES as KEY_TYPES
+from rgwtls.config.acme import LETSENCRYPT as LETSENCRYPT
+from rgwtls.config.acme import LETSENCRYPT_STAGING as LETSENCRYPT_STAGING
+from rgwtls.config.acme import AcmeConfig as AcmeConfig
+from rgwtls.config.acme import validate_acme
+from rgwtls.config.fallback import FallbackCa as FallbackCa
 from rgwtls.config.values import PROXY_DIRECT as PROXY_DIRECT
 from rgwtls.config.values import Where, build, check_proxy, is_profile_name
 from rgwtls.config.values import proxy_user as proxy_user
@@ -30,92 +36,10 @@ from rgwtls.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path("/etc/rgwtls/rgwtls.toml")
-LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
-KEY_TYPES = ("rsa2048", "rsa3072", "rsa4096", "ec256", "ec384")
+
+
 PERSIST = "dns-persist-01"
 CHALLENGES = ("dns-01", PERSIST)
-
-
-@dataclass(frozen=True)
-class FallbackCa:
-    """[[acme.fallback]]: a CA asked, in order, when acme.directory cannot issue in this run (each its own account)."""
-
-    directory: str
-    ca_bundle: str = ""
-    eab_kid: str = ""
-    eab_hmac_key_file: str = ""
-    profile: str = ""
-    preferred_chain: str = ""
-
-
-@dataclass(frozen=True)
-class AcmeConfig:
-    """[acme]: which CA, as which account, and how patiently to talk to it."""
-
-    directory: str = LETSENCRYPT
-    staging_directory: str = LETSENCRYPT_STAGING
-    email: str = ""
-    # A CA bundle for the ACME server's own HTTPS; empty means the system's.
-    ca_bundle: str = ""
-    key_type: str = "rsa2048"
-    timeout: float = 30.0
-    # Validation and finalization together may take this long before we give up.
-    order_timeout: float = 300.0
-    poll_interval: float = 1.0
-    # badNonce is the CA's way of saying "try again"; Let's Encrypt asks clients to.
-    nonce_retries: int = 10
-    # 5xx and connection errors: retried with exponential backoff, this many times.
-    retries: int = 4
-    retry_backoff: float = 1.0
-    # Every request to the CA goes through this proxy (http://[user@]host:port);
-    # "direct": none, whatever the environment says; empty: the environment's
-    # HTTPS_PROXY and NO_PROXY decide. The user's password is in the file.
-    proxy: str = ""
-    proxy_password_file: str = ""
-    # The CA's certificate profile (draft-ietf-acme-profiles), one its directory
-    # lists under meta.profiles, such as Let's Encrypt's classic, tlsserver or
-    # shortlived; empty: the CA's default. [[certificate]] profile overrides it.
-    profile: str = ""
-    # The Common Name of the root the chain should end at (certbot's
-    # --preferred-chain): of the chains the CA offers, the one whose topmost
-    # certificate is issued by (or is) it; none matches, or empty: the default.
-    preferred_chain: str = ""
-    # External Account Binding, for CAs that bind an ACME account to an account
-    # of theirs (Sectigo, HARICA, ZeroSSL, Google Trust Services): the key ID,
-    # and a file holding the HMAC key, base64url as the CA hands it out. Used
-    # only to register a new account. The staging_ pair is for `--staging`.
-    eab_kid: str = ""
-    eab_hmac_key_file: str = ""
-    staging_eab_kid: str = ""
-    staging_eab_hmac_key_file: str = ""
-    # The issuer domain name of dns-persist-01 records, one of those the CA's
-    # challenges list in issuer-domain-names; empty: the first of the CAA
-    # identities its directory names (letsencrypt.org; Pebble: pebble.letsencrypt.org).
-    persist_issuer: str = ""
-    fallback: tuple[FallbackCa, ...] = ()
-    # The system user `rgwtls issue` is meant to run as (the role's rgwtls_issuer_user);
-    # run as root instead, it says so in one WARNING line. Empty: no check.
-    run_as: str = ""
-
-    def as_fallback(self, ca: FallbackCa) -> AcmeConfig:
-        """This section as the fallback CA sees it: its directory, bundle, binding, profile and chain; the rest ours."""
-        return dataclasses.replace(
-            self,
-            directory=ca.directory,
-            ca_bundle=ca.ca_bundle,
-            eab_kid=ca.eab_kid,
-            eab_hmac_key_file=ca.eab_hmac_key_file,
-            profile=ca.profile,
-            preferred_chain=ca.preferred_chain,
-            fallback=(),
-        )
-
-    def eab(self, staging: bool) -> tuple[str, str, str]:
-        """(key ID, HMAC key file, the keys' prefix) for the production or the staging directory."""
-        if staging:
-            return self.staging_eab_kid, self.staging_eab_hmac_key_file, "acme.staging_eab_"
-        return self.eab_kid, self.eab_hmac_key_file, "acme.eab_"
 
 
 @dataclass(frozen=True)
@@ -491,42 +415,12 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
 
 def _check(cfg: Config, where: Where) -> None:
     """Cross-field checks the types cannot express."""
-    if cfg.acme.key_type not in KEY_TYPES:
-        raise where.error("acme.key_type", f"must be one of {', '.join(KEY_TYPES)}")
-    if cfg.acme.timeout < 1:
-        # The ACME client takes whole seconds, and 0 means no time at all to requests.
-        raise where.error("acme.timeout", f"must be at least 1 (whole seconds), not {cfg.acme.timeout:g}")
-    seen = {cfg.acme.directory}
-    for ca in cfg.acme.fallback:
-        if ca.directory in seen:
-            raise where.error("acme.fallback", f"{ca.directory} is named twice (acme.directory or another fallback)")
-        seen.add(ca.directory)
-        if bool(ca.eab_kid) != bool(ca.eab_hmac_key_file):
-            raise where.error(
-                "acme.fallback", f"{ca.directory}: External Account Binding needs both eab_kid and eab_hmac_key_file"
-            )
-    for staging in (False, True):
-        kid, hmac_file, prefix = cfg.acme.eab(staging)
-        if bool(kid) != bool(hmac_file):
-            missing = f"{prefix}hmac_key_file" if kid else f"{prefix}kid"
-            raise where.error(
-                missing, f"required: External Account Binding needs both {prefix}kid and {prefix}hmac_key_file"
-            )
-    if cfg.acme.profile and not is_profile_name(cfg.acme.profile):
-        raise where.error("acme.profile", f"{cfg.acme.profile!r} is not a profile name such as classic")
-    check_proxy(cfg.acme.proxy, "acme.proxy", where, user_allowed=True)
-    if proxy_user(cfg.acme.proxy) and not cfg.acme.proxy_password_file:
-        raise where.error("acme.proxy_password_file", "required: acme.proxy names a user, whose password is in a file")
-    if cfg.acme.proxy_password_file and not proxy_user(cfg.acme.proxy):
-        raise where.error("acme.proxy_password_file", "acme.proxy names no user; write it as http://USER@host:port")
+    validate_acme(cfg.acme, where)
     check_proxy(cfg.dns.infoblox.proxy, "dns.infoblox.proxy", where, user_allowed=False)
     if cfg.dns.provider not in ("infoblox", "uddi", "rfc2136", "hook"):
         raise where.error("dns.provider", "must be infoblox, uddi, rfc2136 or hook")
     if cfg.dns.challenge not in CHALLENGES:
         raise where.error("dns.challenge", f"must be {' or '.join(CHALLENGES)}, not {cfg.dns.challenge!r}")
-    issuer = cfg.acme.persist_issuer
-    if issuer and (issuer != issuer.lower().rstrip(".") or "." not in issuer or any(c in issuer for c in " ;*=")):
-        raise where.error("acme.persist_issuer", f"{issuer!r} is not a lower-case domain name such as letsencrypt.org")
     Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
     Threshold.parse(cfg.check.critical, f"config {where.path}: check.critical")
     if not cfg.ceph.user.startswith("client."):
