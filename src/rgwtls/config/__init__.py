@@ -27,19 +27,23 @@ from rgwtls.config.acme import LETSENCRYPT as LETSENCRYPT
 from rgwtls.config.acme import LETSENCRYPT_STAGING as LETSENCRYPT_STAGING
 from rgwtls.config.acme import AcmeConfig as AcmeConfig
 from rgwtls.config.acme import validate_acme
+from rgwtls.config.dns import CHALLENGES as CHALLENGES
+from rgwtls.config.dns import PERSIST as PERSIST
+from rgwtls.config.dns import DnsConfig as DnsConfig
+from rgwtls.config.dns import validate_dns
 from rgwtls.config.fallback import FallbackCa as FallbackCa
+from rgwtls.config.hook import HookConfig as HookConfig
+from rgwtls.config.infoblox import InfobloxConfig as InfobloxConfig
+from rgwtls.config.rfc2136 import Rfc2136Config as Rfc2136Config
+from rgwtls.config.uddi import UddiConfig as UddiConfig
 from rgwtls.config.values import PROXY_DIRECT as PROXY_DIRECT
-from rgwtls.config.values import Where, build, check_proxy, is_profile_name
+from rgwtls.config.values import Where, build, is_profile_name
 from rgwtls.config.values import proxy_user as proxy_user
 from rgwtls.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path("/etc/rgwtls/rgwtls.toml")
-
-
-PERSIST = "dns-persist-01"
-CHALLENGES = ("dns-01", PERSIST)
 
 
 @dataclass(frozen=True)
@@ -57,103 +61,6 @@ class CephConfig:
     # so it only bounds how long a dead issuer on another host blocks issuance
     # (a dead one on this host is taken over at once).
     lock_duration: float = 300.0
-
-
-@dataclass(frozen=True)
-class InfobloxConfig:
-    """[dns.infoblox]: the grid's WAPI; the password lives in a file readable only by its owner."""
-
-    server: str = ""
-    wapi_version: str = "2.11"
-    username: str = ""
-    password_file: str = ""
-    view: str = "default"
-    ttl: int = 60
-    verify_tls: bool = True
-    ca_bundle: str = ""
-    timeout: float = 30.0
-    retries: int = 3
-    # WAPI through this proxy (http://host:port), or "direct"; empty: direct
-    # when acme.proxy is set, else the environment decides (see `parse`).
-    proxy: str = ""
-    # The view of the zone delegated challenges (CNAME or challenge_alias) go to; empty: `view`.
-    alias_view: str = ""
-
-
-@dataclass(frozen=True)
-class UddiConfig:
-    """[dns.uddi]: Infoblox's cloud API; the API key lives in a file readable only by its owner."""
-
-    # Infoblox Universal DDI (the Cloud Services Portal): https://PORTAL/api/ddi/v1/
-    portal: str = "csp.infoblox.com"
-    api_key_file: str = ""
-    # The DNS view (by name) of the zones; empty: whichever view holds the zone, if only one does.
-    view: str = ""
-    # The view of the zone delegated challenges go to; empty: `view`.
-    alias_view: str = ""
-    ttl: int = 60
-    ca_bundle: str = ""
-    timeout: float = 30.0
-    # Attempts per request on 429 (after its Retry-After), 5xx and network errors.
-    retries: int = 4
-    # Longest wait a 429's Retry-After may ask for; a longer one fails at once.
-    max_retry_after: float = 60.0
-
-
-@dataclass(frozen=True)
-class Rfc2136Config:
-    """[dns.rfc2136]: a primary taking TSIG-signed updates; the secret lives in a file."""
-
-    server: str = ""
-    port: int = 53
-    zone: str = ""
-    tsig_key_name: str = ""
-    tsig_algorithm: str = "hmac-sha256"
-    tsig_secret_file: str = ""
-    ttl: int = 60
-    timeout: float = 10.0
-    # Delegated challenges (CNAME or challenge_alias) go to the target zone's
-    # primary with its own key; each empty value: the one above.
-    alias_server: str = ""
-    alias_port: int = 53
-    alias_zone: str = ""
-    alias_tsig_key_name: str = ""
-    alias_tsig_secret_file: str = ""
-
-
-@dataclass(frozen=True)
-class HookConfig:
-    """[dns.hook]: a dehydrated-style hook, for DNS services rgwtls has no back end for."""
-
-    command: str = ""
-    timeout: float = 120.0
-
-
-@dataclass(frozen=True)
-class DnsConfig:
-    """[dns]: which back end publishes the records, and how long to wait until every server has them."""
-
-    provider: str = "infoblox"
-    # Authoritative servers to check ("host" or "host:port"). Empty: discover
-    # them from the zone's NS records. Set it for split-horizon views, where
-    # the servers the CA asks are not the ones the NS records name.
-    nameservers: tuple[str, ...] = ()
-    # Resolvers used to discover zones and nameservers; empty: the system's.
-    resolvers: tuple[str, ...] = ()
-    # The port discovered nameservers are asked on.
-    nameserver_port: int = 53
-    propagation_timeout: float = 300.0
-    propagation_interval: float = 5.0
-    query_timeout: float = 3.0
-    # How each certificate's names are validated, unless its [[certificate]]
-    # says otherwise: "dns-01", a TXT record written and removed at every
-    # order, or "dns-persist-01", one standing record that `rgwtls persist
-    # --publish` writes once, after which orders need no DNS write at all.
-    challenge: str = "dns-01"
-    infoblox: InfobloxConfig = field(default_factory=InfobloxConfig)
-    rfc2136: Rfc2136Config = field(default_factory=Rfc2136Config)
-    hook: HookConfig = field(default_factory=HookConfig)
-    uddi: UddiConfig = field(default_factory=UddiConfig)
 
 
 @dataclass(frozen=True)
@@ -416,11 +323,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
 def _check(cfg: Config, where: Where) -> None:
     """Cross-field checks the types cannot express."""
     validate_acme(cfg.acme, where)
-    check_proxy(cfg.dns.infoblox.proxy, "dns.infoblox.proxy", where, user_allowed=False)
-    if cfg.dns.provider not in ("infoblox", "uddi", "rfc2136", "hook"):
-        raise where.error("dns.provider", "must be infoblox, uddi, rfc2136 or hook")
-    if cfg.dns.challenge not in CHALLENGES:
-        raise where.error("dns.challenge", f"must be {' or '.join(CHALLENGES)}, not {cfg.dns.challenge!r}")
+    validate_dns(cfg.dns, where)
     Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
     Threshold.parse(cfg.check.critical, f"config {where.path}: check.critical")
     if not cfg.ceph.user.startswith("client."):
