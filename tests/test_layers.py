@@ -25,10 +25,12 @@ LAYERS: list[set[str]] = [
     {"rgwtls.config.values"},
     {
         "rgwtls.config.fallback",
+        "rgwtls.config.ceph",
         "rgwtls.config.infoblox",
         "rgwtls.config.uddi",
         "rgwtls.config.rfc2136",
         "rgwtls.config.hook",
+        "rgwtls.config.check",
     },
     {"rgwtls.config.acme", "rgwtls.config.dns"},
     {"rgwtls.config", "rgwtls.http"},

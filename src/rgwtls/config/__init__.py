@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import shlex
 import stat
@@ -20,13 +19,18 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rgwtls.config.acme import KEY_TYPES as KEY_TYPES
 from rgwtls.config.acme import LETSENCRYPT as LETSENCRYPT
 from rgwtls.config.acme import LETSENCRYPT_STAGING as LETSENCRYPT_STAGING
 from rgwtls.config.acme import AcmeConfig as AcmeConfig
 from rgwtls.config.acme import validate_acme
+from rgwtls.config.ceph import CephConfig as CephConfig
+from rgwtls.config.ceph import validate_ceph
+from rgwtls.config.check import CheckConfig as CheckConfig
+from rgwtls.config.check import Threshold as Threshold
+from rgwtls.config.check import validate_check
 from rgwtls.config.dns import CHALLENGES as CHALLENGES
 from rgwtls.config.dns import PERSIST as PERSIST
 from rgwtls.config.dns import DnsConfig as DnsConfig
@@ -44,23 +48,6 @@ from rgwtls.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path("/etc/rgwtls/rgwtls.toml")
-
-
-@dataclass(frozen=True)
-class CephConfig:
-    """[ceph]: the cluster and the cephx user; issuer and gateways use different users of one pool."""
-
-    conf: str = "/etc/ceph/ceph.conf"
-    user: str = "client.rgwtls"
-    keyring: str = ""
-    pool: str = "rgwtls"
-    # Bounds every librados wait (connect, mon and OSD operations): a dead
-    # cluster otherwise hangs a cron job for 300 s or forever.
-    timeout: float = 10.0
-    # The issuer lock's lifetime. A live issuer renews it every third of it,
-    # so it only bounds how long a dead issuer on another host blocks issuance
-    # (a dead one on this host is taken over at once).
-    lock_duration: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -159,57 +146,6 @@ def _restart_words(command: str) -> list[str]:
                     "(write a literal brace as {{ or }})"
                 )
     return words
-
-
-class _Lifetime(Protocol):
-    """What a threshold is judged against (status's CertFacts), without importing it: config is the lowest layer."""
-
-    @property
-    def lifetime_days(self) -> float: ...
-
-    @property
-    def days_left(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """Days left ("14") or a share of the lifetime left ("20%"), for check.warning and check.critical."""
-
-    value: float
-    fraction: bool
-
-    @classmethod
-    def parse(cls, text: str, what: str) -> Threshold:
-        raw = text.strip()
-        try:
-            fraction = raw.endswith("%")
-            number = float(raw[:-1] if fraction else raw)
-        except ValueError:
-            raise ConfigError(f"{what}: {text!r} is neither days (14) nor a share of the lifetime (20%)") from None
-        if fraction and not 0 <= number <= 100:
-            raise ConfigError(f"{what}: {text!r} is not a share of the lifetime between 0% and 100%")
-        if not fraction and not (math.isfinite(number) and number >= 0):
-            raise ConfigError(f"{what}: {text!r} is not a number of days of 0 or more")
-        return cls(number / 100 if fraction else number, fraction)
-
-    def days(self, facts: _Lifetime) -> float:
-        return self.value * facts.lifetime_days if self.fraction else self.value
-
-    def reached(self, facts: _Lifetime) -> bool:
-        return facts.days_left <= self.days(facts)
-
-
-@dataclass(frozen=True)
-class CheckConfig:
-    """[check]: the monitoring plugin's defaults; the command line overrides them."""
-
-    # Days left ("14") or a share of the lifetime left ("20%"): renewal is
-    # due at a third left, so a warning at a fifth means renewal is overdue.
-    warning: str = "20%"
-    critical: str = "10%"
-    # How long the served certificate may differ from the pool's before
-    # CRITICAL: the time every gateway's cron needs to deploy it.
-    grace: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -324,10 +260,8 @@ def _check(cfg: Config, where: Where) -> None:
     """Cross-field checks the types cannot express."""
     validate_acme(cfg.acme, where)
     validate_dns(cfg.dns, where)
-    Threshold.parse(cfg.check.warning, f"config {where.path}: check.warning")
-    Threshold.parse(cfg.check.critical, f"config {where.path}: check.critical")
-    if not cfg.ceph.user.startswith("client."):
-        raise where.error("ceph.user", f"must be a cephx entity name such as client.rgwtls, not {cfg.ceph.user!r}")
+    validate_check(cfg.check, where)
+    validate_ceph(cfg.ceph, where)
     d = cfg.deploy
     if d.layout not in ("pem", "split", "config-key"):
         raise where.error("deploy.layout", "must be pem, split or config-key")
