@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
         "rgwtls.config.uddi",
         "rgwtls.config.rfc2136",
         "rgwtls.config.hook",
+        "rgwtls.config.deploy",
         "rgwtls.config.check",
     },
     {"rgwtls.config.acme", "rgwtls.config.dns"},
