@@ -34,6 +34,7 @@ LAYERS: list[set[str]] = [
         "rgwtls.config.check",
     },
     {"rgwtls.config.acme", "rgwtls.config.dns"},
+    {"rgwtls.config.certificate"},
     {"rgwtls.config", "rgwtls.http"},
     {
         "rgwtls.probe",
