@@ -35,6 +35,8 @@ LAYERS: list[set[str]] = [
     },
     {"rgwtls.config.acme", "rgwtls.config.dns"},
     {"rgwtls.config.certificate"},
+    {"rgwtls.config.file"},
+    {"rgwtls.config.secrets"},
     {"rgwtls.config", "rgwtls.http"},
     {
         "rgwtls.probe",
