@@ -104,6 +104,14 @@ def validate_acme(acme: AcmeConfig, where: Where) -> None:
         raise where.error("acme.proxy_password_file", "required: acme.proxy names a user, whose password is in a file")
     if acme.proxy_password_file and not proxy_user(acme.proxy):
         raise where.error("acme.proxy_password_file", "acme.proxy names no user; write it as http://USER@host:port")
+
+
+def validate_persist_issuer(acme: AcmeConfig, where: Where) -> None:
+    """The issuer domain dns-persist-01 records name.
+
+    Checked after [dns], which picks the challenge, so that a file with
+    several faults reports the same one first as it always has.
+    """
     issuer = acme.persist_issuer
     if issuer and (issuer != issuer.lower().rstrip(".") or "." not in issuer or any(c in issuer for c in " ;*=")):
         raise where.error("acme.persist_issuer", f"{issuer!r} is not a lower-case domain name such as letsencrypt.org")

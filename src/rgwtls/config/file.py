@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rgwtls.config.acme import AcmeConfig, validate_acme
+from rgwtls.config.acme import AcmeConfig, validate_acme, validate_persist_issuer
 from rgwtls.config.ceph import CephConfig, validate_ceph
 from rgwtls.config.certificate import CertificateConfig, validate_certificates
 from rgwtls.config.check import CheckConfig, validate_check
@@ -106,6 +106,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> Config:
     )
     validate_acme(cfg.acme, where)
     validate_dns(cfg.dns, where)
+    validate_persist_issuer(cfg.acme, where)
     validate_check(cfg.check, where)
     validate_ceph(cfg.ceph, where)
     validate_deploy(cfg.deploy, {c.name for c in cfg.certificates}, where)
