@@ -13,7 +13,7 @@ from pathlib import Path
 from rgwtls.config.file import Config
 from rgwtls.config.values import Where
 
-# The logger of the module these lines came from before config was a package: a site may filter on it.
+# The name the log format shows: a warning about a secret reads as it always has.
 log = logging.getLogger("rgwtls.config")
 
 
