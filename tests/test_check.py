@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 
-from rgwtls.check import CRITICAL, OK, Threshold, judge
+import pytest
+
+from rgwtls.check import CRITICAL, OK, Threshold, ceph_timeout, judge, since_start, within
 from rgwtls.status import PoolFacts, Report, Status
 
 W, C = Threshold.parse("20%", "w"), Threshold.parse("10%", "c")
@@ -112,3 +116,32 @@ def test_long_names_make_the_first_line_name_fewer_certificates_not_grow() -> No
     assert state == CRITICAL
     assert len(first) < 200, first
     assert "and 3 more" in first or "and 4 more" in first
+
+
+def test_within_gives_back_what_the_work_returned() -> None:
+    assert within(5.0, lambda: (OK, "fine")) == (True, (OK, "fine"))
+
+
+def test_within_raises_what_the_work_raised() -> None:
+    def broken() -> None:
+        raise ValueError("broken")
+
+    with pytest.raises(ValueError, match="broken"):
+        within(5.0, broken)
+
+
+def test_within_gives_up_at_its_deadline_while_the_work_still_hangs() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    try:
+        assert within(0.3, lambda: release.wait(30)) == (False, None)
+        assert time.monotonic() - started < 2.0
+    finally:
+        release.set()
+
+
+def test_within_counts_from_the_process_start_and_cuts_the_ceph_timeout_to_half_of_it() -> None:
+    assert 0.0 <= since_start() < 24 * 3600
+    assert ceph_timeout(10.0, 8.0) == 4.0
+    assert ceph_timeout(3.0, 8.0) == 3.0
+    assert ceph_timeout(10.0, 1.0) == 1.0
