@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, NoReturn
 
 from rgwtls import files
 from rgwtls.config import Config, DeployConfig
-from rgwtls.errors import DeployDeferred, DeployError, Interrupted, RgwtlsError, StoreError
+from rgwtls.errors import DeployDeferred, DeployError, Interrupted, LockHeld, RgwtlsError, StoreError
+from rgwtls.fence import SlotFence
 from rgwtls.files import host_lock
 from rgwtls.log import notice
 from rgwtls.store import CertSet, Pool
 from rgwtls.targets import Target, make_target
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cryptography import x509
 
 log = logging.getLogger(__name__)
@@ -133,7 +136,8 @@ def _install(
     # file on disk is the one served. After that, steps 6 to 9 restore or roll back as for "restart".
     pending = d.activate == "self"
     try:
-        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as fence:
+        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
+            fence = _fence(d, confirm)
             # 5. A restart needs a mon to come back: without one, leave radosgw running.
             _confirm_mon(pool, served.result(), "it was not restarted" if pending else "nothing was installed")
             pending = False
@@ -145,17 +149,20 @@ def _install(
                 raise e from None
             # 7. The slot is still ours (a frozen run's may have lapsed), or put it back unrestarted.
             try:
-                fence()
+                fence.confirm()
             except RgwtlsError as e:
                 _restore_quietly(target, installed)
                 raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
-            # 8. Restart, and 9. verify the new certificate is served; a signal
-            # here rolls back like any failure.
+            # 8. Restart (fenced again if this run was frozen since), and 9. verify
+            # the new certificate is served; a signal here rolls back like any failure.
             try:
-                _restart(d)
+                _restart(d, fence)
                 _verify_served(d, names, checked.fingerprint)
+            except LockHeld as e:
+                _restore_quietly(target, installed)
+                raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
             except RgwtlsError as e:
-                _roll_back(d, target, installed, names, e, backoff.failed(e))
+                _roll_back(d, target, installed, names, e, backoff.failed(e), fence)
     except RgwtlsError as e:
         if not pending:
             raise
@@ -227,20 +234,23 @@ def _finish(
             notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
             return False
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as fence:
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
+        fence = _fence(d, confirm)
         _confirm_mon(pool, served, "nothing was restarted")
         try:
-            fence()
+            fence.confirm()
         except RgwtlsError as e:
             raise DeployError(f"{e}; the next run tries again") from None
         try:
-            _restart(d)
+            _restart(d, fence)
             _verify_served(d, names, checked.fingerprint)
+        except LockHeld as e:
+            raise DeployError(f"{e}; the next run tries again") from None
         except RgwtlsError as e:
             after = backoff.failed(e)
             if previous is None:
                 raise DeployError(f"{e}; there is no previous certificate to roll back to{after}") from None
-            _roll_back(d, target, previous, names, e, after)
+            _roll_back(d, target, previous, names, e, after, fence)
     target.commit()
     backoff.clear()
     from rgwtls import activate as counted
@@ -334,9 +344,19 @@ def _restore_quietly(target: Target, previous: bytes | None) -> None:
 
 
 def _roll_back(
-    d: DeployConfig, target: Target, previous: bytes | None, names: tuple[str, ...], cause: RgwtlsError, after: str
+    d: DeployConfig,
+    target: Target,
+    previous: bytes | None,
+    names: tuple[str, ...],
+    cause: RgwtlsError,
+    after: str,
+    fence: SlotFence,
 ) -> NoReturn:
-    """Put the previous certificate back, restart, and check it is served again; `after` ends the line."""
+    """Put the previous certificate back, restart under the slot, and check it is served again; `after` ends the line.
+
+    The restart is fenced as the first one was: a run frozen during the
+    check, or before this, may have lost its slot to another gateway.
+    """
     try:
         target.restore(previous)
     except RgwtlsError as e:
@@ -349,10 +369,15 @@ def _roll_back(
     if old is None:
         raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None
     try:
-        _restart(d)
+        _restart(d, fence)
         from rgwtls.probe import fingerprint
 
         _verify_served(d, names, fingerprint(old))
+    except LockHeld as e:
+        raise DeployError(
+            f"{cause}; put the previous certificate back in place, but {e}: the gateway serves what the failed "
+            f"restart left until a run restarts it{after}"
+        ) from None
     except RgwtlsError as again:
         raise DeployError(
             f"{cause}; restored the previous certificate, but the gateway does not serve it either "
@@ -376,10 +401,17 @@ def _activation_line(d: DeployConfig) -> str:
     return activate.plan(d, _restart_line(d))
 
 
-def _restart(d: DeployConfig) -> None:
+def _fence(d: DeployConfig, confirm: Callable[[], None]) -> SlotFence:
+    """The slot's fence, which covers a restart and its check: the rollback's restart has the rest of the hold."""
+    return SlotFence(confirm, d.slot_hold, d.restart_timeout + d.verify_timeout)
+
+
+def _restart(d: DeployConfig, fence: SlotFence) -> None:
+    """Run the restart command, the slot confirmed recently enough to cover it (LockHeld if it cannot be)."""
     from rgwtls.command import CommandFailed, run
 
     argv = _restart_argv(d)
+    fence.before_exec()
     log.info("restarting radosgw: %s", shlex.join(argv))
     try:
         run(argv, d.restart_timeout)
