@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from rgwtls import fence
@@ -20,7 +22,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(fence.time, "monotonic", c)
+    monkeypatch.setattr(fence, "time", SimpleNamespace(monotonic=c))
     return c
 
 
