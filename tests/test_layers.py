@@ -44,6 +44,7 @@ LAYERS: list[set[str]] = [
         "rgwtls.persist",
         "rgwtls.activate",
         "rgwtls.fence",
+        "rgwtls.health",
     },
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},

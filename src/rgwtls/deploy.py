@@ -138,8 +138,8 @@ def _install(
     try:
         with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
             fence = _fence(d, confirm)
-            # 5. A restart needs a mon to come back: without one, leave radosgw running.
-            _confirm_mon(pool, served.result(), "it was not restarted" if pending else "nothing was installed")
+            # 5. A restart needs a mon and radosgw's pools to come back: without them, leave radosgw running.
+            _confirm_cluster(cfg, pool, served.result(), "it was not restarted" if pending else "nothing was installed")
             pending = False
             # 6. Install atomically, keeping the previous for rollback.
             try:
@@ -236,7 +236,7 @@ def _finish(
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
         fence = _fence(d, confirm)
-        _confirm_mon(pool, served, "nothing was restarted")
+        _confirm_cluster(cfg, pool, served, "nothing was restarted")
         try:
             fence.confirm()
         except RgwtlsError as e:
@@ -264,20 +264,28 @@ def _what(new: CertSet, cert: x509.Certificate) -> str:
     return f"{new.name} generation {new.generation} (expires {cert.not_valid_after_utc:%Y-%m-%d})"
 
 
-def _confirm_mon(pool: Pool, served: str, kept: str) -> None:
-    """radosgw cannot start without a mon, while the pool's OSDs (the set, the slots) answer without one.
+def _confirm_cluster(cfg: Config, pool: Pool, served: str, kept: str) -> None:
+    """radosgw cannot start without a mon, nor while its own pools do not answer; the rgwtls pool may.
 
-    A restart then would turn a mon outage into a gateway outage: the
-    running radosgw keeps serving without a mon, so it is left alone.
+    A restart then would turn a cluster's trouble into a gateway outage: the
+    running radosgw keeps serving through it, so it is left alone.
     """
+    keeps = f"certificate {served[:16]}" if _is_fingerprint(served) else "what it serves now"
     try:
         pool.confirm_mon()
     except StoreError as e:
-        keeps = f"certificate {served[:16]}" if _is_fingerprint(served) else "what it serves now"
         raise DeployError(
             f"{e}; radosgw would not come back after a restart, so {kept}; the gateway keeps serving {keeps}; "
             "the next run tries again"
         ) from None
+    from rgwtls.health import radosgw_could_not_start
+
+    problem = radosgw_could_not_start(cfg.ceph, cfg.deploy.rgw_pools)
+    if problem:
+        raise DeployError(
+            f"{problem}: a new radosgw could not start, so {kept}; the gateway keeps serving {keeps}; "
+            "the next run tries again"
+        )
 
 
 def _put_back_unserved(target: Target, previous: bytes | None) -> str:
