@@ -730,6 +730,30 @@ class Pool:
                 f"({problem} after {time.monotonic() - started:.1f}s)"
             )
 
+    def probe(self, pool: str, obj: str) -> str:
+        """How a stat of `obj` in another pool (radosgw's, for health.py) ends within this connection's timeout.
+
+        "ok" when its PG answered, the object there or not; "no pool", "denied"
+        (the user's caps), or librados' reason ("timed out").
+        """
+        try:
+            ioctx = self._cluster.open_ioctx(pool)
+        except rados.ObjectNotFound:
+            return "no pool"
+        except rados.Error as e:
+            return _reason(e)
+        try:
+            ioctx.stat(obj)
+        except rados.ObjectNotFound:
+            pass
+        except (rados.PermissionError, rados.PermissionDeniedError):
+            return "denied"
+        except rados.Error as e:
+            return _reason(e)
+        finally:
+            ioctx.close()
+        return "ok"
+
     @staticmethod
     def _assert_op(name: str, cookie: str) -> bytes:
         """cls_lock_assert_op: name, type (1: exclusive), cookie, tag (empty, as rados_lock_exclusive sets it)."""
