@@ -17,7 +17,7 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 LAYERS: list[set[str]] = [
-    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
+    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline", "rgwtls.unwatch"},
     {"rgwtls.config", "rgwtls.http"},
     {
         "rgwtls.probe",
