@@ -156,3 +156,22 @@ except DeployDeferred as e:
     assert "(in 5 min)" in res.stdout
     assert "deferred before the step" in res.stdout
     assert "tries after the step" in res.stdout, res.stdout
+
+
+def test_an_issue_retry_schedule_is_not_stretched_by_a_wall_clock_stepped_back(stack: Stack, wall: WallJump) -> None:
+    """The schedule's next attempt is a wall time in the pool (every issuer host reads it): a step back must not add."""
+    config = stack.write_config(stack.settings())
+    stack.wapi.fail(503, methods={"POST"})  # the records cannot be made; nothing is left to clean up
+    failed, _ = run(config, wall, "issue")
+    stack.wapi.fail(None)
+    assert failed.code == 1, failed.stderr
+    assert "next attempt after" in failed.stderr
+    # Minutes later, on the same clock: held back, silently, as its schedule says.
+    held, _ = run(config, wall, "issue")
+    assert held.code == 0, held.stderr
+    assert stored_set(stack) is None
+    # The clock stepped an hour back: the next attempt is now two hours away, more than the schedule sets.
+    wall.set(-HOUR)
+    res, _ = run(config, wall, "issue")
+    assert res.code == 0, res.stderr
+    assert stored_set(stack) is not None
