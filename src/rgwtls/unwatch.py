@@ -1,4 +1,4 @@
-"""Closing a librados watch once, and dropping one whose close failed only after its cluster's shutdown.
+"""Closing a librados watch once, and letting go of its handle only after its cluster's shutdown.
 
 librados' unwatch cancels the watch in the client before it waits for the
 OSD's answer: a close that failed (no OSD answered within the op timeout, as
@@ -8,10 +8,11 @@ cluster is connected that reaches into the cancelled watch (freed memory in
 Pacific's librados), and after the shutdown it raises, which Python prints as
 "Exception ignored in: 'rados.Watch.__dealloc__'" with a traceback into the
 watcher's journal, at every replaced watch. The cookie cannot be cleared from
-Python. So a handle whose close failed is kept by its connection and let go
-only after `shutdown()`, where the destructor no longer touches librados; its
-one complaint there, that the cluster is shut down, is expected and is a
-DEBUG line, while any other error in any other destructor is printed as ever.
+Python. So a watch's handle is kept by its connection, closed or not, and
+let go only after `shutdown()`, where the destructor no longer touches
+librados; its one complaint there, that the cluster is shut down, is
+expected and is a DEBUG line, while any other error in any other destructor
+is printed as ever.
 
 Only standard-library imports here: librados comes in as the caller's handles.
 """
@@ -31,11 +32,15 @@ _SHUT_DOWN = "RadosStateError"
 
 
 def close(handle: Any, kept: list[Any], what: str) -> None:
-    """Close the watch `handle`; if that fails, keep it in `kept` for `drop` (never close it again)."""
+    """Close the watch `handle`, once; `kept` holds it, closed or not, until `drop`.
+
+    Kept first: a signal's exception may come out of the close as well, and
+    the handle must not go with that exception's frames while connected.
+    """
+    kept.append(handle)
     try:
         handle.close()
     except Exception as e:  # whatever failed, the binding still holds the cancelled watch's cookie
-        kept.append(handle)
         # Its text only: the error's traceback holds this frame, and so the handle, for as long as it lives.
         log.debug("closing %s: %s; librados cancelled it already, the handle goes after the shutdown", what, str(e))
 
