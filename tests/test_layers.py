@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS: list[set[str]] = [
     # Below everything: errors and log clean what they print with it.
     {"rgwtls.scrub"},
-    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
+    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline", "rgwtls.unwatch"},
     {"rgwtls.config", "rgwtls.http"},
     {
         "rgwtls.probe",

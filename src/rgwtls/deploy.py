@@ -500,7 +500,9 @@ class Backoff:
         if force:
             notice(log, "%s generation %d failed here before; trying again now (--force)", self.name, self.generation)
             return
-        if time.time() >= due:
+        # The record outlives the process, so its time is the wall clock's; a clock stepped back
+        # since (NTP, an operator) must not stretch the wait past the backoff it was set with.
+        if not 0 < due - time.time() <= backoff_delay(failures):
             return
         raise DeployDeferred(
             f"{self.name} generation {self.generation} failed on this host {failures} time(s) in a row "
