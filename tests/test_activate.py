@@ -419,7 +419,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Callable[[Answer
             lambda d, names, want, s: None if want == served else f"it serves certificate {served[:16]}",
         )
         restarts: list[str] = []
-        monkeypatch.setattr(deploy, "_restart", lambda d: restarts.append("restart"))
+        monkeypatch.setattr(deploy, "_restart", lambda *_: restarts.append("restart"))
         return Host(cfg, pem, old, new, restarts, runtime)
 
     return make

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 
-from rgwtls.check import CRITICAL, OK, WARNING, Threshold, judge
+import pytest
+
+from rgwtls.check import CRITICAL, OK, WARNING, Threshold, ceph_timeout, judge, since_start, within
 from rgwtls.status import PoolFacts, Report, Status
 
 W, C = Threshold.parse("20%", "w"), Threshold.parse("10%", "c")
@@ -139,3 +143,40 @@ def test_a_crl_that_could_not_be_fetched_is_a_note_and_one_that_does_not_verify_
     assert "could not be fetched" in out
     bad = Status("cog.example.org", pool=pool(60.0), revocation_warnings=["the CRL http://x/1.crl does not verify"])
     assert judge(Report("rgw1", [bad]), W, C, 3600)[0] == WARNING
+
+
+def test_within_gives_back_what_the_work_returned() -> None:
+    assert within(5.0, lambda: (OK, "fine")) == (True, (OK, "fine"))
+
+
+def test_within_raises_what_the_work_raised() -> None:
+    def broken() -> None:
+        raise ValueError("broken")
+
+    with pytest.raises(ValueError, match="broken"):
+        within(5.0, broken)
+
+
+def test_within_gives_up_at_its_deadline_while_the_work_still_hangs() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    try:
+        assert within(0.3, lambda: release.wait(30)) == (False, None)
+        assert time.monotonic() - started < 2.0
+    finally:
+        release.set()
+
+
+def test_within_counts_from_the_process_start_and_cuts_the_ceph_timeout_to_half_of_it() -> None:
+    assert 0.0 <= since_start() < 24 * 3600
+    assert ceph_timeout(10.0, 8.0) == 4.0
+    assert ceph_timeout(3.0, 8.0) == 3.0
+    assert ceph_timeout(10.0, 1.0) == 1.0
+
+
+def test_what_the_pool_says_reaches_the_plugins_output_escaped() -> None:
+    st = Status("cog.example.org", pool=pool(5.0))
+    st.last_issue = {"ok": False, "at": "2026-02-01T03:00:00", "host": "rgw0", "error": "ACME: \x1b]0;owned\x07 down"}
+    out = judge(Report("rgw1", [st]), W, C, 3600)[1]
+    assert "\x1b" not in out
+    assert "\x07" not in out

@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 LAYERS: list[set[str]] = [
     # Below everything: errors and log clean what they print with it.
     {"rgwtls.scrub"},
-    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
+    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline", "rgwtls.unwatch"},
     # config: the values every section stands on, the sections (those holding others above them), the whole
     # file, the secrets it names, and the package that re-exports it all.
     {"rgwtls.config.values"},
@@ -56,7 +56,16 @@ LAYERS: list[set[str]] = [
         "rgwtls.dns.uddi",
     },
     {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
-    {"rgwtls.validate", "rgwtls.targets", "rgwtls.acmeflow", "rgwtls.persist", "rgwtls.activate", "rgwtls.revocation"},
+    {
+        "rgwtls.validate",
+        "rgwtls.targets",
+        "rgwtls.acmeflow",
+        "rgwtls.persist",
+        "rgwtls.activate",
+        "rgwtls.fence",
+        "rgwtls.health",
+        "rgwtls.revocation",
+    },
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch"},

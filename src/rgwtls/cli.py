@@ -407,30 +407,68 @@ def status(ctx: click.Context, as_json: bool) -> None:
     metavar="SECONDS",
     help="How long the served certificate may differ from the pool's [default: check.grace].",
 )
+@click.option(
+    "-t",
+    "--timeout",
+    type=click.FloatRange(min=1.0),
+    default=8.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="The plugin's whole answer, UNKNOWN at the latest, within this, whatever ceph.timeout says; "
+    "keep it below the monitoring's own (check_nrpe -t, 10 s).",
+)
 @TEXTFILE
 @click.pass_context
 def check(
-    ctx: click.Context, warning: str | None, critical: str | None, grace: float | None, textfile: Path | None
+    ctx: click.Context,
+    warning: str | None,
+    critical: str | None,
+    grace: float | None,
+    timeout: float,
+    textfile: Path | None,
 ) -> None:
     """A monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with one status line."""
-    from rgwtls.check import UNKNOWN, Threshold, judge
+    from dataclasses import replace
+
+    from rgwtls.check import UNKNOWN, Threshold, ceph_timeout, judge, since_start, within
     from rgwtls.status import gather
 
     started = time.monotonic()
     cfg = report = None
-    try:
-        cfg = _load(ctx)
-        warn = Threshold.parse(warning or cfg.check.warning, "--warning")
-        crit = Threshold.parse(critical or cfg.check.critical, "--critical")
-        report = gather(cfg)
-        state, line = judge(report, warn, crit, cfg.check.grace if grace is None else grace)
-    except RgwtlsError as e:
-        state, line = UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
-    except Exception as e:  # a plugin answers UNKNOWN, whatever happened
-        if ctx.obj["debug"]:
-            raise
-        state, line = UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
+
+    def answer() -> tuple[int, str]:
+        nonlocal cfg, report
+        try:
+            cfg = _load(ctx)
+            cfg = replace(cfg, ceph=replace(cfg.ceph, timeout=ceph_timeout(cfg.ceph.timeout, timeout)))
+            warn = Threshold.parse(warning or cfg.check.warning, "--warning")
+            crit = Threshold.parse(critical or cfg.check.critical, "--critical")
+            report = gather(cfg)
+            return judge(report, warn, crit, cfg.check.grace if grace is None else grace)
+        except RgwtlsError as e:
+            return UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
+        except Exception as e:  # a plugin answers UNKNOWN, whatever happened
+            if ctx.obj["debug"]:
+                raise
+            return UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
+
+    # The metrics need the report: they are written only when it came in time.
+    ended, answered = within(max(0.0, timeout - _CHECK_SPARE - since_start()), answer)
+    if not ended or answered is None:
+        click.echo(
+            f"RGWTLS UNKNOWN - no answer within {timeout:g}s (--timeout): the Ceph cluster or the gateway's "
+            "TLS handshake hangs; see 'rgwtls status' and 'ceph -s'"
+        )
+        # A thread stuck in librados would hold the interpreter's exit past any deadline.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(UNKNOWN)
+    state, line = answered
     click.echo(line)
     if textfile is not None and cfg is not None and report is not None:
         _write_metrics(cfg, "check", textfile, state != UNKNOWN, started, report, state)
     sys.exit(state)
+
+
+# What the plugin keeps of its --timeout for its own start and its UNKNOWN line.
+_CHECK_SPARE = 0.5

@@ -301,7 +301,7 @@ def _next_attempt(
     """Failures in a row, counting this one, and when the next attempt is due."""
     failures = attempt.get("failures") if not attempt.get("ok", True) else 0
     failures = (failures if type(failures) is int and failures > 0 else 0) + 1
-    wait = min(RETRY_FIRST * 2 ** min(failures - 1, 8), RETRY_MAX)
+    wait = _retry_wait(failures)
     try:
         current = pool.read_set(cert.name, staging)
     except RgwtlsError:
@@ -310,6 +310,10 @@ def _next_attempt(
         left = certs.cert_info(current.cert_pem).not_after - _now()
         wait = min(wait, max(left / 4, RETRY_MIN))
     return failures, started + wait
+
+
+def _retry_wait(failures: int) -> dt.timedelta:
+    return min(RETRY_FIRST * (1 << min(failures - 1, 8)), RETRY_MAX)
 
 
 def _config_digest(cfg: Config) -> str:
@@ -332,9 +336,11 @@ def _held_back(attempt: dict[str, Any], config: str) -> str | None:
         due = dt.datetime.fromisoformat(attempt["next_attempt"])
     except ValueError:
         return None
-    if due.tzinfo is None or _now() >= due - RETRY_EARLY:
-        return None
     failures = attempt.get("failures", 1)
+    left = due - _now() if due.tzinfo is not None else dt.timedelta(0)
+    # A wall time (issuers on other hosts read it): one further away than its schedule sets means a clock went back.
+    if left <= RETRY_EARLY or left > _retry_wait(failures if type(failures) is int and failures > 0 else 1):
+        return None
     return (
         f"its last {failures} attempt(s) failed; the next is due after {due:%Y-%m-%d %H:%M} UTC "
         "('rgwtls issue --force' tries now)"

@@ -35,6 +35,7 @@ from typing import Any
 
 import rados
 
+from rgwtls import unwatch
 from rgwtls.config import CephConfig
 from rgwtls.errors import Fenced, IssuerBusy, LockHeld, StoreError
 from rgwtls.log import notice
@@ -146,6 +147,9 @@ class Pool:
         self.cfg = cfg
         self._cluster: Any = None
         self._ioctx: Any = None
+        # The watch on the announcements, and watches whose close failed: this connection's to end (rgwtls.unwatch).
+        self._watches: list[Any] = []
+        self._kept: list[Any] = []
 
     def _describe(self) -> str:
         return f"pool {self.cfg.pool} as {self.cfg.user}"
@@ -227,12 +231,14 @@ class Pool:
         return f"{_reason(e)}; check that the mons are up ('ceph -s') and the keyring is readable"
 
     def close(self) -> None:
+        while self._watches:
+            unwatch.close(self._watches.pop(), self._kept, f"the watch on {_name(NS_DEPLOY, ANNOUNCE)}")
         ioctx, self._ioctx = self._ioctx, None
         cluster, self._cluster = self._cluster, None
         if ioctx is not None:
             ioctx.close()
         if cluster is not None:
-            cluster.shutdown()
+            unwatch.drop(self._kept, cluster.shutdown)
 
     def __enter__(self) -> Pool:
         return self.connect()
@@ -463,8 +469,8 @@ class Pool:
             return None
         return 1
 
-    def watch(self, callback: Callable[[], None], lost: Callable[[str], None]) -> Any:
-        """Watch the fleet's announcements (creating their object if need be); the handle, to close.
+    def watch(self, callback: Callable[[], None], lost: Callable[[str], None]) -> None:
+        """Watch the fleet's announcements (creating their object if need be), until `close`.
 
         `callback` runs in librados' thread on every notify; `lost` when the
         watch broke (the cluster was unreachable past its timeout): the
@@ -475,7 +481,7 @@ class Pool:
             with rados.WriteOpCtx() as op:
                 op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
                 self._ioctx.operate_write_op(op, ANNOUNCE)
-            return self._ioctx.watch(
+            handle = self._ioctx.watch(
                 ANNOUNCE,
                 lambda *_: callback(),
                 # librados calls it with the watch's id, then the (negative) errno.
@@ -484,6 +490,8 @@ class Pool:
             )
         except rados.Error as e:
             raise StoreError(f"cannot watch {_name(NS_DEPLOY, ANNOUNCE)} in {self._describe()}: {_reason(e)}") from None
+        # Only the connection holds the handle: one whose close fails must outlive the shutdown (rgwtls.unwatch).
+        self._watches.append(handle)
 
     # -- locks: the issuer lock and the restart slots --------------------------
 
@@ -668,13 +676,9 @@ class Pool:
                 log.info("cannot watch restart slot %d (%s); polling it", i, _reason(e))
         return watches
 
-    @staticmethod
-    def _unwatch(watches: list[Any]) -> None:
+    def _unwatch(self, watches: list[Any]) -> None:
         while watches:
-            try:
-                watches.pop().close()
-            except rados.Error as e:  # it goes with the connection
-                log.debug("closing a slot watch: %s", _reason(e))
+            unwatch.close(watches.pop(), self._kept, "a restart slot's watch")
 
     def _hand_on(self, obj: str) -> None:
         """Tell the gateways waiting for a slot that this one is free: the next starts now, not at its next poll."""
@@ -729,6 +733,30 @@ class Pool:
                 f"ceph: no mon answered within {self.cfg.timeout:g}s "
                 f"({problem} after {time.monotonic() - started:.1f}s)"
             )
+
+    def probe(self, pool: str, obj: str) -> str:
+        """How a stat of `obj` in another pool (radosgw's, for health.py) ends within this connection's timeout.
+
+        "ok" when its PG answered, the object there or not; "no pool", "denied"
+        (the user's caps), or librados' reason ("timed out").
+        """
+        try:
+            ioctx = self._cluster.open_ioctx(pool)
+        except rados.ObjectNotFound:
+            return "no pool"
+        except rados.Error as e:
+            return _reason(e)
+        try:
+            ioctx.stat(obj)
+        except rados.ObjectNotFound:
+            pass
+        except (rados.PermissionError, rados.PermissionDeniedError):
+            return "denied"
+        except rados.Error as e:
+            return _reason(e)
+        finally:
+            ioctx.close()
+        return "ok"
 
     @staticmethod
     def _assert_op(name: str, cookie: str) -> bytes:

@@ -60,6 +60,9 @@ class DeployConfig:
     activate: str = "restart"
     haproxy_socket: str = "/run/haproxy/admin.sock"
     self_reload_wait: float = 30.0
+    # Pools a starting radosgw must reach (zone root, control pool): probed before
+    # every restart, which waits while they do not answer; empty: no probe (health.py).
+    rgw_pools: tuple[str, ...] = (".rgw.root", "default.rgw.control")
 
     def restart_argv(self, host: str) -> list[str]:
         """The restart command for this host; validated at load, so it cannot fail here.
