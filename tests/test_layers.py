@@ -66,6 +66,9 @@ LAYERS: list[set[str]] = [
         "rgwtls.health",
         "rgwtls.revocation",
     },
+    # issue: the clock at the bottom, the rooms each step stands on, the order with its CAs, what an earlier
+    # run left, the protocol on top of them, and the package that re-exports it all.
+    {"rgwtls.issue.clock"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch"},

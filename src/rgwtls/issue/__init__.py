@@ -39,6 +39,7 @@ from rgwtls.errors import (
     StoreError,
     describe,
 )
+from rgwtls.issue import clock
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, Basis, CertSet, IssuerLock, Pool
 from rgwtls.validate import check_issued
@@ -69,7 +70,7 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     """
     privileges.check_issuer(cfg)
     wanted = cfg.certificate(only)
-    started = _now()
+    started = clock.now()
     check_secrets(cfg, staging)  # a bad secret is one line before anything is locked or ordered
     with Pool(cfg.ceph) as pool, contextlib.ExitStack() as held:
         try:
@@ -307,7 +308,7 @@ def _next_attempt(
     except RgwtlsError:
         current = None
     if current is not None:
-        left = certs.cert_info(current.cert_pem).not_after - _now()
+        left = certs.cert_info(current.cert_pem).not_after - clock.now()
         wait = min(wait, max(left / 4, RETRY_MIN))
     return failures, started + wait
 
@@ -337,7 +338,7 @@ def _held_back(attempt: dict[str, Any], config: str) -> str | None:
     except ValueError:
         return None
     failures = attempt.get("failures", 1)
-    left = due - _now() if due.tzinfo is not None else dt.timedelta(0)
+    left = due - clock.now() if due.tzinfo is not None else dt.timedelta(0)
     # A wall time (issuers on other hosts read it): one further away than its schedule sets means a clock went back.
     if left <= RETRY_EARLY or left > _retry_wait(failures if type(failures) is int and failures > 0 else 1):
         return None
@@ -359,7 +360,7 @@ def _record_attempt(
     """Keep the last attempt, success and failure of `issue` beside the set, what it worked around, and the retry."""
     ns = pool.set_namespace(staging)
     obj = f"{name}/last-issue"
-    now = _now().isoformat(timespec="seconds")
+    now = clock.now().isoformat(timespec="seconds")
     doc = _read_attempt(pool, name, staging)
     doc.update(at=now, host=socket.gethostname(), ok=error is None, error=error, warning=warning)
     doc["last_success" if error is None else "last_failure"] = now
@@ -403,7 +404,7 @@ class _Session:
                 doc = {
                     "directory": self.directory,
                     "key": new_account_key(),
-                    "created": _now().isoformat(timespec="seconds"),
+                    "created": clock.now().isoformat(timespec="seconds"),
                     "created_by": socket.gethostname(),
                 }
                 self._unsaved = doc
@@ -492,10 +493,6 @@ def _unusable_account(pool: Pool, obj: str, why: str) -> StoreError:
     )
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _decide(
     cert: CertificateConfig,
     current: CertSet | None,
@@ -512,7 +509,7 @@ def _decide(
     if current is None:
         return Decision(True, "no certificate in the pool yet")
     info = certs.cert_info(current.cert_pem)
-    now = _now()
+    now = clock.now()
     if force:
         return Decision(True, "--force", info.ari_id)
     if info.names != set(cert.domains):
@@ -729,7 +726,7 @@ def _build_set(
         cert_pem=leaf,
         chain_pem=chain,
         domains=tuple(cert.domains),
-        issued_at=_now().isoformat(timespec="seconds"),
+        issued_at=clock.now().isoformat(timespec="seconds"),
         issued_by=socket.gethostname(),
         directory=directory,
         profile=profile,
@@ -897,7 +894,7 @@ def _store_earlier(
         _discard(path)
         return False
     until = info.not_after.strftime("%Y-%m-%d %H:%M UTC")
-    now = _now()
+    now = clock.now()
     current = basis.current
     stale = None
     if not matches:
