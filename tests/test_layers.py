@@ -69,6 +69,7 @@ LAYERS: list[set[str]] = [
     # issue: the clock at the bottom, the rooms each step stands on, the order with its CAs, what an earlier
     # run left, the protocol on top of them, and the package that re-exports it all.
     {"rgwtls.issue.clock"},
+    {"rgwtls.issue.session", "rgwtls.issue.schedule", "rgwtls.issue.journal"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch"},

@@ -40,6 +40,12 @@ from rgwtls.errors import (
     describe,
 )
 from rgwtls.issue import clock
+from rgwtls.issue.schedule import RETRY_EARLY, RETRY_FIRST, RETRY_MAX, RETRY_MIN
+from rgwtls.issue.schedule import config_digest as _config_digest
+from rgwtls.issue.schedule import held_back as _held_back
+from rgwtls.issue.schedule import next_attempt as _next_attempt
+from rgwtls.issue.schedule import read_attempt as _read_attempt
+from rgwtls.issue.schedule import record_attempt as _record_attempt
 from rgwtls.log import notice
 from rgwtls.store import NS_ISSUER, Basis, CertSet, IssuerLock, Pool
 from rgwtls.validate import check_issued
@@ -49,6 +55,26 @@ if TYPE_CHECKING:
     from rgwtls.persist import Record
 
 log = logging.getLogger(__name__)
+
+# What the rest of rgwtls and its tests import from here, wherever it lives now.
+__all__ = [
+    "JOURNAL",
+    "ORDER_FORMAT",
+    "RETRY_EARLY",
+    "RETRY_FIRST",
+    "RETRY_MAX",
+    "RETRY_MIN",
+    "Decision",
+    "_CAs",
+    "_decide",
+    "_held_back",
+    "_next_attempt",
+    "_obtain_from_any",
+    "account_object",
+    "issue",
+    "persist_records",
+]
+
 JOURNAL = "challenges.journal"
 
 
@@ -270,109 +296,6 @@ def _obtain_from_any(
     raise CaUnavailable(
         f"{cert.name}: no CA could issue it, nothing stored: " + "; ".join(f"{ca.directory}: {e}" for ca, e in failed)
     )
-
-
-# The retry schedule of a failing renewal: 1 hour after the first failure,
-# doubling to at most 6 hours, and never more than a quarter of the time the
-# current certificate has left, so that at least four attempts fit before it
-# expires. A run up to RETRY_EARLY before its time counts as on time: cron
-# starts each run at the same minute, a little before the last one's end plus
-# the wait.
-RETRY_FIRST = dt.timedelta(hours=1)
-RETRY_MAX = dt.timedelta(hours=6)
-RETRY_MIN = dt.timedelta(minutes=5)
-RETRY_EARLY = dt.timedelta(minutes=5)
-
-
-def _read_attempt(pool: Pool, name: str, staging: bool) -> dict[str, Any]:
-    """The certificate's last-issue record; {} if there is none or it is unreadable (it is rewritten whole)."""
-    try:
-        raw = pool.read(pool.set_namespace(staging), f"{name}/last-issue")
-        doc = json.loads(raw) if raw else {}
-    except Interrupted:
-        raise
-    except (RgwtlsError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _next_attempt(
-    pool: Pool, cert: CertificateConfig, staging: bool, attempt: dict[str, Any], started: dt.datetime
-) -> tuple[int, dt.datetime]:
-    """Failures in a row, counting this one, and when the next attempt is due."""
-    failures = attempt.get("failures") if not attempt.get("ok", True) else 0
-    failures = (failures if type(failures) is int and failures > 0 else 0) + 1
-    wait = _retry_wait(failures)
-    try:
-        current = pool.read_set(cert.name, staging)
-    except RgwtlsError:
-        current = None
-    if current is not None:
-        left = certs.cert_info(current.cert_pem).not_after - clock.now()
-        wait = min(wait, max(left / 4, RETRY_MIN))
-    return failures, started + wait
-
-
-def _retry_wait(failures: int) -> dt.timedelta:
-    return min(RETRY_FIRST * (1 << min(failures - 1, 8)), RETRY_MAX)
-
-
-def _config_digest(cfg: Config) -> str:
-    """What the retry schedule compares: a changed configuration (a fix) tries at once."""
-    import hashlib
-
-    try:
-        return hashlib.sha256(Path(cfg.path).read_bytes()).hexdigest()[:16]
-    except OSError:
-        return ""
-
-
-def _held_back(attempt: dict[str, Any], config: str) -> str | None:
-    """Why the retry schedule holds this renewal back now, or None if it may go."""
-    if attempt.get("ok", True) or not isinstance(attempt.get("next_attempt"), str):
-        return None
-    if attempt.get("config") != config:
-        return None
-    try:
-        due = dt.datetime.fromisoformat(attempt["next_attempt"])
-    except ValueError:
-        return None
-    failures = attempt.get("failures", 1)
-    left = due - clock.now() if due.tzinfo is not None else dt.timedelta(0)
-    # A wall time (issuers on other hosts read it): one further away than its schedule sets means a clock went back.
-    if left <= RETRY_EARLY or left > _retry_wait(failures if type(failures) is int and failures > 0 else 1):
-        return None
-    return (
-        f"its last {failures} attempt(s) failed; the next is due after {due:%Y-%m-%d %H:%M} UTC "
-        "('rgwtls issue --force' tries now)"
-    )
-
-
-def _record_attempt(
-    pool: Pool,
-    name: str,
-    staging: bool,
-    error: str | None,
-    warning: str | None = None,
-    retry: tuple[int, dt.datetime] | None = None,
-    cfg: Config | None = None,
-) -> None:
-    """Keep the last attempt, success and failure of `issue` beside the set, what it worked around, and the retry."""
-    ns = pool.set_namespace(staging)
-    obj = f"{name}/last-issue"
-    now = clock.now().isoformat(timespec="seconds")
-    doc = _read_attempt(pool, name, staging)
-    doc.update(at=now, host=socket.gethostname(), ok=error is None, error=error, warning=warning)
-    doc["last_success" if error is None else "last_failure"] = now
-    failures, next_attempt = retry if retry is not None else (0, None)
-    doc.update(failures=failures, next_attempt=next_attempt.isoformat(timespec="seconds") if next_attempt else None)
-    doc["config"] = _config_digest(cfg) if cfg is not None and retry is not None else None
-    try:
-        pool.write(ns, obj, json.dumps(doc).encode())
-    except Interrupted:
-        raise
-    except RgwtlsError as e:
-        log.warning("could not record this attempt in the pool: %s", e)
 
 
 class _Session:
