@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from rgwtls import certs, privileges
 from rgwtls.config import CertificateConfig, Config, check_secrets
-from rgwtls.dns import Challenge, DnsProvider
-from rgwtls.dns.backends import make_provider
 from rgwtls.errors import (
     AcmeError,
     CaUnavailable,
@@ -40,6 +38,9 @@ from rgwtls.errors import (
     describe,
 )
 from rgwtls.issue import clock
+from rgwtls.issue.journal import JOURNAL
+from rgwtls.issue.journal import Records as _Records
+from rgwtls.issue.journal import clean_journal as _clean_journal
 from rgwtls.issue.schedule import RETRY_EARLY, RETRY_FIRST, RETRY_MAX, RETRY_MIN
 from rgwtls.issue.schedule import config_digest as _config_digest
 from rgwtls.issue.schedule import held_back as _held_back
@@ -49,7 +50,7 @@ from rgwtls.issue.schedule import record_attempt as _record_attempt
 from rgwtls.issue.session import Session as _Session
 from rgwtls.issue.session import account_object
 from rgwtls.log import notice
-from rgwtls.store import NS_ISSUER, Basis, CertSet, IssuerLock, Pool
+from rgwtls.store import Basis, CertSet, IssuerLock, Pool
 from rgwtls.validate import check_issued
 
 if TYPE_CHECKING:
@@ -76,8 +77,6 @@ __all__ = [
     "issue",
     "persist_records",
 ]
-
-JOURNAL = "challenges.journal"
 
 
 @dataclass(frozen=True)
@@ -538,87 +537,6 @@ def _build_set(
         directory=directory,
         profile=profile,
     )
-
-
-class _Records:
-    """The challenge records of one order: journaled before they exist, removed when the order is done.
-
-    Removal comes after the set is stored, and its failures are warnings:
-    they never hide the error that got us here, nor cost a stored set. What
-    they leave, the journal lists for the next run.
-    """
-
-    def __init__(self, cfg: Config, pool: Pool, name: str) -> None:
-        self.cfg, self.pool, self.name = cfg, pool, name
-        self.provider: DnsProvider | None = None
-        self.attempted: list[Challenge] = []
-
-    def present(self, challenges: list[Challenge]) -> None:
-        self.provider = make_provider(self.cfg)
-        # The journal is written before the first record exists, so a kill
-        # at any point leaves a list of what to clean up: every record of this
-        # order, those published for a CA asked before this one too.
-        _write_journal(self.pool, [*self.attempted, *challenges])
-        for ch in challenges:
-            self.attempted.append(ch)
-            self.provider.present(ch)
-            log.info("%s: published TXT %s via %s", self.name, ch.record_name, self.provider.name)
-
-    def __enter__(self) -> _Records:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.provider is not None and _cleanup(self.provider, self.attempted):
-            _remove_journal(self.pool)
-
-
-def _cleanup(provider: DnsProvider, challenges: list[Challenge]) -> bool:
-    """Remove every record; log failures without hiding the error that got us here."""
-    clean = True
-    for ch in challenges:
-        try:
-            provider.cleanup(ch)
-        except Interrupted:
-            raise
-        except RgwtlsError as e:
-            log.warning("cleanup: %s; remove it by hand", e)
-            clean = False
-    return clean
-
-
-def _write_journal(pool: Pool, challenges: list[Challenge]) -> None:
-    # The target too: a killed run's delegated records are in the target zone.
-    doc = [{"domain": c.domain, "token": c.token, "value": c.value, "target": c.target} for c in challenges]
-    pool.write(NS_ISSUER, JOURNAL, json.dumps(doc).encode())
-
-
-def _remove_journal(pool: Pool) -> None:
-    try:
-        pool.remove(NS_ISSUER, JOURNAL)
-    except Interrupted:
-        raise
-    except RgwtlsError as e:
-        log.warning("%s; the next run removes the records it lists again", e)
-
-
-def _clean_journal(pool: Pool, cfg: Config) -> None:
-    """Remove the records a killed run left: they are in the journal, which it wrote before making them."""
-    try:
-        raw = pool.read(NS_ISSUER, JOURNAL)
-    except StoreError as e:
-        log.warning("%s; records an earlier run left stay until the next run", e)
-        return
-    if not raw:
-        return
-    try:
-        left = [Challenge(**c) for c in json.loads(raw)]
-    except (ValueError, TypeError):
-        log.warning("the challenge journal in pool %s is unreadable; removing it", cfg.ceph.pool)
-        _remove_journal(pool)
-        return
-    notice(log, "removing %d challenge record(s) left by an earlier run", len(left))
-    if _cleanup(make_provider(cfg), left):
-        _remove_journal(pool)
 
 
 # -- the issued set: stored at once, else kept on this host -------------------------
