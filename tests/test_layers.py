@@ -70,6 +70,7 @@ LAYERS: list[set[str]] = [
     # run left, the protocol on top of them, and the package that re-exports it all.
     {"rgwtls.issue.clock"},
     {"rgwtls.issue.session", "rgwtls.issue.schedule", "rgwtls.issue.journal"},
+    {"rgwtls.issue.decide", "rgwtls.issue.persist", "rgwtls.issue.kept"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch"},

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from rgwtls import certs, privileges
 from rgwtls.config import CertificateConfig, Config, check_secrets
 from rgwtls.errors import (
-    AcmeError,
     CaUnavailable,
     ConfigError,
     Fenced,
@@ -38,6 +37,8 @@ from rgwtls.errors import (
     describe,
 )
 from rgwtls.issue import clock
+from rgwtls.issue.decide import Decision
+from rgwtls.issue.decide import decide as _decide
 from rgwtls.issue.journal import JOURNAL
 from rgwtls.issue.journal import Records as _Records
 from rgwtls.issue.journal import clean_journal as _clean_journal
@@ -77,15 +78,6 @@ __all__ = [
     "issue",
     "persist_records",
 ]
-
-
-@dataclass(frozen=True)
-class Decision:
-    due: bool
-    reason: str
-    replaces: str | None = None
-    # Revoked, or the CA asks for it now: due whatever the retry schedule says.
-    urgent: bool = False
 
 
 def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | None = None) -> int:
@@ -296,68 +288,6 @@ def _obtain_from_any(
         return new
     raise CaUnavailable(
         f"{cert.name}: no CA could issue it, nothing stored: " + "; ".join(f"{ca.directory}: {e}" for ca, e in failed)
-    )
-
-
-def _decide(
-    cert: CertificateConfig,
-    current: CertSet | None,
-    session: _Session,
-    force: bool,
-    directories: Collection[str],
-    profile: str = "",
-) -> Decision:
-    """Renew when asked, when names, CA or profile changed, in the ARI window, or with a third of the life left.
-
-    `directories` are the CAs this run may ask: a set from any of them is
-    judged by its dates alone, one from any other CA is renewed.
-    """
-    if current is None:
-        return Decision(True, "no certificate in the pool yet")
-    info = certs.cert_info(current.cert_pem)
-    now = clock.now()
-    if force:
-        return Decision(True, "--force", info.ari_id)
-    if info.names != set(cert.domains):
-        added = sorted(set(cert.domains) - info.names)
-        dropped = sorted(info.names - set(cert.domains))
-        return Decision(True, f"names changed (add {added or 'none'}, drop {dropped or 'none'})")
-    if current.directory not in directories:
-        return Decision(True, f"it was issued by another CA ({current.directory})")
-    if profile and current.profile != profile:
-        # A set stored before profiles were recorded has none: it is renewed once, to be sure.
-        return Decision(True, f"profile changed ({current.profile or 'none recorded'} -> {profile})")
-    if info.not_after <= now:
-        return Decision(True, f"it expired at {info.not_after:%Y-%m-%d %H:%M} UTC")
-    days_left = info.remaining(now).total_seconds() / 86400
-    if info.remaining(now) <= info.lifetime / 20:
-        # The emergency rule: whatever ARI says, a twentieth of the life is too little to wait on.
-        return Decision(True, f"only {days_left:.1f} days left, a twentieth of its lifetime", info.ari_id)
-    revoked = session.revoked(current)
-    if revoked:
-        return Decision(True, revoked, info.ari_id, urgent=True)
-    try:
-        ari = session.acme().renewal_time(current.cert_pem)
-    except AcmeError as e:
-        # A CA that is down on a day nothing is due is no failure of ours; if
-        # the lifetime rule says renew, obtaining will report it.
-        log.warning("renewal info unavailable, deciding by the lifetime: %s", e)
-        ari = None
-    if ari is not None:
-        if now >= ari:
-            opened = f"the CA's renewal window (ARI) opened at {ari:%Y-%m-%d %H:%M} UTC"
-            return Decision(True, opened, info.ari_id, urgent=True)
-        return Decision(
-            False,
-            f"valid until {info.not_after:%Y-%m-%d} ({days_left:.0f} days left); "
-            f"the CA's renewal window (ARI) opens {ari:%Y-%m-%d %H:%M} UTC",
-        )
-    renew_at = info.not_after - info.lifetime / 3
-    if now >= renew_at:
-        return Decision(True, f"less than a third of its lifetime left ({days_left:.1f} days)", info.ari_id)
-    return Decision(
-        False,
-        f"valid until {info.not_after:%Y-%m-%d} ({days_left:.0f} days left); renewal due {renew_at:%Y-%m-%d}",
     )
 
 
