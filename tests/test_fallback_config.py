@@ -95,8 +95,9 @@ def test_replaces_goes_only_to_the_ca_that_issued_the_certificate_it_names(
             raise CaUnavailable("answers 503")
         return "issued"
 
-    monkeypatch.setattr(issue, "_obtain", obtain)
-    monkeypatch.setattr(issue, "_Session", lambda *args: None)
+    # Patched where the order uses them.
+    monkeypatch.setattr(issue.order, "obtain", obtain)
+    monkeypatch.setattr(issue.order, "Session", lambda *args: None)
     cert = cfg.certificates[0]
     cas = issue._CAs(cfg, cast(Any, None), staging=False)
     due = issue.Decision(True, "ARI", replaces="aYhba4dG.AIdlQyE")

@@ -14,24 +14,14 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import socket
 import time
 from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rgwtls import certs, privileges
 from rgwtls.config import CertificateConfig, Config, check_secrets
-from rgwtls.errors import (
-    CaUnavailable,
-    Interrupted,
-    IssuerBusy,
-    LockHeld,
-    RgwtlsError,
-    describe,
-)
+from rgwtls.errors import Interrupted, IssuerBusy, LockHeld, RgwtlsError, describe
 from rgwtls.issue import clock
 from rgwtls.issue.decide import Decision
 from rgwtls.issue.decide import decide as _decide
@@ -42,10 +32,11 @@ from rgwtls.issue.kept import ORDER_FORMAT
 from rgwtls.issue.kept import discard as _discard
 from rgwtls.issue.kept import keep as _keep
 from rgwtls.issue.kept import kept_path as _kept_path
-from rgwtls.issue.kept import note_order as _note_order
 from rgwtls.issue.kept import order_path as _order_path
 from rgwtls.issue.kept import store as _store
-from rgwtls.issue.persist import check_persistent as _check_persistent
+from rgwtls.issue.order import CAs as _CAs
+from rgwtls.issue.order import build_set as _build_set
+from rgwtls.issue.order import obtain_from_any as _obtain_from_any
 from rgwtls.issue.persist import persist_records
 from rgwtls.issue.schedule import RETRY_EARLY, RETRY_FIRST, RETRY_MAX, RETRY_MIN
 from rgwtls.issue.schedule import config_digest as _config_digest
@@ -53,7 +44,6 @@ from rgwtls.issue.schedule import held_back as _held_back
 from rgwtls.issue.schedule import next_attempt as _next_attempt
 from rgwtls.issue.schedule import read_attempt as _read_attempt
 from rgwtls.issue.schedule import record_attempt as _record_attempt
-from rgwtls.issue.session import Session as _Session
 from rgwtls.issue.session import account_object
 from rgwtls.log import notice
 from rgwtls.store import Basis, CertSet, IssuerLock, Pool
@@ -206,202 +196,6 @@ def _issue_one(
         "" if new.directory == cas.primary.directory else f", issued by fallback CA {new.directory}",
     )
     return True
-
-
-@dataclass(frozen=True)
-class _Ca:
-    """One CA a run may ask: acme.directory, or an [[acme.fallback]], with the configuration as it sees it."""
-
-    directory: str
-    cfg: Config
-    fallback: bool
-
-    def cert_for(self, cert: CertificateConfig) -> CertificateConfig:
-        """A [[certificate]]'s profile is the primary CA's: a fallback issues under its own (its profile key)."""
-        return dataclasses.replace(cert, profile="") if self.fallback else cert
-
-
-class _CAs:
-    """The CAs of this run, in the order they are asked, and one session with each, opened when first needed.
-
-    Every run starts again with acme.directory. Staging has no fallback: it
-    is there to try the one CA.
-    """
-
-    def __init__(self, cfg: Config, pool: Pool, staging: bool) -> None:
-        self.pool, self.staging = pool, staging
-        primary = cfg.acme.staging_directory if staging else cfg.acme.directory
-        self.order = [_Ca(primary, cfg, False)]
-        if not staging:
-            for fb in cfg.acme.fallback:
-                self.order.append(_Ca(fb.directory, dataclasses.replace(cfg, acme=cfg.acme.as_fallback(fb)), True))
-        self.directories = frozenset(ca.directory for ca in self.order)
-        # What a certificate's attempt worked around, for its last-issue record.
-        self.warnings: dict[str, str] = {}
-        self._sessions: dict[str, _Session] = {}
-
-    @property
-    def primary(self) -> _Ca:
-        return self.order[0]
-
-    def find(self, directory: str) -> _Ca | None:
-        return next((ca for ca in self.order if ca.directory == directory), None)
-
-    def session(self, ca: _Ca) -> _Session:
-        if ca.directory not in self._sessions:
-            self._sessions[ca.directory] = _Session(ca.cfg, self.pool, ca.directory, self.staging, self.warnings)
-        return self._sessions[ca.directory]
-
-
-def _obtain_from_any(
-    cas: _CAs,
-    records: _Records,
-    cert: CertificateConfig,
-    current: CertSet | None,
-    generation: int,
-    decision: Decision,
-    noted: Path,
-) -> CertSet:
-    """The certificate from the first CA that can issue it; only the CA's own failures move on to the next one.
-
-    `replaces` goes only to the CA that issued the certificate it names. A
-    validation that fails on our side, or a bad configuration, stops here:
-    another CA would fail the same way.
-    """
-    failed: list[tuple[_Ca, CaUnavailable]] = []
-    for ca in cas.order:
-        ours = current is not None and current.directory == ca.directory
-        asked = decision if ours else dataclasses.replace(decision, replaces=None)
-        try:
-            new = _obtain(ca.cfg, cas.session(ca), records, ca.cert_for(cert), generation, asked, noted)
-        except CaUnavailable as e:
-            if len(cas.order) == 1:
-                raise
-            failed.append((ca, e))
-            if ca is not cas.order[-1]:
-                log.info("%s: %s cannot issue now (%s); trying the next CA", cert.name, ca.directory, e)
-            continue
-        if failed:
-            said = "; ".join(f"{f.directory} could not issue ({e})" for f, e in failed)
-            warning = f"{said}; issued by fallback CA {ca.directory}"
-            log.warning("%s: %s", cert.name, warning)
-            cas.warnings[cert.name] = warning
-        return new
-    raise CaUnavailable(
-        f"{cert.name}: no CA could issue it, nothing stored: " + "; ".join(f"{ca.directory}: {e}" for ca, e in failed)
-    )
-
-
-def _obtain(
-    cfg: Config,
-    session: _Session,
-    records: _Records,
-    cert: CertificateConfig,
-    generation: int,
-    decision: Decision,
-    noted: Path,
-) -> CertSet:
-    from rgwtls.propagation import wait_for_values
-
-    persistent = cert.persistent(cfg.dns)
-    # Where each name's challenge goes, settled before anything is ordered or
-    # published: a CNAME loop or a dangling one stops here.
-    targets = {} if persistent else _challenge_targets(cert, cfg)
-    # A new key for every certificate, made while the CA and the DNS work:
-    # only finalizing needs it, and RSA 4096 takes some 0.4 s to make.
-    keygen = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen")
-    new_key = keygen.submit(certs.new_private_key, cert.key_type or cfg.acme.key_type)
-    keygen.shutdown(wait=False)
-    acme = session.registered()
-    profile = cert.wanted_profile(cfg.acme)
-    acme.check_profile(profile, f"[[certificate]] {cert.name}'s profile" if cert.profile else "acme.profile")
-    if persistent:
-        # The standing records must be there before anything is ordered: a
-        # missing one is one line naming it, where, and the command that fixes it.
-        _check_persistent(cfg, session, acme, cert)
-    deadline = time.monotonic() + cfg.acme.order_timeout
-    # One order for all names: `x` and `*.x` share one TXT name, two values.
-    replaces = decision.replaces if acme.has_ari else None
-    order, refused = acme.new_order(cert.domains, replaces, profile)
-    if refused is not None:
-        log.warning("%s: %s", cert.name, refused)
-        session.warnings[cert.name] = refused
-    if persistent:
-        # No DNS write: the CA reads the standing records itself.
-        pending = acme.persist_challenges(order, acme.persist_issuer)
-        if pending:
-            acme.answer_and_wait(pending, deadline)
-        pending = []
-    else:
-        pending = acme.dns_challenges(order)
-    if pending:
-        challenges = [dataclasses.replace(p.challenge, target=targets.get(p.challenge.domain, "")) for p in pending]
-        records.present(challenges)
-        expected: dict[str, set[str]] = {}
-        for ch in challenges:
-            expected.setdefault(ch.record_name, set()).add(ch.value)
-        wait_for_values(expected, cfg.dns)
-        acme.answer_and_wait(pending, deadline)
-    key = new_key.result()
-    # The profile the CA says it used; a CA that says none used what was asked.
-    used = order.body.profile or profile
-    # From the CSR on, the CA may issue whatever happens to this run: the
-    # order and its key are noted first, for the next run to fetch it.
-    _note_order(noted, cert, session.directory, str(order.uri), key, used)
-    fullchain = acme.finalize(order, certs.make_csr(key, cert.domains), deadline)
-    new = _build_set(cert, key, fullchain, generation, session.directory, used)
-    check_issued(new, cfg, noted)  # a chain to no trusted root is never stored, nor its order fetched again
-    return new
-
-
-def _challenge_targets(cert: CertificateConfig, cfg: Config) -> dict[str, str]:
-    """Each name's delegated challenge name: _acme-challenge.<challenge_alias>, else the end of its CNAME chain.
-
-    A name that is not delegated maps to "": its value goes to _acme-challenge.<name>.
-    """
-    from rgwtls.propagation import cname_target
-
-    targets: dict[str, str] = {}
-    for domain in cert.domains:
-        base = domain.removeprefix("*.")
-        if base in targets:
-            continue
-        if cert.challenge_alias:
-            targets[base] = f"_acme-challenge.{cert.challenge_alias}"
-            log.info("%s: the challenge for %s goes to %s (challenge_alias)", cert.name, base, targets[base])
-        else:
-            targets[base] = cname_target(f"_acme-challenge.{base}", cfg.dns)
-    return targets
-
-
-def _build_set(
-    cert: CertificateConfig,
-    key: certs.PrivateKey,
-    fullchain: str,
-    generation: int,
-    directory: str,
-    profile: str = "",
-) -> CertSet:
-    leaf, chain = certs.split_pem_chain(fullchain)
-    if not certs.public_key_matches(key, leaf):
-        raise RgwtlsError(f"{cert.name}: the CA's certificate does not match our key; nothing stored")
-    names = certs.cert_info(leaf).names
-    if names != set(cert.domains):
-        raise RgwtlsError(
-            f"{cert.name}: the CA's certificate names {sorted(names)}, not the ones ordered; nothing stored"
-        )
-    return CertSet(
-        name=cert.name,
-        generation=generation,
-        key_pem=certs.private_pem(key),
-        cert_pem=leaf,
-        chain_pem=chain,
-        domains=tuple(cert.domains),
-        issued_at=clock.now().isoformat(timespec="seconds"),
-        issued_by=socket.gethostname(),
-        directory=directory,
-        profile=profile,
-    )
 
 
 # -- the issued set: stored at once, else kept on this host -------------------------
