@@ -72,6 +72,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.issue.session", "rgwtls.issue.schedule", "rgwtls.issue.journal"},
     {"rgwtls.issue.decide", "rgwtls.issue.persist", "rgwtls.issue.kept"},
     {"rgwtls.issue.order"},
+    {"rgwtls.issue.earlier"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch"},
