@@ -73,6 +73,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.issue.decide", "rgwtls.issue.persist", "rgwtls.issue.kept"},
     {"rgwtls.issue.order"},
     {"rgwtls.issue.earlier"},
+    {"rgwtls.issue.run"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch"},

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from devsite.site import to_toml
 from rgwtls import config
-from rgwtls import issue as issue_module
 from rgwtls.cli import main
 from rgwtls.errors import ConfigError, RgwtlsError, describe, scrub
+from rgwtls.issue import run as issue_module
 from tests.conftest import run_cli
 
 # A password saved as Latin-1: the byte 0xff and the é (0xe9) are not UTF-8.

@@ -23,10 +23,10 @@ M_KEYLOAD_CALLS = "private key load calls"
 RGWTLS_STEPS: tuple[tuple[str, str, str], ...] = (
     ("Ceph: connect", "rgwtls/store.py", "connect"),
     ("Ceph: issuer lock (take + release)", "rgwtls/store.py", "issuer_lock"),
-    ("Ceph: challenge journal check", "rgwtls/issue/", "_clean_journal"),
+    ("Ceph: challenge journal check", "rgwtls/issue/journal.py", "clean_journal"),
     ("Ceph: read the current set", "rgwtls/store.py", "read_set"),
-    ("renewal decision (no-op: ACME directory + ARI)", "rgwtls/issue/", "_decide"),
-    ("ACME: account key, directory, newAccount", "rgwtls/issue/", "registered"),
+    ("renewal decision (no-op: ACME directory + ARI)", "rgwtls/issue/decide.py", "decide"),
+    ("ACME: account key, directory, newAccount", "rgwtls/issue/session.py", "registered"),
     ("new certificate key (RSA 2048)", "rgwtls/certs.py", "new_private_key"),
     ("CSR", "rgwtls/acmeflow.py", "make_csr"),
     ("ACME: new order + authorizations", "rgwtls/acmeflow.py", "new_order"),
@@ -35,8 +35,8 @@ RGWTLS_STEPS: tuple[tuple[str, str, str], ...] = (
     ("DNS: wait until the servers answer", "rgwtls/propagation.py", "wait_for_values"),
     ("ACME: answer challenges + poll authorizations", "rgwtls/acmeflow.py", "answer_and_wait"),
     ("ACME: finalize + poll order + download", "rgwtls/acmeflow.py", "finalize"),
-    ("DNS: remove 2 values", "rgwtls/issue/", "_cleanup"),
-    ("check the new certificate", "rgwtls/issue/", "_build_set"),
+    ("DNS: remove 2 values", "rgwtls/issue/journal.py", "_cleanup"),
+    ("check the new certificate", "rgwtls/issue/order.py", "build_set"),
     ("Ceph: store the set (previous, current, legacy objects)", "rgwtls/store.py", "write_set"),
 )
 CERTBOT_STEPS: tuple[tuple[str, str, str], ...] = (
@@ -62,7 +62,7 @@ def profile_metrics(prof: Path, steps: Sequence[tuple[str, str, str]]) -> dict[s
     out[M_SLEEP], sleeps = cumulative(*_SLEEP)
     out[M_SLEEPS] = float(sleeps)
     if steps is RGWTLS_STEPS:
-        out[M_ISSUE] = cumulative("rgwtls/issue/", "issue")[0]
+        out[M_ISSUE] = cumulative("rgwtls/issue/run.py", "issue")[0]
         loads = [v for (f, _, n), v in raw.items() if f == "~" and n.endswith("load_pem_private_key>")]
         out[M_KEYLOADS] = sum(v[3] for v in loads)
         out[M_KEYLOAD_CALLS] = float(sum(v[1] for v in loads))
