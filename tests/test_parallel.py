@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,7 @@ def test_each_xdist_worker_draws_its_ports_from_a_slice_of_its_own() -> None:
     slices = [ports.port_range({"PYTEST_XDIST_WORKER": f"gw{i}", "PYTEST_XDIST_WORKER_COUNT": "3"}) for i in range(3)]
     assert slices[0][0] == 10000
     assert all(high <= 32767 for _, high in slices)
-    assert all(a[1] <= b[0] for a, b in zip(slices, slices[1:], strict=False))  # disjoint, in order
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(slices))  # disjoint, in order
     assert all(high - low > 5000 for low, high in slices)
 
 
@@ -50,3 +52,21 @@ def test_the_suite_still_runs_in_one_process_when_asked(off: list[str]) -> None:
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "workers" not in res.stdout + res.stderr
+
+
+def test_cpu_hog_runs_the_command_beside_its_loops_and_stops_exactly_those_even_when_it_fails() -> None:
+    res = subprocess.run(
+        [str(ROOT / "scripts" / "cpu-hog"), "--", "sh", "-c", "exit 3"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LOOPS": "2"},
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 3, res.stderr
+    m = re.search(r"\(PIDs ([\d ]+)\)", res.stderr)
+    assert m, res.stderr
+    pids = [int(p) for p in m.group(1).split()]
+    assert len(pids) == 2
+    # Reaped by the script before it exited: no such process any more.
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()]
