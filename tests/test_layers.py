@@ -33,6 +33,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.validate", "rgwtls.targets", "rgwtls.acmeflow", "rgwtls.persist", "rgwtls.activate"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
+    {"rgwtls.recorded"},
     {"rgwtls.watch"},
     {"rgwtls.cli"},
     {"rgwtls.__main__"},

@@ -22,7 +22,7 @@ from typing import Any
 from rgwtls.config import Config
 from rgwtls.errors import Interrupted, RgwtlsError
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
-from rgwtls.store import HOLDER_LABEL, NS_DEPLOY, Holder, Pool
+from rgwtls.store import NS_DEPLOY, Holder, Pool
 
 log = logging.getLogger(__name__)
 PREFIX = "host."
@@ -30,30 +30,6 @@ PREFIX = "host."
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def deploy_recorded(cfg: Config, record_noop: bool = False, **kwargs: Any) -> bool:
-    """`deploy`, then this gateway's record if it changed something or failed (a no-op writes nothing).
-
-    `record_noop`: record even a no-op, as a watcher does once when it
-    starts, so that a gateway set up after the last rotation is known to
-    `rollout` before the next one.
-    """
-    from rgwtls.deploy import deploy
-
-    # A restart slot's holder record then names this gateway, not only its host: rollout shows it restarting.
-    token = HOLDER_LABEL.set(cfg.deploy.verify_endpoint)
-    try:
-        changed = deploy(cfg, **kwargs)
-    except RgwtlsError as e:
-        if not kwargs.get("dry_run"):
-            record(cfg, bool(kwargs.get("staging")), str(e))
-        raise
-    finally:
-        HOLDER_LABEL.reset(token)
-    if (changed or record_noop) and not kwargs.get("dry_run"):
-        record(cfg, bool(kwargs.get("staging")), None)
-    return changed
 
 
 def record(cfg: Config, staging: bool, error: str | None) -> None:
