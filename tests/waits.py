@@ -54,3 +54,14 @@ def wait_for(
 def issue_run_bound(config: Path) -> float:
     """The bound `rgwtls issue` puts on a run with this config (docs/configuration.md, "The run's bound")."""
     return issue_bound(load(config))[0]
+
+
+def deploy_bound(config: Path) -> float:
+    """How long a deploy with this config may take to reach and finish its restart.
+
+    Its reads at ceph.timeout each (the set, the slot, the mon check), then
+    the restart slot's hold (deploy.slot_hold: a restart and its check, twice
+    over for a rollback, and a margin): how long the deploy itself may hold a slot.
+    """
+    cfg = load(config)
+    return 4 * cfg.ceph.timeout + cfg.deploy.slot_hold
