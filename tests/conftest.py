@@ -190,6 +190,14 @@ def cli() -> Callable[..., Result]:
 # the ports (devsite.ports). `-n 0` or `-p no:xdist` runs in one process, as
 # before; `-n N` chooses the number. A hook rather than `-n` in addopts: with
 # the plugin left out, an `-n` there would be an unknown option.
+#
+# So a test runs beside any other test, in another process: everything it
+# starts or names is its own. Ports from devsite.ports (never a fixed one),
+# files under tmp_path or a tempfile directory (never a fixed path), system
+# users and groups named with os.getpid(), waits for the event bounded by the
+# operation's own bound (tests/waits.py: the machine is busy). It assumes no
+# other test ran before it: session fixtures are per worker, and only a module
+# that declares a module-scoped fixture is kept together, on one worker.
 MAX_WORKERS = 4  # each worker starts a whole stack: past a few, memory goes before time does
 _SPREAD = pytest.StashKey[bool]()
 # A module that declares a module- or class-scoped fixture (its own Pebble or
