@@ -193,7 +193,9 @@ def ratios(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return median(each), min(each), max(each)
 
 
-def section(ref: str, commit: str, head: str, sides: tuple[Side, Side], rounds: int, took: float, where: str) -> str:
+def section(
+    ref: str, commit: str, head: str, sides: tuple[Side, Side], rounds: int, took: float, where: str, busy: bool
+) -> str:
     a, b = sides
     rows = [
         "| benchmark | A median s | B median s | B/A (median of rounds) | B/A lowest-highest |",
@@ -216,7 +218,13 @@ def section(ref: str, commit: str, head: str, sides: tuple[Side, Side], rounds: 
             *rows,
             "",
             "B/A below 1 is B faster. The ratios compare the code; the absolute seconds beside them are this "
-            "machine's at this hour, and move with it.",
+            "machine's at this hour, and move with it."
+            + (
+                " The machine was busy (its load average above its cores: other jobs ran beside the benchmark), "
+                "which spreads each side's runs, and the ratios less than the seconds."
+                if busy
+                else ""
+            ),
         ]
     )
 
@@ -249,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"\nA/B ABORTED: {e}")
         return 1
     where = f"{before} at the start, {machine().rsplit('load average ', 1)[1]} at the end"
-    text = section(args.ref, commit, head, sides, args.rounds, time.monotonic() - started, where)
+    busy = os.getloadavg()[1] > len(os.sched_getaffinity(0))
+    text = section(args.ref, commit, head, sides, args.rounds, time.monotonic() - started, where, busy)
     print(text)
     if args.docs:
         update_docs("ab", text)
