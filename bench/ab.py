@@ -24,8 +24,9 @@ however the run ends.
 
 Each run must do its job (exit 0; a new pool generation for `--force`, none
 for the no-ops; no radosgw restart for the deploy no-op), or the benchmark stops.
-Printed: per benchmark, the median wall time of A and of B, and B/A as the
-median of each round's ratio with its lowest and highest; `--docs` writes it
+Printed: per benchmark, the median wall time of A and of B, their ratio B/A,
+and the median of each round's own B/A with its lowest and highest (a round's
+A and B ran side by side in time, so a busy moment weighs on both); `--docs` writes it
 into docs/performance.md between the `<!-- ab:start -->` and `<!-- ab:end -->` markers.
 """
 
@@ -198,14 +199,13 @@ def section(
 ) -> str:
     a, b = sides
     rows = [
-        "| benchmark | A median s | B median s | B/A (median of rounds) | B/A lowest-highest |",
+        "| benchmark | A median s | B median s | B/A of the medians | B/A of each round: median (lowest-highest) |",
         "|---|---:|---:|---:|---|",
     ]
     for key, label in BENCHES.items():
+        am, bm = median(a.walls[key]), median(b.walls[key])
         r, lo, hi = ratios(a.walls[key], b.walls[key])
-        rows.append(
-            f"| {label} | {median(a.walls[key]):.3f} | {median(b.walls[key]):.3f} | {r:.2f}x | {lo:.2f}-{hi:.2f} |"
-        )
+        rows.append(f"| {label} | {am:.3f} | {bm:.3f} | {bm / am:.2f}x | {r:.2f}x ({lo:.2f}-{hi:.2f}) |")
     return "\n".join(
         [
             "## A/B: the code of two commits, on one machine, in one run",
