@@ -212,7 +212,9 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         return
     o = config.option
     cores = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
-    if o.numprocesses is None and cores > 1 and not o.usepdb and not o.collectonly:
+    # One process where a developer watches it: a debugger, output not captured (-s), or a collection.
+    alone = o.usepdb or getattr(o, "trace", False) or o.capture == "no" or o.collectonly
+    if o.numprocesses is None and cores > 1 and not alone:
         o.numprocesses = cores
     if o.numprocesses and o.dist == "no":
         o.dist = "load"

@@ -40,7 +40,7 @@ def test_a_module_with_a_module_fixture_goes_whole_to_one_worker_and_the_others_
     assert conftest.scope_of(one, ROOT) == one
 
 
-@pytest.mark.parametrize("off", [["-p", "no:xdist"], ["-n", "0"]])
+@pytest.mark.parametrize("off", [["-p", "no:xdist"], ["-n", "0"], ["-s"]])
 def test_the_suite_still_runs_in_one_process_when_asked(off: list[str]) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", *off, "tests/test_layers.py", "-k", "cli"],
