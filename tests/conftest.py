@@ -200,10 +200,11 @@ def cli() -> Callable[..., Result]:
 # that declares a module-scoped fixture is kept together, on one worker.
 MAX_WORKERS = 4  # each worker starts a whole stack: past a few, memory goes before time does
 _SPREAD = pytest.StashKey[bool]()
-# A module that declares a module- or class-scoped fixture (its own Pebble or
-# Ceph, the Ansible fleet and its converges) goes whole to one worker: split,
-# each worker would build it again, and again after each test of another module.
-_MODULE_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:module|class|package)["']""")
+# A module that declares a fixture wider than a test (its own Pebble or Ceph,
+# the Ansible fleet and its converges, a wheelhouse) goes whole to one worker:
+# split, each worker would build it again, and a module fixture again after
+# each test of another module.
+_MODULE_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:session|package|module|class)["']""")
 
 
 @pytest.hookimpl(tryfirst=True)
