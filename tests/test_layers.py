@@ -76,6 +76,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.issue.run"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
+    {"rgwtls.recorded"},
     {"rgwtls.watch"},
     {"rgwtls.cli"},
     {"rgwtls.__main__"},

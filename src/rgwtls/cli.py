@@ -335,7 +335,7 @@ def deploy(
 
         _run(ctx, "deploy", None, run_watch, stoppable=True, staging=staging, allow_older=allow_older, after_run=each)
         return
-    from rgwtls.fleet import deploy_recorded
+    from rgwtls.recorded import deploy_recorded
 
     def run(cfg: Any, **kwargs: Any) -> Any:
         """A deploy waiting out its backoff is still failing: a WARNING line, exit 1, a failed run in the metrics."""
