@@ -56,6 +56,12 @@ LAYERS: list[set[str]] = [
         "rgwtls.dns.uddi",
     },
     {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
+    # acmeflow: the transport and what goes over it, one CA as one account, the order flow, and the package
+    # that re-exports it.
+    {"rgwtls.acmeflow.network"},
+    {"rgwtls.acmeflow.objects"},
+    {"rgwtls.acmeflow.client"},
+    {"rgwtls.acmeflow.order"},
     {
         "rgwtls.validate",
         "rgwtls.targets",
