@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.validate", "rgwtls.targets", "rgwtls.acmeflow", "rgwtls.persist", "rgwtls.activate"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
-    {"rgwtls.watch"},
+    {"rgwtls.watch", "rgwtls.revoke"},
     {"rgwtls.cli"},
     {"rgwtls.__main__"},
 ]
