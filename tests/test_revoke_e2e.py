@@ -22,7 +22,9 @@ import pytest
 from cryptography import x509
 
 from devsite.gateway import Gateway
+from devsite.haproxy import HAProxy
 from devsite.ports import free_port
+from rgwtls.probe import served_fingerprint
 from rgwtls.revoke import PAUSE_ENV, STEPS, journal_object
 from rgwtls.revoked import REVOKED_OBJECT, RevokedList, serial_hex, spki_sha256
 from tests.conftest import ZONE, Result, Stack, run_cli
@@ -105,6 +107,42 @@ def test_key_compromise_puts_a_new_key_on_two_watching_gateways_and_pebble_revok
     finally:
         for w in watchers:
             w.stop()
+
+
+def test_haproxy_frontends_that_swap_with_no_restart_are_followed_to_the_new_key(
+    stack: Stack, fleet2: list[Gateway], tmp_path: Path
+) -> None:
+    """A hot swap is a deploy that changed what is served: recorded, so that revoke (and rollout) see it."""
+    issuer = stack.write_config(stack.settings())
+    assert run_cli(issuer, "issue").code == 0
+    old = stored_set(stack)
+    assert old is not None
+    fronts = [HAProxy(tmp_path / f"hx{i}", gw.rgw.port).start() for i, gw in enumerate(fleet2)]
+    watchers: list[Watcher] = []
+    try:
+        for gw, hx in zip(fleet2, fronts, strict=True):
+            gw.settings["deploy"].update(hx.deploy_settings(), restart_command="false")
+        watchers = [Watcher(gw) for gw in fleet2]
+        for w in watchers:
+            wait_for("the watch", lambda w=w: w.said("watching pool"), 60)  # type: ignore[misc]
+        wait_for("the first swap", lambda: all(front_serves(hx, old) for hx in fronts), 60)
+        res = run_cli(issuer, "revoke", "--reason", "keyCompromise", "--timeout", "60")
+        assert res.code == 0, res.stderr
+        new = assert_revoked_once(stack, old, "keyCompromise", 1)
+        assert all(front_serves(hx, new) for hx in fronts)
+        assert [gw.restarts() for gw in fleet2] == [0, 0]
+    finally:
+        for w in watchers:
+            w.stop()
+        for hx in fronts:
+            hx.stop()
+
+
+def front_serves(hx: HAProxy, s: dict[str, Any]) -> bool:
+    try:
+        return served_fingerprint(f"127.0.0.1:{hx.port}", f"anybucket.{ZONE}", 5) == x509_fingerprint(s)
+    except OSError:
+        return False
 
 
 def test_a_gateway_whose_cron_does_not_run_is_named_the_old_certificate_revoked_anyway_and_its_deploy_converges(

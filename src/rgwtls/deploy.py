@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 def deploy(
     cfg: Config, dry_run: bool = False, staging: bool = False, allow_older: bool = False, force: bool = False
 ) -> bool:
-    """Make this gateway serve the pool's current set; True if it restarted radosgw.
+    """Make this gateway serve the pool's current set; True if it serves a new one (restarted or not).
 
     Level-triggered: every run compares the pool's set with what is installed
     AND with what the gateway serves, so a run killed between installing and
@@ -147,7 +147,7 @@ def _install(
             target.describe(),
             d.activate,
         )
-        return False
+        return True  # served anew: recorded for rollout (and revoke), as a restart is
     # "self" installed the new file and the server did not re-read it: until this run holds a
     # slot and a mon answers, a failure or a signal puts the previous file back, so that the
     # file on disk is the one served. After that, steps 6 to 9 restore or roll back as for "restart".
@@ -258,7 +258,7 @@ def _finish(
             target.commit()
             backoff.clear()
             notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
-            return False
+            return True
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as fence:
         _confirm_mon(pool, served, "nothing was restarted")
