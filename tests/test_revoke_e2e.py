@@ -234,7 +234,10 @@ def test_revoke_killed_after_each_step_is_resumed_by_the_next(stack: Stack, tmp_
     assert_revoked_once(stack, old, "keyCompromise", 1)
 
 
-def test_revoke_frozen_past_its_lock_is_fenced_and_the_next_resumes(stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("step", STEPS)
+def test_revoke_frozen_past_its_lock_after_each_step_writes_nothing_more_and_the_next_resumes(
+    stack: Stack, tmp_path: Path, step: str
+) -> None:
     settings = stack.settings()
     settings["ceph"]["lock_duration"] = 4.0
     issuer = stack.write_config(settings)
@@ -242,9 +245,9 @@ def test_revoke_frozen_past_its_lock_is_fenced_and_the_next_resumes(stack: Stack
     old = stored_set(stack)
     assert old is not None
     held = tmp_path / "held"
-    frozen = held_revoke(issuer, "replaced", held, "--reason", "keyCompromise")
+    frozen = held_revoke(issuer, step, held, "--reason", "keyCompromise")
     try:
-        wait_for("the revoke at the end of its replacement", held.exists, 60)
+        wait_for(f"the revoke at the end of {step}", held.exists, 60)
         os.killpg(frozen.pid, signal.SIGSTOP)
         # Another revoke takes over once the frozen one's lock lapsed (alive, on this host: only time frees it).
         res = until_the_lock_lapses(issuer, "revoke", "--reason", "keyCompromise")
