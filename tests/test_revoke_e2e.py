@@ -175,6 +175,7 @@ def test_every_ca_dead_is_one_line_and_nothing_is_stored_or_revoked(stack: Stack
     issuer = stack.write_config(settings)
     assert run_cli(issuer, "issue").code == 0
     old = stored_set(stack)
+    assert old is not None
     dead = f"https://127.0.0.1:{free_port()}/dir"
     settings["acme"].update(directory=dead, retries=1)
     settings["acme"]["fallback"] = [{"directory": f"https://127.0.0.1:{free_port()}/dir"}]
@@ -183,6 +184,14 @@ def test_every_ca_dead_is_one_line_and_nothing_is_stored_or_revoked(stack: Stack
     assert stored_set(stack) == old
     assert stored(stack, REVOKED_OBJECT) is None
     assert stack.pebble.revoked_reason(serial_of(old)) is None
+    # That revoke is closed, not left to be resumed one day: the next one starts anew, and revokes.
+    closed = journal(stack)
+    assert closed is not None
+    assert closed["done"]
+    assert not closed["replacement"]
+    res = run_cli(issuer, "revoke", "--reason", "keyCompromise")
+    assert res.code == 0, res.stderr
+    assert_revoked_once(stack, old, "keyCompromise", 1)
 
 
 def test_an_unknown_reason_is_a_usage_error_and_nothing_changes(stack: Stack) -> None:

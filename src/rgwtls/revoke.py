@@ -229,6 +229,8 @@ def _replace(
             replace_now(cfg, pool, lock, cert, staging)
         except RgwtlsError as e:
             # The old certificate stays current and unrevoked: the site keeps a certificate it may serve.
+            if not isinstance(e, Interrupted | LockHeld):
+                _abandon(pool, lock, staging, journal)
             # issue's retry schedule is no concern of a revoke: it tries again whenever it is run.
             said = describe(e).split("; next attempt after")[0]
             e.args = (f"revoke: {cert.name}: no replacement stored, so nothing is revoked: {said}",)
@@ -241,6 +243,20 @@ def _replace(
     journal = dataclasses.replace(journal, replacement=_serial(current))
     _write_journal(pool, lock, staging, journal)
     return journal
+
+
+def _abandon(pool: Pool, lock: IssuerLock, staging: bool, journal: Journal) -> None:
+    """A revoke that could not replace ends here: closed, with no replacement, so that a later revoke starts anew.
+
+    Left open, it would be resumed by the next `revoke` even months later,
+    naming a certificate long replaced by an ordinary renewal instead of the
+    one the operator means. A run stopped by a signal or a lost lock leaves
+    it open: that is a kill, resumed as one.
+    """
+    try:
+        _write_journal(pool, lock, staging, dataclasses.replace(journal, done=_now()))
+    except RgwtlsError as e:
+        log.warning("%s: could not close the revoke journal (%s); the next revoke resumes it", journal.certificate, e)
 
 
 def _record(pool: Pool, lock: IssuerLock, staging: bool, journal: Journal) -> None:
