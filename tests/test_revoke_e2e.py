@@ -8,6 +8,7 @@ second revocation.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -21,11 +22,12 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from devsite.certmaker import make_cert
 from devsite.gateway import Gateway
 from devsite.haproxy import HAProxy
 from devsite.ports import free_port
 from rgwtls.probe import served_fingerprint
-from rgwtls.revoke import PAUSE_ENV, STEPS, journal_object
+from rgwtls.revoke import PAUSE_ENV, STEPS, Journal, journal_object
 from rgwtls.revoked import REVOKED_OBJECT, RevokedList, serial_hex, spki_sha256
 from tests.conftest import ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set
@@ -192,6 +194,29 @@ def test_every_ca_dead_is_one_line_and_nothing_is_stored_or_revoked(stack: Stack
     res = run_cli(issuer, "revoke", "--reason", "keyCompromise")
     assert res.code == 0, res.stderr
     assert_revoked_once(stack, old, "keyCompromise", 1)
+
+
+def test_an_unfinished_revoke_whose_certificate_expired_since_is_not_resumed(stack: Stack) -> None:
+    """A revoke killed long ago and never run again must not stand in for the one the operator means now."""
+    issuer = stack.write_config(stack.settings())
+    assert run_cli(issuer, "issue").code == 0
+    old = stored_set(stack)
+    assert old is not None
+    now = dt.datetime.now(dt.UTC)
+    key, cert = make_cert(("cog.example.org",), now - dt.timedelta(days=100), now - dt.timedelta(days=10))
+    gone = x509.load_pem_x509_certificate(cert.encode())
+    stale = Journal(ZONE, serial_hex(gone), spki_sha256(gone), "superseded", "", cert, key, "2026-01-01T00:00:00+00:00")
+    ioctx = stack.ceph.admin().open_ioctx("rgwtls")
+    try:
+        ioctx.set_namespace("acme")
+        ioctx.write_full(journal_object(ZONE, False), stale.to_bytes())
+    finally:
+        ioctx.close()
+    res = run_cli(issuer, "revoke", "--reason", "keyCompromise")
+    assert res.code == 0, res.stderr
+    assert "was never finished" in res.stderr
+    assert_revoked_once(stack, old, "keyCompromise", 1)
+    assert record(stack).by_serial(serial_hex(gone)) is None
 
 
 def test_an_unknown_reason_is_a_usage_error_and_nothing_changes(stack: Stack) -> None:

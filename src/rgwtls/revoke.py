@@ -180,6 +180,17 @@ def _begin(
     journal = Journal.from_bytes(raw, f"{NS_ISSUER}/{obj} in pool {cfg.ceph.pool}") if raw is not None else None
     lock.claim(ns, f"{cert.name}/current")
     current = pool.read_set(cert.name, staging)
+    if journal is not None and not journal.done and _expired(journal.cert_pem):
+        # A revoke killed long ago and never run again: its certificate needs no revoking any more.
+        notice(
+            log,
+            "%s: the revoke of %s begun at %s was never finished, and %s expired since; starting anew",
+            cert.name,
+            journal.serial,
+            journal.at,
+            journal.serial,
+        )
+        journal = None
     resumed = journal is not None and (
         not journal.done or (not again and current is not None and _serial(current) == journal.replacement)
     )
@@ -366,6 +377,12 @@ def _spki(s: CertSet) -> str:
     from cryptography import x509
 
     return spki_sha256(x509.load_pem_x509_certificate(s.cert_pem.encode()))
+
+
+def _expired(cert_pem: str) -> bool:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(cert_pem.encode()).not_valid_after_utc <= dt.datetime.now(dt.UTC)
 
 
 def _now() -> str:
