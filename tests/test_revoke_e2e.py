@@ -354,7 +354,7 @@ def test_rollback_never_puts_a_revoked_certificate_back(stack: Stack, fleet2: li
     assert str(new["cert_pem"]) in gw.pem.read_text()
 
 
-def test_corrupt_record_installs_nothing(stack: Stack, fleet2: list[Gateway]) -> None:
+def test_corrupt_record_installs_nothing_until_a_revoke_writes_it_anew(stack: Stack, fleet2: list[Gateway]) -> None:
     gw = fleet2[0]
     issuer = stack.write_config(stack.settings())
     assert run_cli(issuer, "issue").code == 0
@@ -367,6 +367,17 @@ def test_corrupt_record_installs_nothing(stack: Stack, fleet2: list[Gateway]) ->
     res = run_cli(gw.config(), "deploy")
     assert_one_error_line(res, "not a valid record of revoked certificates")
     assert gw.pem.read_bytes() == before
+    # As the line says, a revoke on the issuer writes it anew; then the gateway deploys again.
+    old = stored_set(stack)
+    assert old is not None
+    res = run_cli(issuer, "revoke", "--reason", "superseded", "--timeout", "0")  # the gateway's cron does not run
+    assert "rewriting it with this revocation" in res.stderr
+    assert_one_error_line(res, "1 of 1 gateways do not serve")
+    assert run_cli(gw.config(), "deploy").code == 0
+    assert serves_pool(stack, gw)
+    res = run_cli(issuer, "revoke", "--reason", "superseded")
+    assert res.code == 0, res.stderr
+    assert_revoked_once(stack, old, "superseded", 4)
 
 
 def x509_fingerprint(s: dict[str, Any]) -> str:

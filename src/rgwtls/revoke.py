@@ -34,6 +34,7 @@ from rgwtls.issue import replace_now, revoking_acme
 from rgwtls.log import notice
 from rgwtls.revoked import KEY_COMPROMISE, REASONS, REVOKED_OBJECT, Revoked, RevokedList, serial_hex, spki_sha256
 from rgwtls.store import NS_DEPLOY, NS_ISSUER, CertSet, IssuerLock, Pool
+from rgwtls.validate import read_revoked
 
 log = logging.getLogger(__name__)
 FORMAT = "rgwtls-revoke/1"
@@ -275,7 +276,7 @@ def _record(pool: Pool, lock: IssuerLock, staging: bool, journal: Journal) -> No
     ns = pool.set_namespace(staging)
     lock.claim(ns, REVOKED_OBJECT)
     try:
-        listed = RevokedList.from_bytes(pool.read(ns, REVOKED_OBJECT), f"{ns or '(default)'}/{REVOKED_OBJECT}")
+        listed = read_revoked(pool, staging)
     except StoreError as e:
         log.warning("%s; rewriting it with this revocation", e)
         listed = RevokedList()
