@@ -275,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 finally:
                     fleet.stop()
                     # The next fleet starts with no known gateway of this one.
-                    for obj in pool.objects("deploy", "host."):
-                        pool.remove("deploy", obj)
+                    for obj in pool.names("deploy", "host."):
+                        if isinstance(obj, str):
+                            pool.remove("deploy", obj)
     took = time.monotonic() - began
     text = section(args, took, results)
     print(text)

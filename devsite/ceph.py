@@ -89,10 +89,10 @@ def _write_private(path: Path, text: str) -> Path:
     return path
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, addr: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((addr, port)) == 0
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
@@ -103,17 +103,17 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float, interval: float 
         time.sleep(interval)
 
 
-def _conf_text(workdir: Path, fsid: str, mon_port: int, class_dir: Path) -> str:
+def _conf_text(workdir: Path, fsid: str, mon_port: int, class_dir: Path, addr: str = "127.0.0.1") -> str:
     w = workdir
     return f"""\
 # Test cluster made by devsite/ceph.py; every path is inside {w}
 [global]
 fsid = {fsid}
-mon host = [v2:127.0.0.1:{mon_port}]
+mon host = [v2:{addr}:{mon_port}]
 ms bind msgr1 = false
 ms bind msgr2 = true
-public addr = 127.0.0.1
-cluster addr = 127.0.0.1
+public addr = {addr}
+cluster addr = {addr}
 auth cluster required = cephx
 auth service required = cephx
 auth client required = cephx
@@ -177,6 +177,8 @@ class CephCluster:
     mon: Server = field(repr=False)
     osd: Server = field(repr=False)
     osd_uuid: str = ""
+    # Where mon and OSD listen: 127.0.0.1, or a veth's address that a network namespace reaches (and can lose).
+    addr: str = "127.0.0.1"
     pools: list[str] = field(default_factory=list)
     gateways: list[RadosGW] = field(default_factory=list, repr=False)
     _admin: Any = field(default=None, repr=False)
@@ -290,7 +292,7 @@ class CephCluster:
         if self.mon.running():
             return
         self.mon.start()
-        self.mon.wait_until(lambda: _port_open(self.mon_port), timeout, "listening")
+        self.mon.wait_until(lambda: _port_open(self.mon_port, self.addr), timeout, "listening")
         deadline = time.monotonic() + timeout
         while True:  # listening, now answering commands (quorum, auth)
             try:
@@ -373,7 +375,7 @@ def processes_using(conf: Path) -> list[int]:
     return pids
 
 
-def _bootstrap(workdir: Path) -> CephCluster:
+def _bootstrap(workdir: Path, addr: str = "127.0.0.1") -> CephCluster:
     """Write conf and keyrings, make the mon and OSD stores; start nothing."""
     workdir.mkdir(parents=True, exist_ok=True)
     for sub in ("run", "log", "crash", f"mon/ceph-{MON_ID}", f"osd/ceph-{OSD_ID}"):
@@ -381,7 +383,7 @@ def _bootstrap(workdir: Path) -> CephCluster:
     fsid = str(uuid.uuid4())
     mon_port = free_port()
     conf = workdir / "ceph.conf"
-    conf.write_text(_conf_text(workdir, fsid, mon_port, _osd_class_dir()))
+    conf.write_text(_conf_text(workdir, fsid, mon_port, _osd_class_dir(), addr))
 
     admin_key, osd_key = cephx_key(), cephx_key()
     admin_caps = {"mds": "allow *", "mgr": "allow *", "mon": "allow *", "osd": "allow *"}
@@ -411,7 +413,7 @@ def _bootstrap(workdir: Path) -> CephCluster:
         stderr=subprocess.STDOUT,
     )
     try:
-        run(["monmaptool", "--create", "--fsid", fsid, "--addv", MON_ID, f"[v2:127.0.0.1:{mon_port}]", monmap])
+        run(["monmaptool", "--create", "--fsid", fsid, "--addv", MON_ID, f"[v2:{addr}:{mon_port}]", monmap])
         run(["ceph-mon", "-c", conf, "-i", MON_ID, "--mkfs", "--monmap", monmap, "--keyring", mon_keyring])
     finally:
         out, _ = osd_mkfs.communicate(timeout=60)
@@ -429,12 +431,13 @@ def _bootstrap(workdir: Path) -> CephCluster:
         mon=Server("ceph-mon", ["ceph-mon", "-f", "-c", conf, "-i", MON_ID], log / "mon.out"),
         osd=Server("ceph-osd", ["ceph-osd", "-f", "-c", conf, "-i", str(OSD_ID)], log / "osd.out"),
         osd_uuid=osd_uuid,
+        addr=addr,
     )
 
 
-def start_cluster(workdir: Path, pools: tuple[str, ...] = ("rgwtls",)) -> CephCluster:
-    """Make and start a cluster; the caller must `stop()` it (see `ceph_cluster`)."""
-    cluster = _bootstrap(workdir)
+def start_cluster(workdir: Path, pools: tuple[str, ...] = ("rgwtls",), addr: str = "127.0.0.1") -> CephCluster:
+    """Make and start a cluster, listening on `addr`; the caller must `stop()` it (see `ceph_cluster`)."""
+    cluster = _bootstrap(workdir, addr)
     try:
         cluster.start_mon()
         cluster.mon_command({"prefix": "osd create", "uuid": cluster.osd_uuid, "id": OSD_ID})
@@ -449,9 +452,9 @@ def start_cluster(workdir: Path, pools: tuple[str, ...] = ("rgwtls",)) -> CephCl
 
 
 @contextlib.contextmanager
-def ceph_cluster(workdir: Path, pools: tuple[str, ...] = ("rgwtls",)) -> Iterator[CephCluster]:
+def ceph_cluster(workdir: Path, pools: tuple[str, ...] = ("rgwtls",), addr: str = "127.0.0.1") -> Iterator[CephCluster]:
     """A running cluster with `pools` ready for I/O; stopped on exit, whatever happens."""
-    cluster = start_cluster(workdir, pools)
+    cluster = start_cluster(workdir, pools, addr)
     try:
         yield cluster
     finally:

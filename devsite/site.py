@@ -24,7 +24,9 @@ ISSUER_CAPS = {"mon": "allow r", "osd": f"allow rwx pool={POOL}"}
 DEPLOY_CAPS = {
     "mon": "allow r",
     "osd": 'allow r pool=rgwtls namespace="", allow r pool=rgwtls namespace=staging, '
-    "allow rwx pool=rgwtls namespace=deploy",
+    "allow rwx pool=rgwtls namespace=deploy, "
+    # What deploy probes before a restart: could a new radosgw start (rgwtls.health)?
+    "allow r pool=.rgw.root, allow r pool=default.rgw.control",
 }
 
 

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rgwtls import activate, config, deploy, metrics
+from rgwtls import activate, config, deploy, metrics, scrub
 from rgwtls.config import DeployConfig
 from rgwtls.errors import ConfigError, DeployDeferred, DeployError, Interrupted, LockHeld, StoreError
 from rgwtls.haproxy import Runtime, payload_lines
@@ -24,6 +25,7 @@ from rgwtls.status import Report, render
 from rgwtls.store import CertSet
 from rgwtls.targets import PemFile
 from tests.test_config import MINIMAL, write
+from tests.test_scrub import key_pem
 
 Answer = Callable[[str], str | None]  # the command text received -> the answer, or None to hang
 
@@ -132,6 +134,36 @@ def test_a_refused_pem_is_one_line_and_the_transaction_is_aborted(fake: Callable
     assert "\n" not in str(e.value)
     assert "KEY" not in str(e.value)
     assert f.received[-1].startswith("abort ssl cert /etc/haproxy/rgw.pem")
+
+
+@pytest.mark.parametrize("kind", ["rsa-pkcs8", "ec-traditional"])
+@pytest.mark.parametrize("echo", ["everything", "the key's lines without the markers"])
+def test_a_socket_that_echoes_the_pem_puts_no_key_line_and_no_control_byte_into_the_error(
+    fake: Callable[[Answer], FakeRuntime], kind: str, echo: str
+) -> None:
+    """Finding 4: what listens may be no HAProxy; one that echoed put all 26 lines of the key into the line."""
+    scrub.forget_keys()
+    key = key_pem(kind)
+    lines = [line for line in key.splitlines() if not line.startswith("-----")]
+
+    def answer(text: str) -> str | None:
+        if not text.startswith("set ssl cert"):
+            return haproxy_like()(text)
+        said = text if echo == "everything" else "\n".join(lines)
+        return f"\x1b]0;owned\x07{said}\x1b[2J\x9b"
+
+    f = fake(answer)
+    try:
+        with pytest.raises(DeployError) as e:
+            Runtime(str(f.path), 5).replace("/etc/haproxy/rgw.pem", key + "CERT\n")
+    finally:
+        scrub.forget_keys()
+    said = str(e.value)
+    assert said.startswith("HAProxy refused the new PEM for /etc/haproxy/rgw.pem: ")
+    assert not [line for line in lines if line[:20] in said], said
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f]", said), said
+    assert "[key removed]" in said
+    assert len(said) < 500
 
 
 def test_a_socket_below_level_admin_says_cephadm_writes_operator_and_what_to_change(
@@ -387,7 +419,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Callable[[Answer
             lambda d, names, want, s: None if want == served else f"it serves certificate {served[:16]}",
         )
         restarts: list[str] = []
-        monkeypatch.setattr(deploy, "_restart", lambda d: restarts.append("restart"))
+        monkeypatch.setattr(deploy, "_restart", lambda *_: restarts.append("restart"))
         return Host(cfg, pem, old, new, restarts, runtime)
 
     return make

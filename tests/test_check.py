@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 
-from rgwtls.check import CRITICAL, OK, Threshold, judge
+import pytest
+
+from rgwtls.check import CRITICAL, OK, WARNING, Threshold, ceph_timeout, judge, since_start, within
 from rgwtls.status import PoolFacts, Report, Status
 
 W, C = Threshold.parse("20%", "w"), Threshold.parse("10%", "c")
@@ -112,3 +116,67 @@ def test_long_names_make_the_first_line_name_fewer_certificates_not_grow() -> No
     assert state == CRITICAL
     assert len(first) < 200, first
     assert "and 3 more" in first or "and 4 more" in first
+
+
+def test_a_revoked_certificate_is_critical_with_revoked_in_the_first_line_before_anything_else() -> None:
+    st = Status("cog.example.org", pool=pool(30.0), revoked="listed in its CA's CRL http://ca.example/1.crl")
+    st.last_issue = {"ok": False, "at": "2026-02-01T03:00:00", "host": "rgw0", "error": "ACME: down"}
+    state, out = judge(Report("rgw1", [st]), W, C, 3600)
+    assert state == CRITICAL
+    assert out.startswith("RGWTLS CRITICAL - cog.example.org: the pool certificate is revoked: listed in its CA's CRL")
+    many = [Status(f"c{i}.example.org", pool=pool(30.0)) for i in range(5)] + [st]
+    first = judge(Report("rgw1", many), W, C, 3600)[1].split("\n")[0]
+    assert first.startswith("RGWTLS CRITICAL - cog.example.org: revoked, the last issue failed; ")
+
+
+def test_the_cas_renewal_window_begun_is_a_warning() -> None:
+    st = Status("cog.example.org", pool=pool(60.0), renew_now="its renewal window (ARI) began at 2026-02-01 00:00 UTC")
+    state, out = judge(Report("rgw1", [st]), W, C, 3600)
+    assert state == WARNING
+    assert out.startswith("RGWTLS WARNING - cog.example.org: the CA asks for renewal now: its renewal window (ARI)")
+
+
+def test_a_crl_that_could_not_be_fetched_is_a_note_and_one_that_does_not_verify_a_warning() -> None:
+    down = Status("cog.example.org", pool=pool(60.0), revocation_notes=["the CRL http://x/1.crl could not be fetched"])
+    state, out = judge(Report("rgw1", [down]), W, C, 3600)
+    assert state == OK
+    assert "could not be fetched" in out
+    bad = Status("cog.example.org", pool=pool(60.0), revocation_warnings=["the CRL http://x/1.crl does not verify"])
+    assert judge(Report("rgw1", [bad]), W, C, 3600)[0] == WARNING
+
+
+def test_within_gives_back_what_the_work_returned() -> None:
+    assert within(5.0, lambda: (OK, "fine")) == (True, (OK, "fine"))
+
+
+def test_within_raises_what_the_work_raised() -> None:
+    def broken() -> None:
+        raise ValueError("broken")
+
+    with pytest.raises(ValueError, match="broken"):
+        within(5.0, broken)
+
+
+def test_within_gives_up_at_its_deadline_while_the_work_still_hangs() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    try:
+        assert within(0.3, lambda: release.wait(30)) == (False, None)
+        assert time.monotonic() - started < 2.0
+    finally:
+        release.set()
+
+
+def test_within_counts_from_the_process_start_and_cuts_the_ceph_timeout_to_half_of_it() -> None:
+    assert 0.0 <= since_start() < 24 * 3600
+    assert ceph_timeout(10.0, 8.0) == 4.0
+    assert ceph_timeout(3.0, 8.0) == 3.0
+    assert ceph_timeout(10.0, 1.0) == 1.0
+
+
+def test_what_the_pool_says_reaches_the_plugins_output_escaped() -> None:
+    st = Status("cog.example.org", pool=pool(5.0))
+    st.last_issue = {"ok": False, "at": "2026-02-01T03:00:00", "host": "rgw0", "error": "ACME: \x1b]0;owned\x07 down"}
+    out = judge(Report("rgw1", [st]), W, C, 3600)[1]
+    assert "\x1b" not in out
+    assert "\x07" not in out

@@ -27,9 +27,14 @@ class FakeAcme:
 
 
 class FakeSession:
-    def __init__(self, ari: dt.datetime | None = None, down: bool = False) -> None:
+    def __init__(self, ari: dt.datetime | None = None, down: bool = False, revoked: str = "") -> None:
         self.fake = FakeAcme(ari)
         self.down = down
+        self._revoked = revoked
+
+    def revoked(self, current: CertSet) -> str:
+        """What the pool's record and the CRL say (rgwtls.revocation.due_at_once)."""
+        return self._revoked
 
     def acme(self) -> FakeAcme:
         if self.down:
@@ -96,6 +101,26 @@ def test_open_ari_window_is_due_early_and_sends_replaces() -> None:
     assert "ARI" in d.reason
     assert d.replaces
     assert "." in d.replaces
+
+
+def test_open_ari_window_is_due_at_once_whatever_the_retry_schedule_says() -> None:
+    assert decide(a_set(90, 80), FakeSession(ari=NOW - dt.timedelta(hours=1))).urgent
+
+
+def test_revoked_certificate_is_due_at_once_without_asking_ari() -> None:
+    session = FakeSession(ari=NOW + dt.timedelta(days=30), revoked="revoked: listed in its CA's CRL")
+    d = decide(a_set(90, 80), session)
+    assert d.due
+    assert d.urgent
+    assert d.reason.startswith("revoked")
+    assert d.replaces
+    assert session.fake.asked == 0
+
+
+def test_lifetime_rule_is_due_but_waits_for_the_retry_schedule() -> None:
+    d = decide(a_set(90, 20), FakeSession(down=True))
+    assert d.due
+    assert not d.urgent
 
 
 def test_future_ari_window_wins_over_the_lifetime_rule() -> None:

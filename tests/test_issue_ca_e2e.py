@@ -149,7 +149,7 @@ def test_ari_window_decides_renewal(stack: Stack, cli: CLI) -> None:
     res = cli(config, "-v", "issue")
     assert res.code == 0, res.stderr
     assert "nothing to do" in res.stderr
-    # The library picks a random time in the window, as RFC 9773 asks.
+    # From the window's start, the moment check warns from (not RFC 9773's random moment: one issuer a fleet).
     opens = re.search(r"window \(ARI\) opens (\S+ \S+) UTC", res.stderr)
     assert opens is not None, res.stderr
     when = dt.datetime.strptime(opens.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC)

@@ -17,7 +17,26 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 LAYERS: list[set[str]] = [
-    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline"},
+    # Below everything: errors and log clean what they print with it.
+    {"rgwtls.scrub"},
+    {"rgwtls", "rgwtls.errors", "rgwtls.log", "rgwtls.command", "rgwtls.deadline", "rgwtls.unwatch"},
+    # config: the values every section stands on, the sections (those holding others above them), the whole
+    # file, the secrets it names, and the package that re-exports it all.
+    {"rgwtls.config.values"},
+    {
+        "rgwtls.config.fallback",
+        "rgwtls.config.ceph",
+        "rgwtls.config.infoblox",
+        "rgwtls.config.uddi",
+        "rgwtls.config.rfc2136",
+        "rgwtls.config.hook",
+        "rgwtls.config.deploy",
+        "rgwtls.config.check",
+    },
+    {"rgwtls.config.acme", "rgwtls.config.dns"},
+    {"rgwtls.config.certificate"},
+    {"rgwtls.config.file"},
+    {"rgwtls.config.secrets"},
     {"rgwtls.config", "rgwtls.http"},
     {
         "rgwtls.probe",
@@ -28,9 +47,25 @@ LAYERS: list[set[str]] = [
         "rgwtls.haproxy",
         "rgwtls.privileges",
     },
-    {"rgwtls.certs", "rgwtls.revoked", "rgwtls.dns.hook", "rgwtls.dns.infoblox", "rgwtls.dns.rfc2136", "rgwtls.dns.uddi"},
-    {"rgwtls.store", "rgwtls.dns.backends"},
-    {"rgwtls.validate", "rgwtls.targets", "rgwtls.acmeflow", "rgwtls.persist", "rgwtls.activate"},
+    {
+        "rgwtls.certs",
+        "rgwtls.revoked",
+        "rgwtls.dns.hook",
+        "rgwtls.dns.infoblox",
+        "rgwtls.dns.rfc2136",
+        "rgwtls.dns.uddi",
+    },
+    {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
+    {
+        "rgwtls.validate",
+        "rgwtls.targets",
+        "rgwtls.acmeflow",
+        "rgwtls.persist",
+        "rgwtls.activate",
+        "rgwtls.fence",
+        "rgwtls.health",
+        "rgwtls.revocation",
+    },
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch", "rgwtls.revoke"},

@@ -43,6 +43,7 @@ def full_report(name: str = "example.org") -> Report:
         last_issue={"ok": False, "last_success": "2026-01-01T00:00:00", "last_failure": "2026-01-02T00:00:00"},
         deployed=facts(HostFacts, where="/etc/ceph/rgw.pem", matches_pool=True),
         served=facts(HostFacts, where="127.0.0.1:443", matches_pool=True),
+        revocation_known=True,
     )
     return Report("rgw0", [st, Status("absent")], activations={"haproxy": 2})
 
@@ -96,6 +97,15 @@ def test_what_could_not_be_read_is_left_out_not_written_as_zero() -> None:
     }
 
 
+def test_check_exports_revoked_as_one_and_leaves_out_a_certificate_whose_revocation_is_unknown() -> None:
+    revoked = Status("a.example.org", pool=facts(PoolFacts), revoked="listed in its CA's CRL")
+    good = Status("b.example.org", pool=facts(PoolFacts), revocation_known=True)
+    unknown = Status("c.example.org", pool=facts(PoolFacts))
+    samples = parse(written("check", Report("rgw0", [revoked, good, unknown])))
+    found = {s.labels["certificate"]: s.value for s in samples if s.name == "rgwtls_certificate_revoked"}
+    assert found == {"a.example.org": 1, "b.example.org": 0}
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_hostile_label_values_read_back_by_prometheus_client(command: str) -> None:
     report = full_report(HOSTILE)
@@ -107,6 +117,17 @@ def test_hostile_label_values_read_back_by_prometheus_client(command: str) -> No
 
 def test_label_escaping_follows_the_text_format() -> None:
     assert metrics.escape(HOSTILE) == 'we said \\"no\\" \\\\ to\\nthis'
+
+
+def test_a_label_value_carries_no_control_byte_and_no_key_into_the_file() -> None:
+    from tests.test_scrub import key_pem
+
+    value = f"gw\x1b]0;owned\x07 {key_pem('ec-pkcs8')}"
+    escaped = metrics.escape(value)
+    assert "\x1b" not in escaped
+    assert "\x07" not in escaped
+    assert "PRIVATE KEY" not in escaped
+    assert "[key removed]" in escaped
 
 
 def test_runs_and_last_times_carry_over_from_the_previous_file(tmp_path: Path) -> None:

@@ -164,20 +164,28 @@ def test_renewal_info_request_goes_through_the_proxy(stack: Stack, cli: CLI, pro
         ari.close()
 
 
-def test_status_and_check_ask_nothing_of_the_ca_so_they_need_no_proxy(stack: Stack, cli: CLI) -> None:
-    # They read the pool, this host's files and the gateway's handshake: internal only.
-    # With acme.proxy pointing at nothing, they work as they do without it.
+def test_status_and_check_judge_as_without_the_proxy_when_it_is_dead_and_only_note_the_cas_window(
+    stack: Stack, cli: CLI
+) -> None:
+    # The verdict comes from the pool, this host's files and the gateway's handshake: internal only.
+    # Only the CA's renewal window (ARI) goes through acme.proxy: a dead proxy is a note on the line, never a state.
     first = cli(stack.write_config(stack.settings()), "issue")
     assert first.code == 0, first.stderr
+    without = cli(stack.write_config(stack.settings(), "no-proxy.toml"), "check")
     settings = stack.settings()
     settings["acme"]["proxy"] = f"http://127.0.0.1:{free_port()}"
+    # A state directory of its own: the first check's ARI answer is kept in the other one.
+    settings["deploy"]["state_dir"] = str(stack.dir / "state-dead-proxy")
+    (stack.dir / "state-dead-proxy").mkdir()
     config = stack.write_config(settings, "dead-proxy.toml")
     status = cli(config, "status", "--json")
     assert "proxy" not in status.stderr, status.stderr
     assert '"pool"' in status.stdout, status.stdout
     check = cli(config, "check")
-    assert "proxy" not in check.stdout + check.stderr
-    assert check.code in (0, 1, 2), check.stdout  # a verdict, not UNKNOWN (3)
+    assert check.code == without.code, check.stdout  # a verdict, not UNKNOWN (3), and the same one
+    assert "the CA's renewal window (ARI) was not asked: " in check.stdout
+    assert "cannot connect to proxy http://127.0.0.1:" in check.stdout
+    assert check.stderr == ""
 
 
 # -- failures: one line naming the proxy and the CA, no record, nothing stored ----------

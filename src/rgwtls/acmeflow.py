@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import requests
 from acme import challenges, client, errors, messages
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.b64 import b64encode
@@ -31,15 +32,19 @@ from josepy.jwa import ES256, ES384, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from rgwtls import __version__
+from rgwtls.certs import ari_cert_id
 from rgwtls.config import AcmeConfig, config_path, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import AcmeError, CaUnavailable, ConfigError
 from rgwtls.http import TotalTimeout
 from rgwtls.proxy import Route, failure, root_cause, route
+from rgwtls.scrub import clean
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 USER_AGENT = f"rgwtls/{__version__}"
+# A CA's own words (its problem documents' detail) as they reach a line: cleaned, and this long at most.
+CA_SAID = 500
 
 
 def new_account_key() -> str:
@@ -102,7 +107,7 @@ class Network(client.ClientNetwork):
                 status = self.last_response.status_code if self.last_response is not None else 0
                 if status < 500 or tries >= self.cfg.retries:
                     raise
-                problem = f"{e.typ}: {e.detail}"
+                problem = clean(f"{e.typ}: {e.detail}", CA_SAID)
             except errors.ClientError as e:
                 status = self.last_response.status_code if self.last_response is not None else 0
                 if status < 500 or tries >= self.cfg.retries:
@@ -192,9 +197,11 @@ class Acme:
             if e.code == "rateLimited":
                 after = _retry_after(self.net.last_response)
                 when = f"; retry after {after:.0f}s" if after is not None else ""
-                raise CaUnavailable(f"ACME: rate limited while trying to {what}: {e.detail}{when}") from None
+                said = clean(e.detail, CA_SAID)
+                raise CaUnavailable(f"ACME: rate limited while trying to {what}: {said}{when}") from None
             kind = CaUnavailable if self._server_failed() else AcmeError
-            raise kind(f"ACME: could not {what}: {e.detail or e.description} ({e.typ})") from None
+            said = clean(f"{e.detail or e.description} ({e.typ})", CA_SAID)
+            raise kind(f"ACME: could not {what}: {said}") from None
         except errors.ClientError as e:
             resp = self.net.last_response
             status = f"HTTP {resp.status_code}" if resp is not None else str(e)
@@ -321,18 +328,30 @@ class Acme:
         return str(caa[0]).lower().rstrip(".")
 
     def renewal_time(self, cert_pem: str) -> dt.datetime | None:
-        """When ARI says to renew, or None if the CA has no ARI; ARI failures fall back to None."""
+        """When ARI says to renew, or None if the CA has no ARI; ARI failures fall back to None.
+
+        The start of the CA's suggested window. RFC 9773 suggests a random
+        moment in it, to spread a CA's millions of clients; a fleet has one
+        issuer, and `check` warns from the window's start ("the CA asks for
+        renewal now"), so the issuer renews from there too and the two agree.
+        """
         if not self.has_ari:
             return None
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        if cert.not_valid_after_utc <= dt.datetime.now(dt.UTC):
+            return cert.not_valid_after_utc  # RFC 9773: no renewal info for an expired certificate
+        cert_id = ari_cert_id(cert)
+        if cert_id is None:
+            return None
         try:
-            when, _ = self.client.renewal_time(cert_pem.encode())
-        except (errors.Error, requests.RequestException, messages.Error, ValueError) as e:
-            # The library wraps a network failure in ARIError; the network's words say more.
-            cause = e if isinstance(e, requests.RequestException) else e.__cause__
-            why = self._unreachable(cause) if isinstance(cause, requests.RequestException) else str(e)
+            url = f"{str(self.client.directory['renewalInfo']).rstrip('/')}/{cert_id}"
+            info = messages.RenewalInfo.from_json(self.net.get(url, content_type="application/json").json())
+            start: dt.datetime = info.suggested_window.start
+        except (errors.Error, requests.RequestException, messages.Error, ValueError, DeserializationError) as e:
+            why = self._unreachable(e) if isinstance(e, requests.RequestException) else str(e)
             log.warning("ACME renewal info (ARI) unavailable (%s); using the lifetime rule", why)
             return None
-        return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
+        return start if start.tzinfo else start.replace(tzinfo=dt.UTC)
 
     @property
     def profiles(self) -> dict[str, str] | None:
@@ -525,7 +544,7 @@ class Acme:
         body = self._decided(orderr.uri, orderr.body, self.net.last_response, deadline)
         if body.status != messages.STATUS_VALID or not body.certificate:
             # The challenges were valid: what failed now is the CA's own issuance.
-            why = f": {body.error.detail}" if body.error else ""
+            why = f": {clean(body.error.detail, CA_SAID)}" if body.error else ""
             raise CaUnavailable(f"ACME: the order ended {body.status}{why}")
         return self._fullchain(body.certificate)
 
@@ -669,7 +688,7 @@ def _replacement_refused(e: messages.Error) -> str | None:
     """
     typ, detail = _problem_type(e), e.detail or e.description or ""
     if typ in ("alreadyReplaced", "serverInternal") or (typ == "unauthorized" and "replace" in detail.lower()):
-        return f"{typ}: {detail}"
+        return clean(f"{typ}: {detail}", CA_SAID)
     return None
 
 
@@ -677,5 +696,5 @@ def _challenge_error(authz: messages.Authorization) -> str:
     for challb in authz.challenges:
         if challb.error is not None:
             err: messages.Error = challb.error
-            return f"{err.detail or err.description} ({err.typ})"
+            return clean(f"{err.detail or err.description} ({err.typ})", CA_SAID)
     return f"authorization {authz.status}"

@@ -28,7 +28,7 @@ from typing import NoReturn
 from rgwtls import files
 from rgwtls.config import DeployConfig
 from rgwtls.errors import DeployError, RgwtlsError
-from rgwtls.haproxy import ADMIN_LINE, Runtime
+from rgwtls.haproxy import ADMIN_LINE, Runtime, one_line
 from rgwtls.log import notice
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
 
@@ -53,14 +53,14 @@ def preflight(d: DeployConfig) -> None:
     level = api.level()
     if level != "admin":
         raise DeployError(
-            f"HAProxy's runtime API at {d.haproxy_socket} is at level {level or 'unknown'}, and replacing a "
+            f"HAProxy's runtime API at {d.haproxy_socket} is at level {one_line(level or 'unknown')}, and replacing a "
             f"certificate needs level admin (cephadm's ingress writes its socket at level operator); change that "
             f"stats socket line to '{ADMIN_LINE.format(socket=d.haproxy_socket)}' and reload HAProxy; "
             "nothing was changed"
         )
     loaded, pending = api.certificates()
     if d.path not in loaded:
-        shown = ", ".join(loaded) or "none"
+        shown = one_line(", ".join(loaded) or "none")
         raise DeployError(
             f"HAProxy has not loaded {d.path} (show ssl cert lists: {shown}); add 'crt {d.path}' to the bind "
             "line of the frontend that serves these names and reload HAProxy once, or set deploy.path to "

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 # Threshold lives in config, the lowest layer, which validates check.warning
 # and check.critical at load; it is re-exported here for the check command.
 from rgwtls.config import Threshold as Threshold
+from rgwtls.scrub import LINE, clean
 
 if TYPE_CHECKING:
     # Annotations only: `rgwtls check` imports this before it reads the pool.
@@ -33,6 +38,58 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 MAX_NAMED = 3  # certificates named on the first line
 FIRST_LINE = 200  # characters: beyond, the first line of many certificates names fewer of them
+# The plugin's whole answer, whatever ceph.timeout says: check_nrpe gives up at
+# 10 s and pages "Socket timeout" as a CRITICAL; this leaves it 2 s to spare.
+TIMEOUT = 8.0
+
+T = TypeVar("T")
+
+
+def within(seconds: float, work: Callable[[], T]) -> tuple[bool, T | None]:
+    """(True, what `work` returned), or (False, None) if it had not ended after `seconds`.
+
+    librados cannot be interrupted: a stalled OSD or mon holds its call past
+    every timeout but its own. So `work` runs in a daemon thread and only the
+    wait for it is bounded; a caller that gives up must leave the process with
+    os._exit, as the thread may still hold librados (and its shutdown) hostage.
+    An exception of `work` is raised here.
+    """
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as e:  # handed to the caller as it is
+            failed.append(e)
+
+    worker = threading.Thread(target=run, name="check", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        return False, None
+    if failed:
+        raise failed[0]
+    return True, done[0]
+
+
+def since_start() -> float:
+    """Seconds since this process started (Linux), 0 if unknown: the monitoring counts from the exec, not main()."""
+    try:
+        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(after_name[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def ceph_timeout(configured: float, seconds: float) -> float:
+    """librados' own timeout within the plugin's: a stalled cluster then says which part stalled, in time.
+
+    Half of the plugin's time: connecting and the first read each wait at most
+    this long, and the gateway's handshake comes after them.
+    """
+    return max(1.0, min(configured, seconds / 2))
 
 
 @dataclass
@@ -59,6 +116,7 @@ def _verdict(st: Status, warning: Threshold, critical: Threshold, grace: float, 
     if st.pool is None:
         say((CRITICAL, f"{st.name}: no certificate in the pool; run 'rgwtls issue' on the issuer", "not in the pool"))
         return v
+    _revocation(st, say)
     li = st.last_issue
     if li and not li.get("ok"):
         say(
@@ -109,13 +167,52 @@ def _verdict(st: Status, warning: Threshold, critical: Threshold, grace: float, 
     return v
 
 
+def _revocation(st: Status, say: Callable[[tuple[int, str, str]], None]) -> None:
+    """Revoked is CRITICAL and said first; the CA's window begun is a WARNING; a CRL that could not be asked is a note.
+
+    A CRL server that is down or slow says nothing about the certificate, so
+    it never pages; one that answers with a CRL that does not verify, or is
+    stale, is a WARNING: something between us and the CA is wrong.
+    """
+    where = "served" if st.served else "pool"
+    if st.revoked:
+        say(
+            (
+                CRITICAL,
+                f"{st.name}: the {where} certificate is revoked: {st.revoked}; the issuer replaces it at its next "
+                "'rgwtls issue' (run it now to hurry), then 'rgwtls deploy' here",
+                "revoked",
+            )
+        )
+    if st.renew_now:
+        say(
+            (
+                WARNING,
+                f"{st.name}: the CA asks for renewal now: {st.renew_now}; the issuer renews at its next 'rgwtls issue'",
+                "the CA asks for renewal",
+            )
+        )
+    for text in st.revocation_warnings:
+        say((WARNING, f"{st.name}: {text}", "revocation unchecked"))
+    for text in st.revocation_notes:
+        say((OK, f"{st.name}: {text}", "CRL not asked"))
+
+
 def _problems_first(texts: list[tuple[int, str, str]]) -> list[str]:
     # A stable sort: the problems keep their order, the good news follows.
     return [text for _, text, _ in sorted(texts, key=lambda t: t[0] == OK)]
 
 
 def judge(report: Report, warning: Threshold, critical: Threshold, grace: float) -> tuple[int, str]:
-    """The state and what a monitoring system reads: one line with perfdata, and long output for many certificates."""
+    """The state and what a monitoring system reads: one line with perfdata, and long output for many certificates.
+
+    Its texts quote the pool (the last issue's error) and the CA: cleaned as every other line, newlines kept.
+    """
+    state, text = _judge(report, warning, critical, grace)
+    return state, clean(text, 16 * LINE, newlines=True)
+
+
+def _judge(report: Report, warning: Threshold, critical: Threshold, grace: float) -> tuple[int, str]:
     if report.error:
         return UNKNOWN, f"RGWTLS UNKNOWN - cannot read the pool: {report.error}"
     now = dt.datetime.now(dt.UTC)

@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 import click
 
 from rgwtls import __version__, deadline
-from rgwtls.errors import Interrupted, RgwtlsError, describe, scrub
+from rgwtls.errors import Interrupted, RgwtlsError, describe
+from rgwtls.scrub import LINE, clean
 
 log = logging.getLogger("rgwtls")
 
@@ -30,8 +31,11 @@ TEXTFILE = click.option(
 
 
 def _fail(message: str) -> NoReturn:
-    """The run's one line; scrubbed, so that no codec error's byte (maybe a secret's) is ever printed."""
-    log.error("%s", scrub(message))
+    """The run's one line, cleaned (rgwtls.scrub): no key, no control byte, no codec error's byte (maybe a secret's).
+
+    The log formatter cleans it again; this one holds if the logging set-up is not there yet.
+    """
+    log.error("%s", clean(message, LINE))
     sys.exit(1)
 
 
@@ -228,15 +232,15 @@ def _write_metrics(
         if report is None:
             # issue writes the pool's side, deploy this host's: see metrics.py, one series, one owner.
             here = command not in ("issue", "issue-staging")
-            # Without the dns-persist-01 records' DNS queries: cron runs deploy every few minutes.
-            report = status.gather(cfg, served=here, deployed=here, persist=False)
+            # Without the dns-persist-01 records' DNS queries, nor the CRL or ARI: cron runs deploy every few minutes.
+            report = status.gather(cfg, served=here, deployed=here, persist=False, revocation=False)
         metrics.write(textfile, command, ok, started, report, check_state)
     except Exception as e:  # metrics never turn a run into a traceback, nor a success into a failure
         log.warning("could not write the metrics to %s: %s", textfile, _describe(e))
 
 
 def _describe(e: Exception) -> str:
-    return scrub(str(e)) if isinstance(e, OSError) else describe(e)
+    return clean(str(e), LINE) if isinstance(e, OSError) else describe(e)
 
 
 @main.command()
@@ -448,30 +452,68 @@ def status(ctx: click.Context, as_json: bool) -> None:
     metavar="SECONDS",
     help="How long the served certificate may differ from the pool's [default: check.grace].",
 )
+@click.option(
+    "-t",
+    "--timeout",
+    type=click.FloatRange(min=1.0),
+    default=8.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="The plugin's whole answer, UNKNOWN at the latest, within this, whatever ceph.timeout says; "
+    "keep it below the monitoring's own (check_nrpe -t, 10 s).",
+)
 @TEXTFILE
 @click.pass_context
 def check(
-    ctx: click.Context, warning: str | None, critical: str | None, grace: float | None, textfile: Path | None
+    ctx: click.Context,
+    warning: str | None,
+    critical: str | None,
+    grace: float | None,
+    timeout: float,
+    textfile: Path | None,
 ) -> None:
     """A monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with one status line."""
-    from rgwtls.check import UNKNOWN, Threshold, judge
+    from dataclasses import replace
+
+    from rgwtls.check import UNKNOWN, Threshold, ceph_timeout, judge, since_start, within
     from rgwtls.status import gather
 
     started = time.monotonic()
     cfg = report = None
-    try:
-        cfg = _load(ctx)
-        warn = Threshold.parse(warning or cfg.check.warning, "--warning")
-        crit = Threshold.parse(critical or cfg.check.critical, "--critical")
-        report = gather(cfg)
-        state, line = judge(report, warn, crit, cfg.check.grace if grace is None else grace)
-    except RgwtlsError as e:
-        state, line = UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
-    except Exception as e:  # a plugin answers UNKNOWN, whatever happened
-        if ctx.obj["debug"]:
-            raise
-        state, line = UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
+
+    def answer() -> tuple[int, str]:
+        nonlocal cfg, report
+        try:
+            cfg = _load(ctx)
+            cfg = replace(cfg, ceph=replace(cfg.ceph, timeout=ceph_timeout(cfg.ceph.timeout, timeout)))
+            warn = Threshold.parse(warning or cfg.check.warning, "--warning")
+            crit = Threshold.parse(critical or cfg.check.critical, "--critical")
+            report = gather(cfg)
+            return judge(report, warn, crit, cfg.check.grace if grace is None else grace)
+        except RgwtlsError as e:
+            return UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
+        except Exception as e:  # a plugin answers UNKNOWN, whatever happened
+            if ctx.obj["debug"]:
+                raise
+            return UNKNOWN, f"RGWTLS UNKNOWN - {describe(e)}"
+
+    # The metrics need the report: they are written only when it came in time.
+    ended, answered = within(max(0.0, timeout - _CHECK_SPARE - since_start()), answer)
+    if not ended or answered is None:
+        click.echo(
+            f"RGWTLS UNKNOWN - no answer within {timeout:g}s (--timeout): the Ceph cluster or the gateway's "
+            "TLS handshake hangs; see 'rgwtls status' and 'ceph -s'"
+        )
+        # A thread stuck in librados would hold the interpreter's exit past any deadline.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(UNKNOWN)
+    state, line = answered
     click.echo(line)
     if textfile is not None and cfg is not None and report is not None:
         _write_metrics(cfg, "check", textfile, state != UNKNOWN, started, report, state)
     sys.exit(state)
+
+
+# What the plugin keeps of its --timeout for its own start and its UNKNOWN line.
+_CHECK_SPARE = 0.5

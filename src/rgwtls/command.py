@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
+from rgwtls.scrub import clean
+
 # The most kept of each stream: its tail, where the reason for a failure is.
 KEEP = 64 * 1024
 CHUNK = 16 * 1024
@@ -136,12 +138,11 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _last_line(*streams: bytes) -> str:
-    """The last non-empty line of the first stream that has one, printable and at most SHOWN characters."""
+    """The last non-empty line of the first stream that has one, cleaned (rgwtls.scrub), at most SHOWN characters."""
     for data in streams:
         lines = data.decode("utf-8", "replace").strip().splitlines()
         if lines:
-            line = "".join(c if c.isprintable() else "?" for c in lines[-1].strip())
-            return line if len(line) <= SHOWN else line[: SHOWN - 3] + "..."
+            return clean(lines[-1].strip(), SHOWN)
     return ""
 
 

@@ -16,15 +16,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from rgwtls import files
+from rgwtls import files, scrub
 from rgwtls.config import Config, DeployConfig
-from rgwtls.errors import DeployDeferred, DeployError, Interrupted, RgwtlsError, StoreError
+from rgwtls.errors import DeployDeferred, DeployError, Interrupted, LockHeld, RgwtlsError, StoreError
+from rgwtls.fence import SlotFence
 from rgwtls.files import host_lock
 from rgwtls.log import notice
 from rgwtls.store import CertSet, Pool
 from rgwtls.targets import Target, make_target
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from cryptography import x509
 
     from rgwtls.revoked import RevokedList
@@ -63,6 +66,7 @@ def deploy(
                     f"no {kind}certificate {cert_cfg.name} in pool {cfg.ceph.pool} yet; "
                     f"run 'rgwtls issue{' --staging' if staging else ''}' on the issuer"
                 )
+            scrub.remember(new.key_pem)  # a socket or command that echoes its lines never gets them into a line
             target = make_target(d, pool, cert_cfg.name)
             installed = target.installed()
             # 2. Build what radosgw reads, and 3. compare it with what is
@@ -153,9 +157,10 @@ def _install(
     # file on disk is the one served. After that, steps 6 to 9 restore or roll back as for "restart".
     pending = d.activate == "self"
     try:
-        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as fence:
-            # 5. A restart needs a mon to come back: without one, leave radosgw running.
-            _confirm_mon(pool, served.result(), "it was not restarted" if pending else "nothing was installed")
+        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
+            fence = _fence(d, confirm)
+            # 5. A restart needs a mon and radosgw's pools to come back: without them, leave radosgw running.
+            _confirm_cluster(cfg, pool, served.result(), "it was not restarted" if pending else "nothing was installed")
             pending = False
             # 6. Install atomically, keeping the previous for rollback.
             try:
@@ -165,17 +170,20 @@ def _install(
                 raise e from None
             # 7. The slot is still ours (a frozen run's may have lapsed), or put it back unrestarted.
             try:
-                fence()
+                fence.confirm()
             except RgwtlsError as e:
                 _restore_quietly(target, installed)
                 raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
-            # 8. Restart, and 9. verify the new certificate is served; a signal
-            # here rolls back like any failure.
+            # 8. Restart (fenced again if this run was frozen since), and 9. verify
+            # the new certificate is served; a signal here rolls back like any failure.
             try:
-                _restart(d)
+                _restart(d, fence)
                 _verify_served(d, names, checked.fingerprint)
+            except LockHeld as e:
+                _restore_quietly(target, installed)
+                raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
             except RgwtlsError as e:
-                _roll_back(d, target, installed, names, e, backoff.failed(e), revoked)
+                _roll_back(d, target, installed, names, e, backoff.failed(e), fence, revoked)
     except RgwtlsError as e:
         if not pending:
             raise
@@ -260,20 +268,23 @@ def _finish(
             notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
             return True
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as fence:
-        _confirm_mon(pool, served, "nothing was restarted")
+    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
+        fence = _fence(d, confirm)
+        _confirm_cluster(cfg, pool, served, "nothing was restarted")
         try:
-            fence()
+            fence.confirm()
         except RgwtlsError as e:
             raise DeployError(f"{e}; the next run tries again") from None
         try:
-            _restart(d)
+            _restart(d, fence)
             _verify_served(d, names, checked.fingerprint)
+        except LockHeld as e:
+            raise DeployError(f"{e}; the next run tries again") from None
         except RgwtlsError as e:
             after = backoff.failed(e)
             if previous is None:
                 raise DeployError(f"{e}; there is no previous certificate to roll back to{after}") from None
-            _roll_back(d, target, previous, names, e, after, revoked)
+            _roll_back(d, target, previous, names, e, after, fence, revoked)
     target.commit()
     backoff.clear()
     from rgwtls import activate as counted
@@ -287,20 +298,28 @@ def _what(new: CertSet, cert: x509.Certificate) -> str:
     return f"{new.name} generation {new.generation} (expires {cert.not_valid_after_utc:%Y-%m-%d})"
 
 
-def _confirm_mon(pool: Pool, served: str, kept: str) -> None:
-    """radosgw cannot start without a mon, while the pool's OSDs (the set, the slots) answer without one.
+def _confirm_cluster(cfg: Config, pool: Pool, served: str, kept: str) -> None:
+    """radosgw cannot start without a mon, nor while its own pools do not answer; the rgwtls pool may.
 
-    A restart then would turn a mon outage into a gateway outage: the
-    running radosgw keeps serving without a mon, so it is left alone.
+    A restart then would turn a cluster's trouble into a gateway outage: the
+    running radosgw keeps serving through it, so it is left alone.
     """
+    keeps = f"certificate {served[:16]}" if _is_fingerprint(served) else "what it serves now"
     try:
         pool.confirm_mon()
     except StoreError as e:
-        keeps = f"certificate {served[:16]}" if _is_fingerprint(served) else "what it serves now"
         raise DeployError(
             f"{e}; radosgw would not come back after a restart, so {kept}; the gateway keeps serving {keeps}; "
             "the next run tries again"
         ) from None
+    from rgwtls.health import radosgw_could_not_start
+
+    problem = radosgw_could_not_start(cfg.ceph, cfg.deploy.rgw_pools)
+    if problem:
+        raise DeployError(
+            f"{problem}: a new radosgw could not start, so {kept}; the gateway keeps serving {keeps}; "
+            "the next run tries again"
+        )
 
 
 def _put_back_unserved(target: Target, previous: bytes | None) -> str:
@@ -373,10 +392,13 @@ def _roll_back(
     names: tuple[str, ...],
     cause: RgwtlsError,
     after: str,
+    fence: SlotFence,
     revoked: RevokedList | None = None,
 ) -> NoReturn:
-    """Put the previous certificate back, restart, and check it is served again; `after` ends the line.
+    """Put the previous certificate back, restart under the slot, and check it is served again; `after` ends the line.
 
+    The restart is fenced as the first one was: a run frozen during the
+    check, or before this, may have lost its slot to another gateway.
     Never a revoked one: then the new certificate stays installed, and the line says so.
     """
     from rgwtls.certs import first_cert
@@ -395,10 +417,15 @@ def _roll_back(
     if old is None:
         raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None
     try:
-        _restart(d)
+        _restart(d, fence)
         from rgwtls.probe import fingerprint
 
         _verify_served(d, names, fingerprint(old))
+    except LockHeld as e:
+        raise DeployError(
+            f"{cause}; put the previous certificate back in place, but {e}: the gateway serves what the failed "
+            f"restart left until a run restarts it{after}"
+        ) from None
     except RgwtlsError as again:
         raise DeployError(
             f"{cause}; restored the previous certificate, but the gateway does not serve it either "
@@ -422,10 +449,17 @@ def _activation_line(d: DeployConfig) -> str:
     return activate.plan(d, _restart_line(d))
 
 
-def _restart(d: DeployConfig) -> None:
+def _fence(d: DeployConfig, confirm: Callable[[], None]) -> SlotFence:
+    """The slot's fence, which covers a restart and its check: the rollback's restart has the rest of the hold."""
+    return SlotFence(confirm, d.slot_hold, d.restart_timeout + d.verify_timeout)
+
+
+def _restart(d: DeployConfig, fence: SlotFence) -> None:
+    """Run the restart command, the slot confirmed recently enough to cover it (LockHeld if it cannot be)."""
     from rgwtls.command import CommandFailed, run
 
     argv = _restart_argv(d)
+    fence.before_exec()
     log.info("restarting radosgw: %s", shlex.join(argv))
     try:
         run(argv, d.restart_timeout)
@@ -505,7 +539,9 @@ class Backoff:
         if force:
             notice(log, "%s generation %d failed here before; trying again now (--force)", self.name, self.generation)
             return
-        if time.time() >= due:
+        # The record outlives the process, so its time is the wall clock's; a clock stepped back
+        # since (NTP, an operator) must not stretch the wait past the backoff it was set with.
+        if not 0 < due - time.time() <= backoff_delay(failures):
             return
         raise DeployDeferred(
             f"{self.name} generation {self.generation} failed on this host {failures} time(s) in a row "

@@ -7,7 +7,7 @@ layer without parsing text.
 
 from __future__ import annotations
 
-import re
+from rgwtls.scrub import LINE, clean, codec_errors
 
 
 class RgwtlsError(Exception):
@@ -74,16 +74,6 @@ class Interrupted(RgwtlsError):
         self.signame = signame
 
 
-# What Python's codec errors say: "'utf-8' codec can't decode byte 0xff in
-# position 0: invalid start byte". The byte and its position are what the
-# text held: from a secret file, one byte of the secret and where it sits.
-_CODEC_ERROR = re.compile(
-    r"'([\w-]+)' codec can't (?:decode|encode) "
-    r"(?:bytes?(?: 0x[0-9a-fA-F]{2})?|characters?(?: '(?:[^'\\]|\\.)*'| \"[^\"]*\")?) "
-    r"in position \d+(?:-\d+)?(?:: ([\w ()-]*))?"
-)
-
-
 def scrub(text: str) -> str:
     """The text with every codec error's bytes and position taken out, for what is printed or stored.
 
@@ -91,13 +81,14 @@ def scrub(text: str) -> str:
     (a secret file, an answer) may be a secret, and the pool's last-issue
     record is read by every gateway's deploy user.
     """
-    return _CODEC_ERROR.sub(
-        lambda m: f"text that is not valid {m[1]}" + (f" ({m[2].strip()})" if m[2] and m[2].strip() else ""), text
-    )
+    return codec_errors(text)
 
 
 def describe(e: BaseException) -> str:
-    """The one line for any failure: an RgwtlsError's own text, else its type and text; scrubbed either way."""
+    """The one line for any failure: an RgwtlsError's own text, else its type and text; cleaned either way.
+
+    An error's text may carry what an outside party said (a socket's answer, a CA's detail): see rgwtls.scrub.
+    """
     if isinstance(e, RgwtlsError):
-        return scrub(str(e))
-    return scrub(f"unexpected {type(e).__name__}: {e}")
+        return clean(str(e), LINE)
+    return clean(f"unexpected {type(e).__name__}: {e}", LINE)

@@ -22,10 +22,18 @@ from typing import Any
 from rgwtls.config import Config
 from rgwtls.errors import Interrupted, RgwtlsError
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
-from rgwtls.store import HOLDER_LABEL, NS_DEPLOY, Holder, Pool
+from rgwtls.scrub import clean
+from rgwtls.store import HOLDER_LABEL, MAX_OBJECT, NS_DEPLOY, Holder, Pool, TooLarge
 
 log = logging.getLogger(__name__)
 PREFIX = "host."
+# What one field of a gateway's record holds, as written and as shown: a record stays a few KiB, far
+# below the pool's MAX_OBJECT, and one line of rollout stays readable.
+FIELD = 256
+ERROR_FIELD = 2000
+# The fields rollout uses, and what each must be; anything else makes the record unusable.
+_TEXT = ("host", "endpoint", "certificate")
+_TEXT_OR_NULL = ("served", "error", "at", "activate")
 
 
 def _now() -> str:
@@ -67,15 +75,16 @@ def record(cfg: Config, staging: bool, error: str | None) -> None:
     except OSError:
         served = ""
     host = os.uname().nodename
+    # Bounded and cleaned here too: the error may quote what a socket or the cluster answered.
     doc = {
-        "host": host,
-        "endpoint": d.verify_endpoint,
+        "host": clean(host, FIELD),
+        "endpoint": clean(d.verify_endpoint, FIELD),
         "certificate": cert.name,
         "activate": d.activate,
         "staging": staging,
         "served": served,
         "ok": error is None,
-        "error": error,
+        "error": None if error is None else clean(error, ERROR_FIELD),
         "at": _now(),
     }
     try:
@@ -96,29 +105,100 @@ class Gateway:
     detail: str
 
 
-def _standing(records: dict[str, bytes], want: dict[str, str], since: str, holders: list[Holder]) -> list[Gateway]:
+def parse(raw: bytes) -> dict[str, Any] | str:
+    """A gateway's record, its text fields cleaned and bounded (rgwtls.scrub); or why it cannot be used.
+
+    Whoever has the deploy caps writes these records, a compromised gateway
+    too: nothing in one may reach the issuer operator's terminal raw.
+    """
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "it is not UTF-8"
+    except (ValueError, RecursionError):
+        return "it is not JSON"
+    if not isinstance(doc, dict):
+        return "it is not a JSON object"
+    for key in _TEXT:
+        if not isinstance(doc.get(key), str):
+            return f"its {key} is not a string"
+    for key in _TEXT_OR_NULL:
+        if not isinstance(doc.get(key), str | None):
+            return f"its {key} is neither a string nor null"
+    if not isinstance(doc.get("ok", False), bool):
+        return "its ok is not true or false"
+    return {
+        key: clean(doc.get(key), ERROR_FIELD if key == "error" else FIELD) if isinstance(doc.get(key), str) else None
+        for key in (*_TEXT, *_TEXT_OR_NULL)
+    } | {"ok": bool(doc.get("ok", False))}
+
+
+def _skipped(obj: str, why: str) -> str:
+    return (
+        f"rollout: skipped {NS_DEPLOY}/{clean(obj, FIELD)}: {why}; it shows no gateway until its gateway's next "
+        "deploy rewrites it or 'rgwtls rollout --forget HOST' removes it"
+    )
+
+
+def _not_utf8(pool: str, obj: bytes) -> str:
+    """What to say of a name that is not UTF-8: python-rados can neither read nor remove it, the rados CLI can."""
+    return (
+        f"{NS_DEPLOY}/{clean(obj, FIELD)}: its name is not UTF-8, which python-rados cannot name; remove it with: "
+        f"rados -N {NS_DEPLOY} -p {pool} rm {_shell_bytes(obj)}"
+    )
+
+
+def _shell_bytes(raw: bytes) -> str:
+    """The name as bash's $'...' quoting spells it, every byte that is not plain ASCII as \\xNN."""
+    plain = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:-_+=@%,/[]")
+    return "$'" + "".join(chr(b) if b in plain else f"\\x{b:02x}" for b in raw[:FIELD]) + "'"
+
+
+def _standing(
+    records: dict[str, bytes],
+    want: dict[str, str],
+    since: str,
+    holders: list[Holder],
+    warn: Callable[[str], None] = log.warning,
+) -> list[Gateway]:
     restarting = {(h.host, h.label): h for h in holders}
     found = []
     for obj, raw in records.items():
-        try:
-            doc: dict[str, Any] = json.loads(raw)
-            name = f"{doc['host']} ({doc['endpoint']})"
-            fp = want.get(str(doc["certificate"]))
-        except (ValueError, KeyError, TypeError):
-            found.append(Gateway(obj, "failed", "its record is unreadable"))
+        doc = parse(raw)
+        if isinstance(doc, str):
+            warn(_skipped(obj, doc))
             continue
+        fp = want.get(doc["certificate"])
         if fp is None:
             continue  # a certificate the issuer does not configure
-        how = f", {doc['activate']}" if doc.get("activate") not in (None, "restart") else ""
-        holder = restarting.get((str(doc["host"]), str(doc["endpoint"])))
-        if doc.get("served") == fp:
-            found.append(Gateway(name, "serving", f"serves the pool's certificate since {doc.get('at')}{how}"))
+        name = f"{doc['host']} ({doc['endpoint']})"
+        how = f", {doc['activate']}" if doc["activate"] not in (None, "restart") else ""
+        holder = restarting.get((doc["host"], doc["endpoint"]))
+        if doc["served"] == fp:
+            found.append(Gateway(name, "serving", f"serves the pool's certificate since {doc['at']}{how}"))
         elif holder is not None:
-            found.append(Gateway(name, "restarting", f"holds a restart slot since {holder.since}"))
-        elif not doc.get("ok") and str(doc.get("at", "")) >= since:
-            found.append(Gateway(name, "failed", str(doc.get("error"))))
+            found.append(Gateway(name, "restarting", f"holds a restart slot since {clean(holder.since, 64)}"))
+        elif not doc["ok"] and (doc["at"] or "") >= since:
+            found.append(Gateway(name, "failed", str(doc["error"])))
         else:
-            found.append(Gateway(name, "waiting", f"last deploy {doc.get('at')}{how}"))
+            found.append(Gateway(name, "waiting", f"last deploy {doc['at']}{how}"))
+    return found
+
+
+def _records(pool: Pool, warn: Callable[[str], None]) -> dict[str, bytes]:
+    """Every gateway's record, whole; a name not in UTF-8, or a record too large to be one: warned of, skipped."""
+    found: dict[str, bytes] = {}
+    for obj in pool.names(NS_DEPLOY, PREFIX):
+        if isinstance(obj, bytes):
+            warn(f"rollout: skipped {_not_utf8(pool.cfg.pool, obj)}")
+            continue
+        try:
+            raw = pool.read(NS_DEPLOY, obj)
+        except TooLarge:
+            warn(_skipped(obj, f"it is larger than {MAX_OBJECT} bytes (a gateway writes a few hundred)"))
+            continue
+        if raw is not None:
+            found[obj] = raw
     return found
 
 
@@ -147,6 +227,13 @@ class _Progress:
             self.say(f"{counts} ({took:.0f}s)")
         self.last = counts
 
+    def warn(self, text: str) -> None:
+        """A WARNING line, on a line of its own: the count being rewritten on a terminal is cleared first."""
+        if self.open:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+        log.warning("%s", text)
+
     def _line(self, line: str) -> None:
         if self.tty:
             sys.stderr.write(f"\r\x1b[K{line}\n")
@@ -173,6 +260,13 @@ def rollout(
     since = _now()
     started = time.monotonic()
     progress = _Progress(out)
+    warned: set[str] = set()
+
+    def warn(text: str) -> None:  # once a run: rollout looks again every second
+        if text not in warned:
+            warned.add(text)
+            progress.warn(text)
+
     with Pool(cfg.ceph) as pool:
         want: dict[str, str] = {}
         for cert in cfg.certificates:
@@ -185,7 +279,8 @@ def rollout(
             raise RgwtlsError(f"rollout: no certificate in pool {cfg.ceph.pool} yet; run 'rgwtls issue' first")
         try:
             while True:
-                fleet = _standing(pool.objects(NS_DEPLOY, PREFIX), want, since, pool.slot_holders(cfg.deploy.slot_hold))
+                records = _records(pool, warn)
+                fleet = _standing(records, want, since, pool.slot_holders(cfg.deploy.slot_hold), warn)
                 took = time.monotonic() - started
                 progress.show(fleet, took)
                 done = sum(g.state == "serving" for g in fleet)
@@ -206,24 +301,35 @@ def rollout(
 
 
 def forget(cfg: Config, host: str, out: Callable[[str], None] | None = None) -> int:
-    """Remove the deploy records of a retired host, so that rollout no longer waits for it; how many."""
+    """Remove the deploy records of a retired host, so that rollout no longer waits for it; how many.
+
+    By name (`host.HOST.*`), so that a record too large or not JSON goes too.
+    "gw1." also starts the names of gw1.example.org's records: a name is kept
+    only if its record is readable and names another host. A name that is not
+    UTF-8 is left, with the rados command that removes it, and exit status 1.
+    """
     say = out or (lambda line: print(line, file=sys.stderr))
     with Pool(cfg.ceph) as pool:
-        # By the record's own host: "gw1." also starts the records of gw1.example.org.
-        mine = [obj for obj, raw in pool.objects(NS_DEPLOY, f"{PREFIX}{host}.").items() if _host_of(raw) == host]
+        names = pool.names(NS_DEPLOY, f"{PREFIX}{host}.")
+        mine = [obj for obj in names if isinstance(obj, str) and not _of_another_host(pool, obj, host)]
         for obj in mine:
             pool.remove(NS_DEPLOY, obj)
-            say(f"rollout: forgot {obj[len(PREFIX) :]}")
+            say(f"rollout: forgot {clean(obj[len(PREFIX) :], FIELD)}")
+    odd = [obj for obj in names if isinstance(obj, bytes)]
+    if odd:
+        raise RgwtlsError(f"rollout: could not forget {'; '.join(_not_utf8(cfg.ceph.pool, obj) for obj in odd)}")
     if not mine:
         raise RgwtlsError(
-            f"rollout: no gateway {host!r} has recorded a deploy in pool {cfg.ceph.pool}; nothing to forget"
+            f"rollout: no gateway {clean(host, FIELD)!r} has recorded a deploy in pool {cfg.ceph.pool}; "
+            "nothing to forget"
         )
     return len(mine)
 
 
-def _host_of(raw: bytes) -> str | None:
+def _of_another_host(pool: Pool, obj: str, host: str) -> bool:
     try:
-        doc = json.loads(raw)
-        return str(doc["host"]) if isinstance(doc, dict) else None
-    except (ValueError, KeyError):
-        return None
+        raw = pool.read(NS_DEPLOY, obj)
+    except TooLarge:
+        return False
+    doc = parse(raw) if raw is not None else None
+    return isinstance(doc, dict) and doc["host"] != clean(host, FIELD)

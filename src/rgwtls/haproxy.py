@@ -16,10 +16,13 @@ import contextlib
 import socket
 import time
 
+from rgwtls import scrub
 from rgwtls.errors import DeployError
 
 # cephadm's ingress writes its stats socket at `level operator`, which may show but not set certificates.
 ADMIN_LINE = "stats socket {socket} mode 600 level admin"
+# HAProxy's refusals are one short line; more is something else answering.
+ANSWER = 300
 
 
 class Runtime:
@@ -65,7 +68,8 @@ class Runtime:
             raise DeployError(f"{where}: no answer to '{command}' within {self.timeout:g}s") from None
         except OSError as e:
             raise DeployError(f"{where}: {e.strerror or e}") from None
-        return b"".join(chunks).decode(errors="replace").rstrip("\n")
+        # Whatever listens there may be no HAProxy, or a wrapper: bytes that are not UTF-8 stay visible as escapes.
+        return b"".join(chunks).decode(errors="backslashreplace").rstrip("\n")
 
     def level(self) -> str:
         return self.ask("show cli level").strip()
@@ -86,15 +90,20 @@ class Runtime:
         return loaded, pending
 
     def replace(self, path: str, pem: str) -> None:
-        """Swap the certificate at `path` for `pem` in memory; on any failure, drop the transaction."""
+        """Swap the certificate at `path` for `pem` in memory; on any failure, drop the transaction.
+
+        The key is remembered by rgwtls.scrub first: a socket that echoes
+        what it was sent must not get its lines into the error line.
+        """
+        scrub.remember(pem)
         answer = self.ask(f"set ssl cert {path}", pem)
         if not answer.startswith("Transaction "):
             self._abort_quietly(path)
-            raise DeployError(f"HAProxy refused the new PEM for {path}: {_one_line(answer)}")
+            raise DeployError(f"HAProxy refused the new PEM for {path}: {one_line(answer)}")
         answer = self.ask(f"commit ssl cert {path}")
         if "Success!" not in answer:
             self._abort_quietly(path)
-            raise DeployError(f"HAProxy refused to commit the new PEM for {path}: {_one_line(answer)}")
+            raise DeployError(f"HAProxy refused to commit the new PEM for {path}: {one_line(answer)}")
 
     def abort(self, path: str) -> None:
         self.ask(f"abort ssl cert {path}")
@@ -109,5 +118,6 @@ def payload_lines(pem: str) -> str:
     return "\n".join(line for line in pem.splitlines() if line.strip())
 
 
-def _one_line(answer: str) -> str:
-    return "; ".join(line.strip() for line in answer.splitlines() if line.strip()) or "no answer"
+def one_line(answer: str) -> str:
+    """An answer as part of a line: its lines joined, then cleaned (no key material, no control byte, bounded)."""
+    return scrub.clean("; ".join(line.strip() for line in answer.splitlines() if line.strip()) or "no answer", ANSWER)

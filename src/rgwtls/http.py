@@ -42,6 +42,33 @@ class TotalTimeout(requests.exceptions.Timeout):
     """The request did not finish (headers and body) within its total deadline, or was not sent at all."""
 
 
+class TooLarge(requests.exceptions.RequestException):
+    """The answer's body was longer than the adapter's `max_bytes`: a hostile server's, cut off there."""
+
+
+class _Capped:
+    """A response's raw stream that stops at `cap` decoded bytes: a fast server fills no memory within the deadline."""
+
+    def __init__(self, raw: Any, cap: int, where: str) -> None:
+        self._raw, self._cap, self._where = raw, cap, where
+
+    def stream(self, amt: int = 2**16, decode_content: bool | None = None) -> Any:
+        told = self._raw.headers.get("Content-Length", "") if getattr(self._raw, "headers", None) else ""
+        if told.isdigit() and int(told) > self._cap:
+            self._raw.close()
+            raise TooLarge(f"the answer of {self._where} is {told} bytes long, more than the {self._cap} allowed")
+        seen = 0
+        for chunk in self._raw.stream(amt, decode_content=decode_content):
+            seen += len(chunk)
+            if seen > self._cap:
+                self._raw.close()
+                raise TooLarge(f"the answer of {self._where} is longer than the {self._cap} bytes allowed")
+            yield chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
 class _Watch:
     """One request's watchdog: the sockets it uses, shut down if the deadline passes first."""
 
@@ -143,6 +170,16 @@ def _seconds(timeout: Any) -> float | None:
 
 class Adapter(HTTPAdapter):
     """requests' adapter, with the request's timeout as its total deadline."""
+
+    # The most body an answer may have (decoded), or None: any. Set on an
+    # adapter that fetches from a server nobody vouches for (a CRL's).
+    max_bytes: int | None = None
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        response: requests.Response = super().build_response(req, resp)
+        if self.max_bytes is not None:
+            response.raw = _Capped(response.raw, self.max_bytes, _where(req.url))
+        return response
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)

@@ -56,6 +56,8 @@ class Decision:
     due: bool
     reason: str
     replaces: str | None = None
+    # Revoked, or the CA asks for it now: due whatever the retry schedule says.
+    urgent: bool = False
 
 
 def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | None = None) -> int:
@@ -177,7 +179,7 @@ def _issue_one(
     if not decision.due:
         log.info("%s: %s; nothing to do", cert.name, decision.reason)
         return False
-    held_back = None if force else _held_back(attempt, _config_digest(cfg))
+    held_back = None if force or decision.urgent else _held_back(attempt, _config_digest(cfg))
     if held_back is not None:
         log.info("%s: due (%s), but %s", cert.name, decision.reason, held_back)
         return None
@@ -318,7 +320,7 @@ def _next_attempt(
     """Failures in a row, counting this one, and when the next attempt is due."""
     failures = attempt.get("failures") if not attempt.get("ok", True) else 0
     failures = (failures if type(failures) is int and failures > 0 else 0) + 1
-    wait = min(RETRY_FIRST * 2 ** min(failures - 1, 8), RETRY_MAX)
+    wait = _retry_wait(failures)
     try:
         current = pool.read_set(cert.name, staging)
     except RgwtlsError:
@@ -327,6 +329,10 @@ def _next_attempt(
         left = certs.cert_info(current.cert_pem).not_after - _now()
         wait = min(wait, max(left / 4, RETRY_MIN))
     return failures, started + wait
+
+
+def _retry_wait(failures: int) -> dt.timedelta:
+    return min(RETRY_FIRST * (1 << min(failures - 1, 8)), RETRY_MAX)
 
 
 def _config_digest(cfg: Config) -> str:
@@ -349,9 +355,11 @@ def _held_back(attempt: dict[str, Any], config: str) -> str | None:
         due = dt.datetime.fromisoformat(attempt["next_attempt"])
     except ValueError:
         return None
-    if due.tzinfo is None or _now() >= due - RETRY_EARLY:
-        return None
     failures = attempt.get("failures", 1)
+    left = due - _now() if due.tzinfo is not None else dt.timedelta(0)
+    # A wall time (issuers on other hosts read it): one further away than its schedule sets means a clock went back.
+    if left <= RETRY_EARLY or left > _retry_wait(failures if type(failures) is int and failures > 0 else 1):
+        return None
     return (
         f"its last {failures} attempt(s) failed; the next is due after {due:%Y-%m-%d %H:%M} UTC "
         "('rgwtls issue --force' tries now)"
@@ -443,6 +451,19 @@ class _Session:
             raise _unusable_account(self.pool, obj, f"it is the account for {doc['directory']}, not {self.directory}")
         return doc, obj
 
+    def revoked(self, current: CertSet) -> str:
+        """Why `current` is revoked (the pool's record, its CRL), or ""; never fails the run."""
+        from rgwtls import revocation
+        from rgwtls.revoked import REVOKED_OBJECT, RevokedList
+
+        ns = self.pool.set_namespace(self.staging)
+        try:
+            record = RevokedList.from_bytes(self.pool.read(ns, REVOKED_OBJECT), f"{ns}/{REVOKED_OBJECT}")
+        except StoreError as e:
+            log.warning("%s", e)
+            record = None
+        return revocation.due_at_once(self.cfg, record, current.cert_pem, current.chain_pem)
+
     def registered(self) -> Acme:
         acme = self.acme()
         if not self._registered:
@@ -528,6 +549,9 @@ def _decide(
     if info.remaining(now) <= info.lifetime / 20:
         # The emergency rule: whatever ARI says, a twentieth of the life is too little to wait on.
         return Decision(True, f"only {days_left:.1f} days left, a twentieth of its lifetime", info.ari_id)
+    revoked = session.revoked(current)
+    if revoked:
+        return Decision(True, revoked, info.ari_id, urgent=True)
     try:
         ari = session.acme().renewal_time(current.cert_pem)
     except AcmeError as e:
@@ -537,7 +561,8 @@ def _decide(
         ari = None
     if ari is not None:
         if now >= ari:
-            return Decision(True, f"the CA's renewal window (ARI) opened at {ari:%Y-%m-%d %H:%M} UTC", info.ari_id)
+            opened = f"the CA's renewal window (ARI) opened at {ari:%Y-%m-%d %H:%M} UTC"
+            return Decision(True, opened, info.ari_id, urgent=True)
         return Decision(
             False,
             f"valid until {info.not_after:%Y-%m-%d} ({days_left:.0f} days left); "

@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from rgwtls.scrub import LINE, clean
+
 NOTICE = 25
 logging.addLevelName(NOTICE, "NOTICE")
 
@@ -19,15 +21,30 @@ def notice(logger: logging.Logger, msg: str, *args: object) -> None:
     logger.log(NOTICE, msg, *args)
 
 
+class _Clean(logging.Formatter):
+    """The last line of defence: a message that carries an outside string nobody cleaned is cleaned here.
+
+    Its control bytes escaped and key material removed (rgwtls.scrub), so that
+    a path that missed it still cannot put a key or a terminal escape into
+    cron mail or the journal. A traceback (--debug) stays as it is, multi-line.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = clean(record.message, LINE)
+        return super().formatMessage(record)
+
+
 class _Line(logging.Formatter):
+    """The plain line of cron mail, cleaned as _Clean's, and never a traceback."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname}: {record.getMessage()}"
+        return f"{record.levelname}: {clean(record.getMessage(), LINE)}"
 
 
 def setup(verbose: int, debug: bool, syslog: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if debug:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_Clean("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(_Line())
     handler.setLevel(logging.DEBUG if debug else logging.INFO if verbose else NOTICE)
@@ -44,7 +61,7 @@ def setup(verbose: int, debug: bool, syslog: bool = False) -> None:
             logging.getLogger("rgwtls").warning("syslog is not available (no /dev/log); logging to stderr only")
             return
         to_syslog = SysLogHandler(address="/dev/log", facility="daemon")
-        to_syslog.setFormatter(logging.Formatter("rgwtls[%(process)d]: %(levelname)s: %(message)s"))
+        to_syslog.setFormatter(_Clean("rgwtls[%(process)d]: %(levelname)s: %(message)s"))
         to_syslog.setLevel(logging.INFO)
         root.handlers.append(to_syslog)
     root.setLevel(logging.DEBUG if debug else logging.INFO)

@@ -16,7 +16,7 @@ alone knows, and the facts of a run carry its `command` label:
   sets, the last attempt recorded in the pool);
 - deploy: this host's side (the deployed file and the served certificate,
   each compared with the pool);
-- check: its verdict.
+- check: its verdict, and whether each certificate is revoked.
 
 `issue --staging` writes `rgwtls_issue-staging.prom`: only its own run,
 labelled `command="issue-staging"`, so that a staging run never overwrites
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rgwtls import files
+from rgwtls.scrub import clean
 from rgwtls.status import Report
 
 EVERY = "every command"
@@ -109,6 +110,12 @@ FAMILIES: dict[str, Family] = {
         ("method",),
     ),
     "rgwtls_check_status": Family("gauge", "The last check's state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", "check"),
+    "rgwtls_certificate_revoked": Family(
+        "gauge",
+        "1 if the certificate this host serves (else the pool's) is revoked, by the pool's record or its CA's CRL.",
+        "check",
+        ("certificate",),
+    ),
 }
 
 # Which `source` of the expiry each command owns.
@@ -125,8 +132,12 @@ def _ts(iso: str | None) -> float | None:
 
 
 def escape(value: str) -> str:
-    """A label value as the text format wants it: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A label value as the text format wants it: backslash, double quote and newline escaped.
+
+    Cleaned first (rgwtls.scrub), so that no label carries a control byte or a key into a scrape; the
+    newline is the text format's own to escape, and reads back as one.
+    """
+    return clean(value, 200, newlines=True).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(**labels: str) -> str:
@@ -200,6 +211,8 @@ def samples(
             matches = getattr(facts, "matches_pool", None)
             if command == "deploy" and matches is not None:
                 add("rgwtls_certificate_matches_pool", 1.0 if matches else 0.0, certificate=cert, source=source)
+        if command == "check" and (st.revoked or st.revocation_known):
+            add("rgwtls_certificate_revoked", 1.0 if st.revoked else 0.0, certificate=cert)
         if command == "deploy" and st.pool is not None and st.served is not None and st.served.matches_pool:
             add("rgwtls_deployed_generation", float(st.pool.generation), certificate=cert)
     return out

@@ -310,7 +310,7 @@ def _follow(
     if staging:
         log.info("%s: revoke --staging follows no gateway (rollout follows the production sets)", cert.name)
         return [], 0
-    if not pool.objects(NS_DEPLOY, PREFIX):
+    if not pool.names(NS_DEPLOY, PREFIX):
         log.info("%s: no gateway has recorded a deploy in pool %s; none to follow", cert.name, cfg.ceph.pool)
         return [], 0
     try:

@@ -17,8 +17,10 @@ from cryptography import x509
 
 from rgwtls.certs import dns_names, first_cert
 from rgwtls.config import Config
-from rgwtls.errors import RgwtlsError
+from rgwtls.errors import RgwtlsError, StoreError
 from rgwtls.probe import fingerprint, served_certificate, server_name
+from rgwtls.revoked import RevokedList
+from rgwtls.scrub import LINE, clean
 from rgwtls.store import CertSet, Pool
 from rgwtls.targets import make_target
 
@@ -105,6 +107,13 @@ class Status:
     # dns-persist-01 certificates only: the standing records, and what is wrong with them (check's WARNINGs).
     persist: list[PersistFacts] = field(default_factory=list)
     persist_warnings: list[str] = field(default_factory=list)
+    # The served certificate (else the pool's): why it must not be served ("" if nothing says so), whether
+    # the pool's record of revocations was read, the CA's renewal window begun, and what could not be asked.
+    revoked: str = ""
+    revocation_known: bool = False
+    renew_now: str = ""
+    revocation_warnings: list[str] = field(default_factory=list)
+    revocation_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -136,7 +145,12 @@ def _pool_facts(s: CertSet | None, now: dt.datetime) -> PoolFacts | None:
 
 
 def gather(
-    cfg: Config, served: bool = True, staging: bool = False, deployed: bool = True, persist: bool = True
+    cfg: Config,
+    served: bool = True,
+    staging: bool = False,
+    deployed: bool = True,
+    persist: bool = True,
+    revocation: bool = True,
 ) -> Report:
     """All the facts; a cluster that cannot be reached is reported, not raised.
 
@@ -157,10 +171,15 @@ def gather(
     pool: Pool | None = None
     read: list[set[str]] = [set() for _ in report.certificates]
     standing: dict[str, bytes | None] = {}
+    sets: dict[str, CertSet] = {}
+    record: RevokedList | str | None = None
+    certs_seen: dict[str, list[x509.Certificate]] = {}
     try:
         pool = Pool(cfg.ceph).connect()
         for st, done in zip(report.certificates, read, strict=True):
-            _read_pool_side(pool, st, done, staging, now)
+            _read_pool_side(pool, st, done, staging, now, sets)
+        if revocation:
+            record = _revoked_record(pool, staging)
         for conf in cfg.certificates:
             if persist and conf.persistent(cfg.dns):
                 standing[conf.name] = pool.read(pool.set_namespace(staging), f"{conf.name}/persist")
@@ -176,13 +195,15 @@ def gather(
                 st.unknown.append("deployed")
                 continue
             try:
-                installed = first_cert(make_target(d, pool, st.name).installed())  # type: ignore[arg-type]
+                blob = make_target(d, pool, st.name).installed()  # type: ignore[arg-type]
+                installed = first_cert(blob)
             except (RgwtlsError, OSError, ValueError) as e:
                 st.unknown.append("deployed")
                 st.problems.append(f"cannot read the deployed certificate: {e}")
                 continue
             if installed is not None:
                 st.deployed = HostFacts(**asdict(CertFacts.of(installed, now)), where=_where(cfg))
+                certs_seen[st.name] = _all_certs(blob)
     finally:
         if pool is not None:
             pool.close()
@@ -194,6 +215,7 @@ def gather(
         try:
             cert = served_certificate(d.verify_endpoint, sni, min(5.0, d.verify_timeout))
             st.served = HostFacts(**asdict(CertFacts.of(cert, now)), where=f"{d.verify_endpoint} ({sni})")
+            certs_seen[st.name] = [cert, *certs_seen.get(st.name, [])]
         except (OSError, ValueError) as e:
             st.served_error = f"{d.verify_endpoint} ({sni}): {e}"
     for st in report.certificates:
@@ -204,10 +226,68 @@ def gather(
         for facts in (st.deployed, st.served):
             if facts is not None and "pool" not in st.unknown:
                 facts.matches_pool = st.pool is not None and facts.fingerprint == st.pool.fingerprint
+    if revocation and not report.error:
+        for st in report.certificates:
+            _look(cfg, st, sets.get(st.name), certs_seen.get(st.name, []), record, now, asks=st.name == mine)
     return report
 
 
-def _read_pool_side(pool: Pool, st: Status, done: set[str], staging: bool, now: dt.datetime) -> None:
+def _revoked_record(pool: Pool, staging: bool) -> RevokedList | str:
+    """The pool's record of revoked certificates, or why it is unreadable (a corrupt one is no unreadable pool)."""
+    from rgwtls.revoked import REVOKED_OBJECT
+
+    where = f"{pool.set_namespace(staging) or 'the default namespace'}/{REVOKED_OBJECT} in pool {pool.cfg.pool}"
+    try:
+        return RevokedList.from_bytes(pool.read(pool.set_namespace(staging), REVOKED_OBJECT), where)
+    except StoreError as e:
+        return str(e)
+
+
+def _all_certs(blob: bytes | None) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(blob) if blob else []
+    except ValueError:
+        return []
+
+
+def _look(
+    cfg: Config,
+    st: Status,
+    current: CertSet | None,
+    seen: list[x509.Certificate],
+    record: RevokedList | str | None,
+    now: dt.datetime,
+    asks: bool,
+) -> None:
+    """Whether what clients see (the served certificate, else the pool's) is revoked or due now.
+
+    Only this host's own certificate (`asks`) costs network calls, its CRL
+    and its CA's window; every other one is judged by the pool's record alone.
+    """
+    from rgwtls import revocation
+
+    pool_chain = _all_certs(f"{current.cert_pem}\n{current.chain_pem}".encode()) if current else []
+    cert = seen[0] if st.served and seen else (pool_chain[0] if pool_chain else None)
+    if cert is None:
+        return
+    if isinstance(record, str):
+        st.revocation_warnings.append(record)
+        record = None
+    st.revocation_known = record is not None
+    if not asks:
+        st.revoked = revocation.in_record(cert, record) if record is not None else ""
+        return
+    # The CA that issued it is known when it is the pool's certificate; its window is asked only then.
+    directory = current.directory if current and pool_chain and pool_chain[0] == cert else ""
+    found = revocation.look(cfg, cert, [*pool_chain[1:], *seen[1:]], record, directory, now)
+    st.revoked, st.renew_now = found.revoked, found.renew_now
+    st.revocation_warnings += found.warnings
+    st.revocation_notes += found.notes
+
+
+def _read_pool_side(
+    pool: Pool, st: Status, done: set[str], staging: bool, now: dt.datetime, sets: dict[str, CertSet] | None = None
+) -> None:
     """The set, the staging set and the last attempt, each added to `done` once read.
 
     A cluster failure raises (and ends the gathering); a bad object is a problem of its certificate.
@@ -226,8 +306,10 @@ def _read_pool_side(pool: Pool, st: Status, done: set[str], staging: bool, now: 
                 doc = json.loads(raw)
                 st.last_issue = doc if isinstance(doc, dict) else None
             else:
-                facts = _pool_facts(CertSet.from_bytes(raw, f"{ns}/{obj} in pool {pool.cfg.pool}"), now)
-                setattr(st, side, facts)
+                cs = CertSet.from_bytes(raw, f"{ns}/{obj} in pool {pool.cfg.pool}")
+                setattr(st, side, _pool_facts(cs, now))
+                if side == "pool" and sets is not None:
+                    sets[st.name] = cs
         except (RgwtlsError, ValueError) as e:
             st.problems.append(f"{ns}/{obj}: {e}" if not isinstance(e, RgwtlsError) else str(e))
 
@@ -260,7 +342,7 @@ def _where(cfg: Config) -> str:
 
 
 def render(report: Report) -> str:
-    """The readable table."""
+    """The readable table; each line cleaned (rgwtls.scrub): it quotes a CA's, a WAPI's and a TLS peer's words."""
 
     def when(iso: str) -> str:
         try:
@@ -314,6 +396,12 @@ def render(report: Report) -> str:
         for rec in st.persist:
             state = "; ".join(rec.problems) or "answered by every authoritative server"
             lines.append(f'  persist   {rec.record} TXT "{rec.value}": {state}')
+        if st.revoked:
+            lines.append(f"  REVOKED   {st.revoked}")
+        if st.renew_now:
+            lines.append(f"  renew     the CA asks for renewal now: {st.renew_now}")
+        lines += [f"  WARNING   {w}" for w in st.revocation_warnings]
+        lines += [f"  note      {n}" for n in st.revocation_notes]
         lines += [f"  problem   {p}" for p in st.problems]
         lines += [f"  WARNING   {w}" for w in st.persist_warnings if not st.persist]
-    return "\n".join(lines)
+    return "\n".join(clean(line, LINE) for line in lines)

@@ -35,9 +35,11 @@ from typing import Any
 
 import rados
 
+from rgwtls import unwatch
 from rgwtls.config import CephConfig
 from rgwtls.errors import Fenced, IssuerBusy, LockHeld, StoreError
 from rgwtls.log import notice
+from rgwtls.scrub import clean
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,10 @@ LOCK_FLAG_MUST_RENEW = 2
 LOCK_TYPE_EXCLUSIVE = 1
 # The omap key of every set object that holds its generation: the fence of `fenced_write`.
 FENCE_KEY = "generation"
+
+
+class TooLarge(StoreError):
+    """An object past MAX_OBJECT: no set is, so it is not one of ours (rollout skips such a gateway record)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,9 @@ class Pool:
         self.cfg = cfg
         self._cluster: Any = None
         self._ioctx: Any = None
+        # The watch on the announcements, and watches whose close failed: this connection's to end (rgwtls.unwatch).
+        self._watches: list[Any] = []
+        self._kept: list[Any] = []
 
     def _describe(self) -> str:
         return f"pool {self.cfg.pool} as {self.cfg.user}"
@@ -222,12 +231,14 @@ class Pool:
         return f"{_reason(e)}; check that the mons are up ('ceph -s') and the keyring is readable"
 
     def close(self) -> None:
+        while self._watches:
+            unwatch.close(self._watches.pop(), self._kept, f"the watch on {_name(NS_DEPLOY, ANNOUNCE)}")
         ioctx, self._ioctx = self._ioctx, None
         cluster, self._cluster = self._cluster, None
         if ioctx is not None:
             ioctx.close()
         if cluster is not None:
-            cluster.shutdown()
+            unwatch.drop(self._kept, cluster.shutdown)
 
     def __enter__(self) -> Pool:
         return self.connect()
@@ -247,7 +258,7 @@ class Pool:
         except rados.Error as e:
             raise StoreError(f"cannot read {_name(ns, obj)} from {self._describe()}: {_reason(e)}") from None
         if len(data) >= MAX_OBJECT:
-            raise StoreError(f"{_name(ns, obj)} in pool {self.cfg.pool} is larger than {MAX_OBJECT} bytes")
+            raise TooLarge(f"{_name(ns, obj)} in pool {self.cfg.pool} is larger than {MAX_OBJECT} bytes")
         return data
 
     def write(self, ns: str, obj: str, data: bytes) -> None:
@@ -420,19 +431,31 @@ class Pool:
         except ValueError:
             return 0
 
-    def objects(self, ns: str, prefix: str) -> dict[str, bytes]:
-        """Every object of the namespace whose name starts with `prefix`, read whole (a few, small: host records)."""
+    def names(self, ns: str, prefix: str) -> list[str | bytes]:
+        """The namespace's object names that start with `prefix`, sorted; a name that is not UTF-8 as its bytes.
+
+        A deploy user may create any name in `deploy` (the rados CLI takes
+        any bytes). python-rados decodes each name and raises on one that is
+        not UTF-8, after its cursor moved past it: the listing goes on, and
+        the name is kept as bytes, to be named in a warning (python-rados
+        cannot read or remove it: its calls take names as str only).
+        """
         self._ioctx.set_namespace(ns)
-        found: dict[str, bytes] = {}
+        found: list[str | bytes] = []
         try:
-            names = [o.key for o in self._ioctx.list_objects() if o.key.startswith(prefix)]
+            listing = iter(self._ioctx.list_objects())
+            while True:
+                try:
+                    key: str | bytes = next(listing).key
+                except StopIteration:
+                    break
+                except UnicodeDecodeError as e:
+                    key = bytes(e.object)
+                if key.startswith(prefix) if isinstance(key, str) else key.startswith(prefix.encode()):
+                    found.append(key)
         except rados.Error as e:
             raise StoreError(f"cannot list namespace {ns} of {self._describe()}: {_reason(e)}") from None
-        for name in sorted(names):
-            data = self.read(ns, name)
-            if data is not None:
-                found[name] = data
-        return found
+        return sorted(found, key=lambda k: k.encode() if isinstance(k, str) else k)
 
     # -- the fleet's notifications: `issue` announces, `deploy --watch` listens ----------
 
@@ -451,8 +474,8 @@ class Pool:
             return None
         return 1
 
-    def watch(self, callback: Callable[[], None], lost: Callable[[str], None]) -> Any:
-        """Watch the fleet's announcements (creating their object if need be); the handle, to close.
+    def watch(self, callback: Callable[[], None], lost: Callable[[str], None]) -> None:
+        """Watch the fleet's announcements (creating their object if need be), until `close`.
 
         `callback` runs in librados' thread on every notify; `lost` when the
         watch broke (the cluster was unreachable past its timeout): the
@@ -463,7 +486,7 @@ class Pool:
             with rados.WriteOpCtx() as op:
                 op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
                 self._ioctx.operate_write_op(op, ANNOUNCE)
-            return self._ioctx.watch(
+            handle = self._ioctx.watch(
                 ANNOUNCE,
                 lambda *_: callback(),
                 # librados calls it with the watch's id, then the (negative) errno.
@@ -472,6 +495,8 @@ class Pool:
             )
         except rados.Error as e:
             raise StoreError(f"cannot watch {_name(NS_DEPLOY, ANNOUNCE)} in {self._describe()}: {_reason(e)}") from None
+        # Only the connection holds the handle: one whose close fails must outlive the shutdown (rgwtls.unwatch).
+        self._watches.append(handle)
 
     # -- locks: the issuer lock and the restart slots --------------------------
 
@@ -629,14 +654,10 @@ class Pool:
         drops it on unlock) and for at most `fresh_for` seconds after it was
         taken: a lock that lapsed stays in the object until someone takes it again.
         """
-        self._ioctx.set_namespace(NS_DEPLOY)
-        try:
-            names = [o.key for o in self._ioctx.list_objects() if o.key.startswith("restart-slot.")]
-        except rados.Error as e:
-            raise StoreError(f"cannot list namespace {NS_DEPLOY} of {self._describe()}: {_reason(e)}") from None
+        names = [n for n in self.names(NS_DEPLOY, "restart-slot.") if isinstance(n, str)]
         cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - fresh_for))
         found = []
-        for obj in sorted(names):
+        for obj in names:
             try:
                 xattrs = dict(self._ioctx.get_xattrs(obj))
             except rados.ObjectNotFound:
@@ -660,13 +681,9 @@ class Pool:
                 log.info("cannot watch restart slot %d (%s); polling it", i, _reason(e))
         return watches
 
-    @staticmethod
-    def _unwatch(watches: list[Any]) -> None:
+    def _unwatch(self, watches: list[Any]) -> None:
         while watches:
-            try:
-                watches.pop().close()
-            except rados.Error as e:  # it goes with the connection
-                log.debug("closing a slot watch: %s", _reason(e))
+            unwatch.close(watches.pop(), self._kept, "a restart slot's watch")
 
     def _hand_on(self, obj: str) -> None:
         """Tell the gateways waiting for a slot that this one is free: the next starts now, not at its next poll."""
@@ -722,6 +739,30 @@ class Pool:
                 f"({problem} after {time.monotonic() - started:.1f}s)"
             )
 
+    def probe(self, pool: str, obj: str) -> str:
+        """How a stat of `obj` in another pool (radosgw's, for health.py) ends within this connection's timeout.
+
+        "ok" when its PG answered, the object there or not; "no pool", "denied"
+        (the user's caps), or librados' reason ("timed out").
+        """
+        try:
+            ioctx = self._cluster.open_ioctx(pool)
+        except rados.ObjectNotFound:
+            return "no pool"
+        except rados.Error as e:
+            return _reason(e)
+        try:
+            ioctx.stat(obj)
+        except rados.ObjectNotFound:
+            pass
+        except (rados.PermissionError, rados.PermissionDeniedError):
+            return "denied"
+        except rados.Error as e:
+            return _reason(e)
+        finally:
+            ioctx.close()
+        return "ok"
+
     @staticmethod
     def _assert_op(name: str, cookie: str) -> bytes:
         """cls_lock_assert_op: name, type (1: exclusive), cookie, tag (empty, as rados_lock_exclusive sets it)."""
@@ -750,7 +791,7 @@ class Pool:
             return "holder unknown"
         holder = Holder.from_bytes(raw)
         if holder is None:
-            return raw.decode(errors="replace")
+            return clean(raw, 200)  # written by whoever has the caps: it reaches every waiting gateway's line
         if holder.host == _host() and not holder.dead_here():
             return f"{holder.describe()}, still running on this host"
         return holder.describe()
@@ -957,11 +998,12 @@ class Holder:
                 str(doc["cookie"]),
                 str(doc.get("label", "")),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: a pid of Infinity
             return None
 
     def describe(self) -> str:
-        return f"{self.host} pid {self.pid} since {self.since}"
+        """For a line: a holder record is written by whoever has the deploy caps, so its text is cleaned."""
+        return f"{clean(self.host, 200)} pid {self.pid} since {clean(self.since, 64)}"
 
     def dead_here(self) -> bool:
         """True only if the holder ran on this host and is certainly gone; another host's processes we cannot see."""

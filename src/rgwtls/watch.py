@@ -33,25 +33,25 @@ class _Watch:
 
     def __init__(self, cfg: Config, wake: threading.Event) -> None:
         self.cfg, self.wake = cfg, wake
+        # The watch's connection, which holds the watch itself: closing it ends both, in their order.
         self._pool: Pool | None = None
-        self._handle: Any = None
         self._broken: str | None = None
         self._next_try = 0.0
 
     @property
     def up(self) -> bool:
-        return self._handle is not None
+        return self._pool is not None
 
     def ensure(self) -> None:
         """Watch, unless watching already or it failed a moment ago; a failure is one WARNING, never fatal."""
         if self._broken is not None:
             log.warning("deploy --watch: %s; watching again", self._broken)
             self.close()
-        if self._handle is not None or time.monotonic() < self._next_try:
+        if self._pool is not None or time.monotonic() < self._next_try:
             return
         try:
             self._pool = Pool(self.cfg.ceph).connect(long_lived=True)
-            self._handle = self._pool.watch(self.wake.set, self._lost)
+            self._pool.watch(self.wake.set, self._lost)
         except Interrupted:
             self.close()
             raise  # a stop while connecting is a stop, not a cluster to try again
@@ -77,16 +77,10 @@ class _Watch:
         self.wake.set()
 
     def close(self) -> None:
-        handle, self._handle = self._handle, None
         pool, self._pool = self._pool, None
         self._broken = None
-        if handle is not None:
-            try:
-                handle.close()
-            except Exception as e:  # a watch on a dead connection may fail to close: it goes with the connection
-                log.debug("closing the watch: %s", e)
         if pool is not None:
-            pool.close()
+            pool.close()  # the watch first, then the connection: a watch that fails to close goes after it
 
 
 def _noted(stopping: list[str], handler: Callable[[int, Any], Any], signum: int, frame: Any) -> Any:

@@ -23,8 +23,11 @@ from rgwtls.config import InfobloxConfig, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import DnsError
 from rgwtls.proxy import failure, route
+from rgwtls.scrub import clean
 
 log = logging.getLogger(__name__)
+# What the API said, as it reaches a line: cleaned (rgwtls.scrub), and this long at most.
+SAID = 300
 
 MARKER = "rgwtls acme-challenge"
 _RETRY_STATUS = {502, 503, 504}
@@ -202,7 +205,7 @@ def _sample(resp: requests.Response) -> str:
     """The start of the answer, on one line, to tell an HTML error page from a cut-off body."""
     kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
     text = " ".join(resp.text[:80].split())
-    return f"{kind}, {len(resp.content)} bytes: {text!r}" if text else f"{kind}, empty"
+    return clean(f"{kind}, {len(resp.content)} bytes: {text!r}" if text else f"{kind}, empty", SAID)
 
 
 def _wapi_error(resp: requests.Response) -> dict[str, Any]:
@@ -217,8 +220,9 @@ def _describe(resp: requests.Response) -> str:
     """WAPI's own words: its `text` and `code`, else the HTTP status line."""
     err = _wapi_error(resp)
     if err.get("text") or err.get("code"):
-        return f"{err.get('text', '').strip()} ({err.get('code', 'no code')}, HTTP {resp.status_code})"
-    return f"HTTP {resp.status_code} {resp.reason}"
+        said = f"{str(err.get('text', '')).strip()} ({err.get('code', 'no code')}, HTTP {resp.status_code})"
+        return clean(said, SAID)
+    return clean(f"HTTP {resp.status_code} {resp.reason}", SAID)
 
 
 def _root_cause(e: BaseException) -> str:

@@ -26,8 +26,11 @@ from rgwtls import deadline, http
 from rgwtls.config import UddiConfig, read_secret
 from rgwtls.dns import Challenge
 from rgwtls.errors import DnsError
+from rgwtls.scrub import clean
 
 log = logging.getLogger(__name__)
+# What the API said, as it reaches a line: cleaned (rgwtls.scrub), and this long at most.
+SAID = 300
 
 MARKER = "rgwtls acme-challenge"
 TAG = ("rgwtls", "acme-challenge")
@@ -260,7 +263,7 @@ def _request(resp: requests.Response) -> str:
 def _sample(resp: requests.Response) -> str:
     kind = resp.headers.get("Content-Type", "no content type").split(";")[0]
     text = " ".join(resp.text[:80].split())
-    return f"{kind}, {len(resp.content)} bytes: {text!r}" if text else f"{kind}, empty"
+    return clean(f"{kind}, {len(resp.content)} bytes: {text!r}" if text else f"{kind}, empty", SAID)
 
 
 def _describe(resp: requests.Response) -> str:
@@ -273,7 +276,7 @@ def _describe(resp: requests.Response) -> str:
     if isinstance(doc, dict) and isinstance(doc.get("error"), list):
         messages = [str(e.get("message", "")).strip() for e in doc["error"] if isinstance(e, dict)]
     said = "; ".join(m for m in messages if m)
-    return f"{_request(resp)} {resp.reason}" + (f": {said}" if said else "")
+    return clean(f"{_request(resp)} {resp.reason}" + (f": {said}" if said else ""), SAID)
 
 
 def _root_cause(e: BaseException) -> str:
