@@ -26,11 +26,13 @@ from devsite.certmaker import make_cert
 from devsite.gateway import Gateway
 from devsite.haproxy import HAProxy
 from devsite.ports import free_port
+from rgwtls.check import CRITICAL
 from rgwtls.probe import served_fingerprint
 from rgwtls.revoke import PAUSE_ENV, STEPS, Journal, journal_object
 from rgwtls.revoked import REVOKED_OBJECT, RevokedList, serial_hex, spki_sha256
 from tests.conftest import ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set
+from tests.test_revocation_e2e import check
 from tests.test_watch_e2e import Watcher, make_fleet, serves_pool, wait_for
 
 
@@ -164,6 +166,10 @@ def test_a_gateway_whose_cron_does_not_run_is_named_the_old_certificate_revoked_
     )
     assert 15 <= took < 60
     assert stack.pebble.revoked_reason(serial_of(old)) == 4
+    # That gateway still serves the revoked certificate: its check says so.
+    code, line = check(gw)
+    assert code == CRITICAL, line
+    assert line.startswith(f"RGWTLS CRITICAL - {ZONE}: the served certificate is revoked"), line
     # Its next deploy converges; the next revoke then finds every step done.
     assert run_cli(gw.config(), "deploy").code == 0
     assert serves_pool(stack, gw)
