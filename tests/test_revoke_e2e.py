@@ -1,7 +1,7 @@
 """`rgwtls revoke` through the real stack: a new key on every gateway, then the old certificate revoked at Pebble.
 
 Pebble's management API says what the CA holds (`cert-status-by-serial`).
-The run is held at a step's end by RGWTLS_TEST_REVOKE_PAUSE, and killed or
+The run is held at a step's end by tests/hold.py, and killed or
 frozen there: the next `revoke` resumes, with no second replacement and no
 second revocation.
 """
