@@ -100,6 +100,7 @@ def package_site(
                     "ansible_host": str(root.layer),
                     "ansible_python_interpreter": "/usr/bin/python3",
                     "ansible_become": False,  # root already, and no sudo in the root
+                    "ansible_pipelining": True,  # one chroot a module, not four
                     # The cluster-wide work on this machine, where the ceph CLI is, also under --limit rgw2.
                     "rgwtls_ceph_admin_host": "rgw1",
                     "rgwtls_install_method": "package",

@@ -147,16 +147,22 @@ def _fresh_root(tmp_path: Path) -> Root:
 # -- what the package is --------------------------------------------------------------------
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_version_is_pyproject_s_with_the_git_revision_before_the_release(deb: Path) -> None:
-    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True)
-    rev = subprocess.run(
-        ["git", "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO
-    )
-    assert version.stdout.startswith("0.1.0~git"), version.stdout
-    assert rev.stdout.strip() in version.stdout
-    # A snapshot orders before the release it leads to, and after the last release.
-    for older, newer in ((version.stdout.strip(), "0.1.0"), ("0.0.9", version.stdout.strip())):
-        subprocess.run(["dpkg", "--compare-versions", older, "lt", newer], check=True)
+    upstream = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    version = subprocess.run(
+        ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if version == upstream:  # only a release, a commit tagged vVERSION, is its bare version
+        assert f"v{upstream}" in _git("tag", "--points-at", "HEAD").split()
+        return
+    assert version.startswith(f"{upstream}~git"), version
+    assert f".{_git('rev-parse', '--short=7', 'HEAD')}" in version
+    # A snapshot orders before the release it leads to.
+    subprocess.run(["dpkg", "--compare-versions", version, "lt", upstream], check=True)
 
 
 def test_package_depends_on_debian_s_python3_rados_and_nothing_it_does_not_use(deb: Path) -> None:
