@@ -12,6 +12,7 @@ the config and state left alone) is the same.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import tomllib
@@ -97,12 +98,11 @@ def debroot() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.fixture(scope="session")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """This tree's package and the "previous" one, built side by side once a session."""
+def _build_both(out: Path) -> tuple[Path, Path]:
+    """This tree's package and the "previous" one, built side by side into out/."""
     builds = [
         subprocess.Popen(
-            [str(REPO / "scripts/build-deb"), "--out", str(tmp_path_factory.mktemp(name)), *args],
+            [str(REPO / "scripts/build-deb"), "--out", str(out / name), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -112,15 +112,34 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     built = []
     try:
         for build in builds:
-            out, err = build.communicate(timeout=1200)
-            assert build.returncode == 0, out[-5000:] + err[-5000:]
-            built.append(Path(out.splitlines()[-1]))
+            stdout, stderr = build.communicate(timeout=1200)
+            assert build.returncode == 0, stdout[-5000:] + stderr[-5000:]
+            built.append(Path(stdout.splitlines()[-1]))
     finally:
         for build in builds:
             if build.poll() is None:
                 build.kill()
                 build.wait()
     return built[0], built[1]
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Built once a session; under pytest-xdist, once for all its workers (the first builds, the others wait)."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's directory, common to its workers
+    out = shared / "rgwtls-debs"
+    out.mkdir(exist_ok=True)
+    with (out / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = out / "built"
+        if done.exists():
+            first, previous = done.read_text().splitlines()
+            return Path(first), Path(previous)
+        first_deb, previous_deb = _build_both(out)
+        done.write_text(f"{first_deb}\n{previous_deb}\n")
+        return first_deb, previous_deb
 
 
 @pytest.fixture(scope="session")
