@@ -358,3 +358,38 @@ def previous_version(deb: Path) -> str:
     return subprocess.run(
         ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+# What the maintainer scripts ask of systemd, where systemd runs: a root whose /run/systemd/system
+# exists, and whose systemctl (Debian's diverted aside) records each call. try-restart is systemd's
+# "restart if running": the package never starts what is stopped, and never runs a oneshot job.
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >>/var/log/fake-systemctl
+"""
+
+
+def test_with_systemd_an_upgrade_try_restarts_what_runs_and_remove_stops_and_never_starts_a_unit(
+    debroot: None, deb: Path, previous_deb: Path, tmp_path: Path
+) -> None:
+    root = _fresh_root(tmp_path)
+    root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "python3-rados", "python3", "adduser")
+    root.apt_install(previous_deb)
+    root.sh(
+        "mkdir -p /run/systemd/system\n"
+        "rm /usr/sbin/policy-rc.d\n"  # as on a host: actions allowed (the calls reach only the fake)
+        "dpkg-divert --local --rename --add /usr/bin/systemctl >/dev/null\n"
+        "cat >/usr/bin/systemctl <<'EOF'\n" + FAKE_SYSTEMCTL + "EOF\n"
+        "chmod 0755 /usr/bin/systemctl\n"
+    )
+    root.apt_install(deb)
+    calls = root.run("cat", "/var/log/fake-systemctl").stdout.splitlines()
+    acting = [c for c in calls if any(v in c.split() for v in ("start", "restart", "try-restart", "stop"))]
+    assert acting == ["try-restart rgwtls-deploy-watch.service rgwtls-issue.timer rgwtls-deploy.timer"], calls
+    root.run("sh", "-c", ": >/var/log/fake-systemctl")
+    root.run("apt-get", "remove", "-y", "-q", "rgwtls")
+    calls = root.run("cat", "/var/log/fake-systemctl").stdout.splitlines()
+    acting = [c for c in calls if any(v in c.split() for v in ("start", "restart", "try-restart", "stop"))]
+    assert acting == [
+        "stop rgwtls-deploy-watch.service rgwtls-issue.timer rgwtls-deploy.timer rgwtls-issue.service "
+        "rgwtls-deploy.service"
+    ], calls
