@@ -40,19 +40,16 @@ UNITS = [
     "rgwtls-deploy-watch.service",
 ]
 # What a purge may leave behind (Debian policy): dpkg's and apt's own records and
-# caches, the logs, man-db's index, and the system user in the account files.
+# caches, the logs, man-db's index, and the system user in the account files (and their backups).
 PURGE_MAY_LEAVE = (
     "/var/lib/dpkg/",
     "/var/lib/apt/",
     "/var/cache/",
     "/var/log/",
-    "/var/lib/systemd/deb-systemd-helper-enabled/",
     "/etc/passwd",
     "/etc/group",
     "/etc/shadow",
     "/etc/gshadow",
-    "/etc/subuid",
-    "/etc/subgid",
 )
 
 
