@@ -83,7 +83,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.recorded"},
-    {"rgwtls.watch"},
+    {"rgwtls.watch", "rgwtls.revoke"},
     {"rgwtls.cli"},
     {"rgwtls.__main__"},
 ]

@@ -30,13 +30,15 @@ if TYPE_CHECKING:
 
     from cryptography import x509
 
+    from rgwtls.revoked import RevokedList
+
 log = logging.getLogger(__name__)
 
 
 def deploy(
     cfg: Config, dry_run: bool = False, staging: bool = False, allow_older: bool = False, force: bool = False
 ) -> bool:
-    """Make this gateway serve the pool's current set; True if it restarted radosgw.
+    """Make this gateway serve the pool's current set; True if it serves a new one (restarted or not).
 
     Level-triggered: every run compares the pool's set with what is installed
     AND with what the gateway serves, so a run killed between installing and
@@ -77,8 +79,19 @@ def deploy(
                 if want is not None and now_served == want:
                     log.info("%s: generation %d is installed and served; nothing to do", cert_cfg.name, new.generation)
                     return False
-                return _finish(cfg, pool, target, new, names, now_served, dry_run, force)
-            return _install(cfg, pool, target, new, names, installed, built, served, dry_run, allow_older, force)
+                revoked = _revoked(pool, staging)
+                return _finish(cfg, pool, target, new, names, now_served, dry_run, force, revoked)
+            revoked = _revoked(pool, staging)
+            return _install(
+                cfg, pool, target, new, names, installed, built, served, dry_run, allow_older, force, revoked
+            )
+
+
+def _revoked(pool: Pool, staging: bool) -> RevokedList:
+    """The pool's record of revoked certificates, read in this run only when something may be installed."""
+    from rgwtls.validate import read_revoked
+
+    return read_revoked(pool, staging)
 
 
 HOST_LOCK_WAIT = 5.0
@@ -96,6 +109,7 @@ def _install(
     dry_run: bool,
     allow_older: bool,
     force: bool,
+    revoked: RevokedList | None = None,
 ) -> bool:
     d = cfg.deploy
     # 4. Validate before touching anything.
@@ -103,7 +117,13 @@ def _install(
     from rgwtls.validate import check_set, trusted_roots
 
     checked = check_set(
-        new, names, dt.datetime.now(dt.UTC), first_cert(installed), allow_older, roots=trusted_roots(cfg)
+        new,
+        names,
+        dt.datetime.now(dt.UTC),
+        first_cert(installed),
+        allow_older,
+        roots=trusted_roots(cfg),
+        revoked=revoked,
     )
     what = _what(new, checked.cert)
     if dry_run:
@@ -120,7 +140,7 @@ def _install(
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
     # 5a. A server that takes the new file without a restart takes no restart slot.
-    if d.activate != "restart" and _without_restart(d, target, built, installed, names, backoff):
+    if d.activate != "restart" and _without_restart(d, target, built, installed, names, backoff, revoked):
         target.commit()
         backoff.clear()
         notice(
@@ -131,7 +151,7 @@ def _install(
             target.describe(),
             d.activate,
         )
-        return False
+        return True  # served anew: recorded for rollout (and revoke), as a restart is
     # "self" installed the new file and the server did not re-read it: until this run holds a
     # slot and a mon answers, a failure or a signal puts the previous file back, so that the
     # file on disk is the one served. After that, steps 6 to 9 restore or roll back as for "restart".
@@ -163,7 +183,7 @@ def _install(
                 _restore_quietly(target, installed)
                 raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
             except RgwtlsError as e:
-                _roll_back(d, target, installed, names, e, backoff.failed(e), fence)
+                _roll_back(d, target, installed, names, e, backoff.failed(e), fence, revoked)
     except RgwtlsError as e:
         if not pending:
             raise
@@ -176,7 +196,13 @@ def _install(
 
 
 def _without_restart(
-    d: DeployConfig, target: Target, built: bytes, installed: bytes | None, names: tuple[str, ...], backoff: Backoff
+    d: DeployConfig,
+    target: Target,
+    built: bytes,
+    installed: bytes | None,
+    names: tuple[str, ...],
+    backoff: Backoff,
+    revoked: RevokedList | None = None,
 ) -> bool:
     """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all.
 
@@ -190,7 +216,10 @@ def _without_restart(
     except RgwtlsError as e:
         _restore_quietly(target, installed)
         raise e from None
-    if not activate.without_restart(d, names, built, installed, lambda: target.restore(installed), backoff.failed):
+    from rgwtls.validate import unless_revoked
+
+    put_back = unless_revoked(installed, revoked, lambda: target.restore(installed))
+    if not activate.without_restart(d, names, built, installed, put_back, backoff.failed):
         return False
     activate.record(d, d.activate)
     return True
@@ -205,12 +234,13 @@ def _finish(
     served: str,
     dry_run: bool,
     force: bool,
+    revoked: RevokedList | None = None,
 ) -> bool:
     """The set is installed but not served: an earlier run was stopped before its restart or check ended."""
     d = cfg.deploy
     from rgwtls.validate import check_set, trusted_roots
 
-    checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True, roots=trusted_roots(cfg))
+    checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True, roots=trusted_roots(cfg), revoked=revoked)
     what = _what(new, checked.cert)
     seen = f"serves certificate {served[:16]}" if _is_fingerprint(served) else served
     if dry_run:
@@ -228,12 +258,15 @@ def _finish(
         activate.preflight(d)
         notice(log, "%s is installed but %s %s; activating it (%s)", what, d.verify_endpoint, seen, d.activate)
         built = target.build(new)
-        if activate.without_restart(d, names, built, previous, lambda: target.restore(previous), backoff.failed):
+        from rgwtls.validate import unless_revoked
+
+        put_back = unless_revoked(previous, revoked, lambda: target.restore(previous))
+        if activate.without_restart(d, names, built, previous, put_back, backoff.failed):
             activate.record(d, d.activate)
             target.commit()
             backoff.clear()
             notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
-            return False
+            return True
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
     with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
         fence = _fence(d, confirm)
@@ -251,7 +284,7 @@ def _finish(
             after = backoff.failed(e)
             if previous is None:
                 raise DeployError(f"{e}; there is no previous certificate to roll back to{after}") from None
-            _roll_back(d, target, previous, names, e, after, fence)
+            _roll_back(d, target, previous, names, e, after, fence, revoked)
     target.commit()
     backoff.clear()
     from rgwtls import activate as counted
@@ -360,20 +393,26 @@ def _roll_back(
     cause: RgwtlsError,
     after: str,
     fence: SlotFence,
+    revoked: RevokedList | None = None,
 ) -> NoReturn:
     """Put the previous certificate back, restart under the slot, and check it is served again; `after` ends the line.
 
     The restart is fenced as the first one was: a run frozen during the
     check, or before this, may have lost its slot to another gateway.
+    Never a revoked one: then the new certificate stays installed, and the line says so.
     """
+    from rgwtls.certs import first_cert
+    from rgwtls.validate import not_put_back
+
+    refused = not_put_back(previous, revoked)
+    if refused is not None:
+        raise DeployError(f"{cause}; {refused}: this gateway needs attention now{after}") from None
     try:
         target.restore(previous)
     except RgwtlsError as e:
         raise DeployError(
             f"{cause}; could not put the previous certificate back ({e}): this gateway needs attention now{after}"
         ) from None
-    from rgwtls.certs import first_cert
-
     old = first_cert(previous)
     if old is None:
         raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None

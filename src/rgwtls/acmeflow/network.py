@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import requests
 from acme import client, errors, messages
-from josepy.jwa import ES256
+from josepy.jwa import ES256, JWASignature
 from josepy.jwk import JWK
 
 from rgwtls import __version__
@@ -50,10 +50,10 @@ def retry_after(resp: requests.Response | None) -> float | None:
 
 
 class Network(client.ClientNetwork):
-    def __init__(self, key: JWK, cfg: AcmeConfig, rt: Route, directory_url: str) -> None:
+    def __init__(self, key: JWK, cfg: AcmeConfig, rt: Route, directory_url: str, alg: JWASignature = ES256) -> None:
         super().__init__(
             key,
-            alg=ES256,
+            alg=alg,
             # A CA bundle path is passed on to requests as it is.
             verify_ssl=cfg.ca_bundle or True,  # type: ignore[arg-type]
             user_agent=USER_AGENT,

@@ -22,8 +22,9 @@ from rgwtls.issue.journal import JOURNAL
 from rgwtls.issue.kept import ORDER_FORMAT
 from rgwtls.issue.order import CAs as _CAs
 from rgwtls.issue.order import obtain_from_any as _obtain_from_any
+from rgwtls.issue.order import revoking_acme
 from rgwtls.issue.persist import persist_records
-from rgwtls.issue.run import issue
+from rgwtls.issue.run import issue, replace_now
 from rgwtls.issue.schedule import RETRY_EARLY, RETRY_FIRST, RETRY_MAX, RETRY_MIN
 from rgwtls.issue.schedule import held_back as _held_back
 from rgwtls.issue.schedule import next_attempt as _next_attempt
@@ -45,4 +46,6 @@ __all__ = [
     "account_object",
     "issue",
     "persist_records",
+    "replace_now",
+    "revoking_acme",
 ]

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rgwtls import certs
 from rgwtls.config import CertificateConfig, Config
@@ -27,6 +28,9 @@ from rgwtls.issue.persist import check_persistent
 from rgwtls.issue.session import Session
 from rgwtls.store import CertSet, Pool
 from rgwtls.validate import check_issued
+
+if TYPE_CHECKING:
+    from rgwtls.acmeflow import Acme
 
 # The name the log format shows: a line of `issue` reads as it always has, whichever room wrote it.
 log = logging.getLogger("rgwtls.issue")
@@ -75,6 +79,20 @@ class CAs:
         if ca.directory not in self._sessions:
             self._sessions[ca.directory] = Session(ca.cfg, self.pool, ca.directory, self.staging, self.warnings)
         return self._sessions[ca.directory]
+
+
+def revoking_acme(cfg: Config, pool: Pool, directory: str, staging: bool, key_pem: str | None) -> Acme | None:
+    """A session with the configured CA at `directory`: signed by `key_pem` with no account, else the account's.
+
+    None if no configured CA has that directory any more.
+    """
+    from rgwtls.acmeflow import Acme
+
+    cas = CAs(cfg, pool, staging)
+    ca = cas.find(directory)
+    if ca is None:
+        return None
+    return Acme(ca.cfg.acme, directory, key_pem, cfg.path) if key_pem else cas.session(ca).registered()
 
 
 def obtain_from_any(

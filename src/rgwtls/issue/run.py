@@ -56,6 +56,11 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     return issued
 
 
+def replace_now(cfg: Config, pool: Pool, lock: IssuerLock, cert: CertificateConfig, staging: bool) -> None:
+    """`revoke`'s replacement: `issue --force` for one certificate under a lock the caller holds (rgwtls.revoke)."""
+    _issue_all(cfg, pool, lock, (cert,), staging, True, clock.now())
+
+
 def _issue_all(
     cfg: Config,
     pool: Pool,
