@@ -38,6 +38,9 @@ LAYERS: list[set[str]] = [
         "rgwtls.dns.rfc2136",
         "rgwtls.dns.uddi",
     },
+    # The pool, from its layout up: the connection, its rooms, and `Pool`, the package, over all of them.
+    {"rgwtls.store.layout"},
+    {"rgwtls.store.connection"},
     {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
     {
         "rgwtls.validate",
