@@ -41,7 +41,7 @@ LAYERS: list[set[str]] = [
     # The pool, from its layout up: the connection, its rooms, and `Pool`, the package, over all of them.
     {"rgwtls.store.layout"},
     {"rgwtls.store.connection"},
-    {"rgwtls.store.sets"},
+    {"rgwtls.store.sets", "rgwtls.store.announce"},
     {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
     {
         "rgwtls.validate",
