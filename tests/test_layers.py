@@ -39,9 +39,9 @@ LAYERS: list[set[str]] = [
         "rgwtls.dns.uddi",
     },
     # The pool, from its layout up: the connection, its rooms, and `Pool`, the package, over all of them.
-    {"rgwtls.store.layout"},
+    {"rgwtls.store.layout", "rgwtls.store.holder"},
     {"rgwtls.store.connection"},
-    {"rgwtls.store.sets", "rgwtls.store.announce"},
+    {"rgwtls.store.sets", "rgwtls.store.announce", "rgwtls.store.locks"},
     {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
     {
         "rgwtls.validate",
