@@ -42,6 +42,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.store.layout", "rgwtls.store.holder"},
     {"rgwtls.store.connection"},
     {"rgwtls.store.sets", "rgwtls.store.announce", "rgwtls.store.locks"},
+    {"rgwtls.store.slots"},
     {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
     {
         "rgwtls.validate",
