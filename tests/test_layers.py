@@ -39,7 +39,7 @@ LAYERS: list[set[str]] = [
         "rgwtls.dns.uddi",
     },
     # The pool, from its layout up: the connection, its rooms, and `Pool`, the package, over all of them.
-    {"rgwtls.store.layout", "rgwtls.store.holder"},
+    {"rgwtls.store.layout", "rgwtls.store.holder", "rgwtls.store.clslock"},
     {"rgwtls.store.connection"},
     {"rgwtls.store.sets", "rgwtls.store.announce", "rgwtls.store.locks"},
     {"rgwtls.store.slots"},

@@ -8,6 +8,7 @@ The rest of rgwtls imports from here only.
 from __future__ import annotations
 
 from rgwtls.store.announce import Announcements
+from rgwtls.store.clslock import LOCK_FLAG_MUST_RENEW, LOCK_TYPE_EXCLUSIVE
 from rgwtls.store.connection import MAX_OBJECT, Connection, TooLarge
 from rgwtls.store.holder import HOLDER_LABEL, Holder
 from rgwtls.store.layout import (
@@ -23,8 +24,8 @@ from rgwtls.store.layout import (
     NS_STAGING,
     SLOT_LOCK,
 )
-from rgwtls.store.locks import LOCK_FLAG_MUST_RENEW, IssuerLock
-from rgwtls.store.sets import LOCK_TYPE_EXCLUSIVE, SET_FORMAT, Basis, CertSet, Sets
+from rgwtls.store.locks import IssuerLock
+from rgwtls.store.sets import SET_FORMAT, Basis, CertSet, Sets
 from rgwtls.store.slots import Slots
 
 __all__ = [

@@ -21,17 +21,13 @@ import rados
 from rgwtls.errors import IssuerBusy, LockHeld, StoreError
 from rgwtls.log import notice
 from rgwtls.scrub import clean
+from rgwtls.store.clslock import LOCK_FLAG_MUST_RENEW, seconds
 from rgwtls.store.connection import Connection, reason
 from rgwtls.store.holder import Holder, this_host
 from rgwtls.store.layout import HOLDER_XATTR, ISSUER_LOCK, ISSUER_LOCK_NAME, NS_ISSUER, object_name
 
 # The name the pool's lines have always carried, whichever of its modules logs them.
 log = logging.getLogger("rgwtls.store")
-
-# LIBRADOS_LOCK_FLAG_MUST_RENEW: renew only a lock we still hold (ENOENT if it
-# lapsed, EBUSY if another took it); flag 1, MAY_RENEW, would quietly take a
-# lapsed lock again although another issuer may have held it meanwhile.
-LOCK_FLAG_MUST_RENEW = 2
 
 
 class Locks(Connection):
@@ -302,8 +298,3 @@ class IssuerLock:
             claims, self._claims = self._claims, []
         for ns, obj in claims:
             self._pool._unlock(ns, obj, ISSUER_LOCK_NAME, self._cookie, f"the lease on {object_name(ns, obj)}")
-
-
-def seconds(duration: float) -> int:
-    """A lock's duration as cls_lock takes it: whole seconds, at least one."""
-    return max(1, round(duration))

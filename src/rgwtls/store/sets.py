@@ -13,12 +13,12 @@ import dataclasses
 import errno
 import json
 import logging
-import struct
 from dataclasses import dataclass
 
 import rados
 
 from rgwtls.errors import Fenced, StoreError
+from rgwtls.store.clslock import assert_locked_op
 from rgwtls.store.connection import Connection, reason
 from rgwtls.store.layout import FENCE_KEY, ISSUER_LOCK_NAME, LEGACY_OBJECTS, NS_PRODUCTION, NS_STAGING, object_name
 
@@ -26,8 +26,6 @@ from rgwtls.store.layout import FENCE_KEY, ISSUER_LOCK_NAME, LEGACY_OBJECTS, NS_
 log = logging.getLogger("rgwtls.store")
 
 SET_FORMAT = "rgwtls-set/1"
-# cls_lock's ClsLockType for an exclusive lock, as assert_locked wants it.
-LOCK_TYPE_EXCLUSIVE = 1
 
 
 @dataclass(frozen=True)
@@ -175,7 +173,7 @@ class Sets(Connection):
         try:
             with rados.WriteOpCtx() as op:
                 if lease:
-                    op.execute("lock", "assert_locked", _assert_locked_op(ISSUER_LOCK_NAME, lease))
+                    op.execute("lock", "assert_locked", assert_locked_op(ISSUER_LOCK_NAME, lease))
                 elif lease == "":
                     op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
                 else:
@@ -220,14 +218,3 @@ class Sets(Connection):
 
 def _fence(generation: int) -> str:
     return f"{generation:020d}"
-
-
-def _encoded(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("<I", len(raw)) + raw
-
-
-def _assert_locked_op(name: str, cookie: str) -> bytes:
-    """cls_lock_assert_op as Ceph encodes it (ENCODE_START(1, 1): name, type, cookie, tag), for WriteOp.execute."""
-    body = _encoded(name) + bytes([LOCK_TYPE_EXCLUSIVE]) + _encoded(cookie) + _encoded("")
-    return bytes([1, 1]) + struct.pack("<I", len(body)) + body

@@ -21,10 +21,11 @@ import rados
 
 from rgwtls import unwatch
 from rgwtls.errors import LockHeld, StoreError
+from rgwtls.store.clslock import LOCK_FLAG_MUST_RENEW, assert_locked_op, renew_op, seconds
 from rgwtls.store.connection import reason
 from rgwtls.store.holder import Holder
 from rgwtls.store.layout import HOLDER_XATTR, NS_DEPLOY, SLOT_LOCK
-from rgwtls.store.locks import LOCK_FLAG_MUST_RENEW, Locks, seconds
+from rgwtls.store.locks import Locks
 
 # The name the pool's lines have always carried, whichever of its modules logs them.
 log = logging.getLogger("rgwtls.store")
@@ -142,8 +143,8 @@ class Slots(Locks):
         try:
             if hasattr(rados.WriteOp, "execute"):
                 with rados.WriteOpCtx() as op:
-                    op.execute("lock", "assert_locked", self._assert_op(name, cookie))
-                    op.execute("lock", "lock", self._renew_op(name, cookie, hold))
+                    op.execute("lock", "assert_locked", assert_locked_op(name, cookie))
+                    op.execute("lock", "lock", renew_op(name, cookie, hold, Holder.me(cookie).describe()))
                     self._ioctx.operate_write_op(op, obj)
             else:  # pragma: no cover - every binding rgwtls supports has it
                 self._ioctx.lock_exclusive(obj, name, cookie, duration=seconds(hold), flags=LOCK_FLAG_MUST_RENEW)
@@ -156,23 +157,3 @@ class Slots(Locks):
             raise LockHeld(
                 f"cannot confirm that {what} is still ours ({reason(e)}); radosgw was not restarted"
             ) from None
-
-    @staticmethod
-    def _assert_op(name: str, cookie: str) -> bytes:
-        """cls_lock_assert_op: name, type (1: exclusive), cookie, tag (empty, as rados_lock_exclusive sets it)."""
-        return Slots._cls_op(name, b"\x01", cookie, "")
-
-    @staticmethod
-    def _renew_op(name: str, cookie: str, hold: float) -> bytes:
-        """cls_lock_lock_op renewing our lock: as above, then description, duration (s, ns) and flags."""
-        duration = seconds(hold).to_bytes(4, "little") + bytes(4)
-        desc = Holder.me(cookie).describe()
-        return Slots._cls_op(name, b"\x01", cookie, "", desc, duration, bytes([LOCK_FLAG_MUST_RENEW]))
-
-    @staticmethod
-    def _cls_op(*fields: str | bytes) -> bytes:
-        """A struct as Ceph's ENCODE_START(1, 1) writes it: version, compat, length, then each field."""
-        body = b"".join(
-            f if isinstance(f, bytes) else len(f.encode()).to_bytes(4, "little") + f.encode() for f in fields
-        )
-        return b"\x01\x01" + len(body).to_bytes(4, "little") + body
