@@ -35,7 +35,11 @@ class TooLarge(StoreError):
 
 
 class Connection:
-    """One connection to the cluster and one I/O context on the pool."""
+    """One connection to the cluster and one I/O context on the pool.
+
+    Each room of the pool (`Sets`, `Locks`, `Slots`, `Announcements`) builds
+    on it, and `rgwtls.store.Pool` is all of them on one connection.
+    """
 
     def __init__(self, cfg: CephConfig) -> None:
         self.cfg = cfg
