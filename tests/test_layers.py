@@ -69,6 +69,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch"},
+    {"rgwtls.run"},
     {"rgwtls.cli"},
     {"rgwtls.__main__"},
 ]
