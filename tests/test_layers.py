@@ -58,6 +58,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
     {
         "rgwtls.validate",
+        "rgwtls.backoff",
         "rgwtls.targets",
         "rgwtls.acmeflow",
         "rgwtls.persist",
