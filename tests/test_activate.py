@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rgwtls import activate, config, deploy, metrics, scrub
+from rgwtls import activate, config, deploy, metrics, restart, scrub
 from rgwtls.config import DeployConfig
 from rgwtls.errors import ConfigError, DeployDeferred, DeployError, Interrupted, LockHeld, StoreError
 from rgwtls.haproxy import Runtime, payload_lines
@@ -419,7 +419,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Callable[[Answer
             lambda d, names, want, s: None if want == served else f"it serves certificate {served[:16]}",
         )
         restarts: list[str] = []
-        monkeypatch.setattr(deploy, "_restart", lambda *_: restarts.append("restart"))
+        monkeypatch.setattr(restart, "run", lambda *_: restarts.append("restart"))
         return Host(cfg, pem, old, new, restarts, runtime)
 
     return make

@@ -67,6 +67,7 @@ LAYERS: list[set[str]] = [
         "rgwtls.health",
         "rgwtls.revocation",
     },
+    {"rgwtls.restart"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.watch"},

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import shlex
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from rgwtls import scrub
+from rgwtls import restart, scrub
 from rgwtls.backoff import Backoff
 from rgwtls.config import Config, DeployConfig
-from rgwtls.errors import DeployError, LockHeld, RgwtlsError, StoreError
-from rgwtls.fence import SlotFence
+from rgwtls.errors import DeployError, RgwtlsError
 from rgwtls.files import host_lock
 from rgwtls.log import notice
 from rgwtls.store import CertSet, Pool
 from rgwtls.targets import Target, make_target
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from cryptography import x509
 
 log = logging.getLogger(__name__)
@@ -133,42 +128,8 @@ def _install(
             d.activate,
         )
         return False
-    # "self" installed the new file and the server did not re-read it: until this run holds a
-    # slot and a mon answers, a failure or a signal puts the previous file back, so that the
-    # file on disk is the one served. After that, steps 6 to 9 restore or roll back as for "restart".
-    pending = d.activate == "self"
-    try:
-        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
-            fence = _fence(d, confirm)
-            # 5. A restart needs a mon and radosgw's pools to come back: without them, leave radosgw running.
-            _confirm_cluster(cfg, pool, served.result(), "it was not restarted" if pending else "nothing was installed")
-            pending = False
-            # 6. Install atomically, keeping the previous for rollback.
-            try:
-                target.install(built, installed)
-            except RgwtlsError as e:
-                _restore_quietly(target, installed)
-                raise e from None
-            # 7. The slot is still ours (a frozen run's may have lapsed), or put it back unrestarted.
-            try:
-                fence.confirm()
-            except RgwtlsError as e:
-                _restore_quietly(target, installed)
-                raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
-            # 8. Restart (fenced again if this run was frozen since), and 9. verify
-            # the new certificate is served; a signal here rolls back like any failure.
-            try:
-                _restart(d, fence)
-                _verify_served(d, names, checked.fingerprint)
-            except LockHeld as e:
-                _restore_quietly(target, installed)
-                raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
-            except RgwtlsError as e:
-                _roll_back(d, target, installed, names, e, backoff.failed(e), fence)
-    except RgwtlsError as e:
-        if not pending:
-            raise
-        raise DeployError(f"{e}; {_put_back_unserved(target, installed)}") from None
+    # 5 to 9. Under a restart slot: the cluster can take it, install, restart, verify, or roll back.
+    restart.install_and_restart(cfg, pool, target, built, installed, names, checked.fingerprint, served.result, backoff)
     target.commit()
     backoff.clear()
     activate.record(d, "restart" if d.activate == "restart" else "self-then-restart")
@@ -189,7 +150,7 @@ def _without_restart(
     try:
         target.install(built, installed)
     except RgwtlsError as e:
-        _restore_quietly(target, installed)
+        restart.restore_quietly(target, installed)
         raise e from None
     if not activate.without_restart(d, names, built, installed, lambda: target.restore(installed), backoff.failed):
         return False
@@ -213,7 +174,7 @@ def _finish(
 
     checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True, roots=trusted_roots(cfg))
     what = _what(new, checked.cert)
-    seen = f"serves certificate {served[:16]}" if _is_fingerprint(served) else served
+    seen = f"serves certificate {served[:16]}" if restart.is_fingerprint(served) else served
     if dry_run:
         notice(
             log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _activation_line(d)
@@ -236,23 +197,7 @@ def _finish(
             notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
             return False
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
-        fence = _fence(d, confirm)
-        _confirm_cluster(cfg, pool, served, "nothing was restarted")
-        try:
-            fence.confirm()
-        except RgwtlsError as e:
-            raise DeployError(f"{e}; the next run tries again") from None
-        try:
-            _restart(d, fence)
-            _verify_served(d, names, checked.fingerprint)
-        except LockHeld as e:
-            raise DeployError(f"{e}; the next run tries again") from None
-        except RgwtlsError as e:
-            after = backoff.failed(e)
-            if previous is None:
-                raise DeployError(f"{e}; there is no previous certificate to roll back to{after}") from None
-            _roll_back(d, target, previous, names, e, after, fence)
+    restart.restart_installed(cfg, pool, target, previous, names, checked.fingerprint, served, backoff)
     target.commit()
     backoff.clear()
     from rgwtls import activate as counted
@@ -266,44 +211,6 @@ def _what(new: CertSet, cert: x509.Certificate) -> str:
     return f"{new.name} generation {new.generation} (expires {cert.not_valid_after_utc:%Y-%m-%d})"
 
 
-def _confirm_cluster(cfg: Config, pool: Pool, served: str, kept: str) -> None:
-    """radosgw cannot start without a mon, nor while its own pools do not answer; the rgwtls pool may.
-
-    A restart then would turn a cluster's trouble into a gateway outage: the
-    running radosgw keeps serving through it, so it is left alone.
-    """
-    keeps = f"certificate {served[:16]}" if _is_fingerprint(served) else "what it serves now"
-    try:
-        pool.confirm_mon()
-    except StoreError as e:
-        raise DeployError(
-            f"{e}; radosgw would not come back after a restart, so {kept}; the gateway keeps serving {keeps}; "
-            "the next run tries again"
-        ) from None
-    from rgwtls.health import radosgw_could_not_start
-
-    problem = radosgw_could_not_start(cfg.ceph, cfg.deploy.rgw_pools)
-    if problem:
-        raise DeployError(
-            f"{problem}: a new radosgw could not start, so {kept}; the gateway keeps serving {keeps}; "
-            "the next run tries again"
-        )
-
-
-def _put_back_unserved(target: Target, previous: bytes | None) -> str:
-    """With "self" and no restart after all: the previous file back in place of the one not re-read; what happened."""
-    try:
-        target.restore(previous)
-    except RgwtlsError as e:
-        return (
-            f"the new file stays in {target.describe()}, installed but not served "
-            f"(could not put the previous one back: {e})"
-        )
-    if previous is None:
-        return f"removed the new file from {target.describe()} again (there was none before), as it is not served"
-    return f"put the previous file back in {target.describe()}, as radosgw had not re-read the new one"
-
-
 def _fingerprint_or_none(s: CertSet) -> str | None:
     from rgwtls.probe import pem_fingerprint
 
@@ -311,10 +218,6 @@ def _fingerprint_or_none(s: CertSet) -> str | None:
         return pem_fingerprint(s.cert_pem)
     except ValueError:
         return None
-
-
-def _is_fingerprint(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 class _Served:
@@ -344,111 +247,8 @@ class _Served:
         return self._answer
 
 
-def _restore_quietly(target: Target, previous: bytes | None) -> None:
-    """After a failed install: each file is replaced whole, so only a layout of two may need it."""
-    try:
-        if target.installed() != previous:
-            target.restore(previous)
-    except RgwtlsError as e:
-        log.warning("could not put the previous file back: %s", e)
-
-
-def _roll_back(
-    d: DeployConfig,
-    target: Target,
-    previous: bytes | None,
-    names: tuple[str, ...],
-    cause: RgwtlsError,
-    after: str,
-    fence: SlotFence,
-) -> NoReturn:
-    """Put the previous certificate back, restart under the slot, and check it is served again; `after` ends the line.
-
-    The restart is fenced as the first one was: a run frozen during the
-    check, or before this, may have lost its slot to another gateway.
-    """
-    try:
-        target.restore(previous)
-    except RgwtlsError as e:
-        raise DeployError(
-            f"{cause}; could not put the previous certificate back ({e}): this gateway needs attention now{after}"
-        ) from None
-    from rgwtls.certs import first_cert
-
-    old = first_cert(previous)
-    if old is None:
-        raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None
-    try:
-        _restart(d, fence)
-        from rgwtls.probe import fingerprint
-
-        _verify_served(d, names, fingerprint(old))
-    except LockHeld as e:
-        raise DeployError(
-            f"{cause}; put the previous certificate back in place, but {e}: the gateway serves what the failed "
-            f"restart left until a run restarts it{after}"
-        ) from None
-    except RgwtlsError as again:
-        raise DeployError(
-            f"{cause}; restored the previous certificate, but the gateway does not serve it either "
-            f"({again}): this gateway needs attention now{after}"
-        ) from None
-    raise DeployError(f"{cause}; restored the previous certificate and restarted: it is served again{after}") from None
-
-
-def _restart_argv(d: DeployConfig) -> list[str]:
-    return d.restart_argv(os.uname().nodename.split(".")[0])
-
-
-def _restart_line(d: DeployConfig) -> str:
-    return shlex.join(_restart_argv(d))
-
-
 def _activation_line(d: DeployConfig) -> str:
     """What a dry run says step 6 would do, by deploy.activate."""
     from rgwtls import activate
 
-    return activate.plan(d, _restart_line(d))
-
-
-def _fence(d: DeployConfig, confirm: Callable[[], None]) -> SlotFence:
-    """The slot's fence, which covers a restart and its check: the rollback's restart has the rest of the hold."""
-    return SlotFence(confirm, d.slot_hold, d.restart_timeout + d.verify_timeout)
-
-
-def _restart(d: DeployConfig, fence: SlotFence) -> None:
-    """Run the restart command, the slot confirmed recently enough to cover it (LockHeld if it cannot be)."""
-    from rgwtls.command import CommandFailed, run
-
-    argv = _restart_argv(d)
-    fence.before_exec()
-    log.info("restarting radosgw: %s", shlex.join(argv))
-    try:
-        run(argv, d.restart_timeout)
-    except CommandFailed as e:
-        raise DeployError(f"the restart command {e.problem}") from None
-
-
-def _verify_served(d: DeployConfig, names: tuple[str, ...], want: str) -> None:
-    """Handshake until the wanted certificate is served; a live port alone proves nothing."""
-    from rgwtls.probe import served_fingerprint, server_name
-
-    sni = server_name(d, names)
-    deadline = time.monotonic() + d.verify_timeout
-    seen = "no handshake tried"
-    while True:
-        try:
-            got = served_fingerprint(d.verify_endpoint, sni, timeout=min(5.0, d.verify_timeout))
-        except (OSError, ValueError) as e:
-            seen = f"handshake failed: {e}"
-        else:
-            if got == want:
-                log.info("%s serves certificate %s for %s", d.verify_endpoint, want[:16], sni)
-                return
-            seen = f"it serves certificate {got[:16]}"
-        if time.monotonic() >= deadline:
-            raise DeployError(
-                f"{d.verify_endpoint} did not serve certificate {want[:16]} for {sni} within "
-                f"{d.verify_timeout:g}s ({seen})"
-            )
-        time.sleep(0.1)
+    return activate.plan(d, restart.restart_line(d))
