@@ -29,15 +29,18 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
 from rgwtls import files, scrub
+from rgwtls.backoff import Backoff
 from rgwtls.config import DeployConfig
 from rgwtls.errors import DeployError, RgwtlsError
 from rgwtls.haproxy import ADMIN_LINE, Runtime, one_line
 from rgwtls.log import notice
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
+from rgwtls.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,35 @@ def preflight(d: DeployConfig) -> None:
         # A run killed between set and commit left it open: this run's set replaces it anyway; drop it to start clean.
         log.info("HAProxy has an uncommitted transaction for %s; aborting it before the swap", d.path)
         api.ask(f"abort ssl cert {d.path}")
+
+
+def install(
+    d: DeployConfig, target: Target, built: bytes, installed: bytes | None, names: tuple[str, ...], backoff: Backoff
+) -> bool:
+    """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all.
+
+    A haproxy swap that fails (refused, or not served, and swapped back) goes
+    into the backoff as a failed restart does: it would fail on every cron run.
+    """
+    try:
+        target.install(built, installed)
+    except RgwtlsError as e:
+        restore_quietly(target, installed)
+        raise e from None
+    if not without_restart(d, names, built, installed, partial(target.restore, installed), backoff.failed):
+        return False
+    record(d, d.activate)
+    return True
+
+
+def restore_quietly(target: Target, previous: bytes | None) -> None:
+    """After a failed install: each file is replaced whole, so only a layout of two may need it."""
+    try:
+        if target.installed() != previous:
+            target.restore(previous)
+    except RgwtlsError as e:
+        # deploy's line, as the install it follows.
+        logging.getLogger("rgwtls.deploy").warning("could not put the previous file back: %s", e)
 
 
 def without_restart(

@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rgwtls import restart, scrub
 from rgwtls.backoff import Backoff
 from rgwtls.config import Config, DeployConfig
-from rgwtls.errors import DeployError, RgwtlsError
+from rgwtls.errors import DeployError
 from rgwtls.files import host_lock
 from rgwtls.log import notice
 from rgwtls.store import CertSet, Pool
@@ -116,7 +117,7 @@ def _install(
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
     # 5a. A server that takes the new file without a restart takes no restart slot.
-    if d.activate != "restart" and _without_restart(d, target, built, installed, names, backoff):
+    if d.activate != "restart" and activate.install(d, target, built, installed, names, backoff):
         target.commit()
         backoff.clear()
         notice(
@@ -134,27 +135,6 @@ def _install(
     backoff.clear()
     activate.record(d, "restart" if d.activate == "restart" else "self-then-restart")
     notice(log, "%s: installed %s to %s, restarted radosgw, and it serves it", new.name, what, target.describe())
-    return True
-
-
-def _without_restart(
-    d: DeployConfig, target: Target, built: bytes, installed: bytes | None, names: tuple[str, ...], backoff: Backoff
-) -> bool:
-    """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all.
-
-    A haproxy swap that fails (refused, or not served, and swapped back) goes
-    into the backoff as a failed restart does: it would fail on every cron run.
-    """
-    from rgwtls import activate
-
-    try:
-        target.install(built, installed)
-    except RgwtlsError as e:
-        restart.restore_quietly(target, installed)
-        raise e from None
-    if not activate.without_restart(d, names, built, installed, lambda: target.restore(installed), backoff.failed):
-        return False
-    activate.record(d, d.activate)
     return True
 
 
@@ -190,7 +170,7 @@ def _finish(
         activate.preflight(d)
         notice(log, "%s is installed but %s %s; activating it (%s)", what, d.verify_endpoint, seen, d.activate)
         built = target.build(new)
-        if activate.without_restart(d, names, built, previous, lambda: target.restore(previous), backoff.failed):
+        if activate.without_restart(d, names, built, previous, partial(target.restore, previous), backoff.failed):
             activate.record(d, d.activate)
             target.commit()
             backoff.clear()

@@ -71,15 +71,6 @@ def is_fingerprint(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
-def restore_quietly(target: Target, previous: bytes | None) -> None:
-    """After a failed install: each file is replaced whole, so only a layout of two may need it."""
-    try:
-        if target.installed() != previous:
-            target.restore(previous)
-    except RgwtlsError as e:
-        log.warning("could not put the previous file back: %s", e)
-
-
 def roll_back(
     d: DeployConfig,
     target: Target,
@@ -191,6 +182,8 @@ def install_and_restart(
     `served` tells what the gateway served before (asked while the pool was
     read); `backoff` records a failed restart or check, which a signal is not.
     """
+    from rgwtls.activate import restore_quietly  # not on the path of a deploy with nothing to do
+
     d = cfg.deploy
     # "self" installed the new file and the server did not re-read it: until this run holds a
     # slot and a mon answers, a failure or a signal puts the previous file back, so that the
