@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from devsite.bind import Bind
 from devsite.ceph import CephCluster
 from devsite.certmaker import site_ca
@@ -124,27 +126,6 @@ class Stack:
         return path
 
 
-def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
-    """Just enough TOML for our configs: tables, arrays of tables, scalars, lists."""
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines: list[str] = []
-    tables: list[str] = []
-    for k, v in doc.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            tables.append(f"\n[{key}]\n" + to_toml(v, key))
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                tables.append(f"\n[[{key}]]\n" + to_toml(item, key))
-        else:
-            lines.append(f"{k} = {scalar(v)}")
-    return "\n".join(lines) + "\n" + "".join(tables)
+def to_toml(doc: dict[str, Any]) -> str:
+    """A config as TOML, written by tomli-w: the tests' values (paths, secrets, CA names) escaped as TOML wants."""
+    return tomli_w.dumps(doc)

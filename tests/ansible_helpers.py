@@ -317,7 +317,7 @@ def build_wheelhouse(dest: Path) -> Path:
 
 
 # A systemctl for a machine whose PID 1 is not systemd: it keeps each unit's enablement and
-# activity in a JSON file, loads units from one directory, and logs every call. It answers as
+# activity in a JSON file, loads units from the hosts' unit directories, and logs every call. It answers as
 # much of the CLI as Ansible's systemd_service module asks (show, is-enabled, is-active, enable,
 # disable, start, stop, restart, daemon-reload), and refuses anything else.
 _FAKE_SYSTEMCTL = """#!{python}
@@ -325,7 +325,7 @@ import json, os, sys
 from pathlib import Path
 
 state_file = Path(os.environ["FAKE_SYSTEMD_STATE"])
-unit_dir = Path(os.environ["FAKE_SYSTEMD_UNIT_DIR"])
+unit_dirs = [Path(d) for d in os.environ["FAKE_SYSTEMD_UNIT_DIRS"].split(os.pathsep)]
 args = [a for a in sys.argv[1:] if not a.startswith("-")]
 state = json.loads(state_file.read_text()) if state_file.exists() else {{"calls": [], "units": {{}}}}
 state["calls"].append(args)
@@ -333,7 +333,7 @@ verb, units = args[0], args[1:]
 code = 0
 for unit in units or [""]:
     u = state["units"].setdefault(unit, {{"enabled": False, "active": False, "starts": 0}}) if unit else None
-    loaded = bool(unit) and (unit_dir / unit).is_file()
+    loaded = bool(unit) and any((d / unit).is_file() for d in unit_dirs)
     if verb == "daemon-reload":
         pass
     elif verb == "show":
@@ -367,19 +367,22 @@ sys.exit(code)
 
 
 class FakeSystemd:
-    """A systemctl first on the PATH of the plays given `env()`, for the units of one host's unit directory.
+    """A systemctl first on the PATH of the plays given `env()`, for the units of these hosts' unit directories.
+
+    One state for all of them, by unit name: the hosts of one test must not share a unit name.
 
     With it, a fact cache says that the host's service manager is systemd, as
     on a Debian gateway: the role then goes where it goes on such a host.
     """
 
-    def __init__(self, workdir: Path, unit_dir: Path) -> None:
+    def __init__(self, workdir: Path, unit_dirs: list[Path]) -> None:
         self.dir = workdir
         (workdir / "bin").mkdir(parents=True, exist_ok=True)
         (workdir / "facts").mkdir(exist_ok=True)
         self.state_file = workdir / "state.json"
-        self.unit_dir = unit_dir
-        unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)  # as every systemd host has it
+        self.unit_dirs = unit_dirs
+        for d in unit_dirs:
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)  # as every systemd host has it
         tool = workdir / "bin" / "systemctl"
         tool.write_text(_FAKE_SYSTEMCTL.format(python=sys.executable))
         tool.chmod(0o755)
@@ -388,7 +391,7 @@ class FakeSystemd:
         return {
             "PATH": f"{self.dir / 'bin'}:{fleet.env['PATH']}",
             "FAKE_SYSTEMD_STATE": str(self.state_file),
-            "FAKE_SYSTEMD_UNIT_DIR": str(self.unit_dir),
+            "FAKE_SYSTEMD_UNIT_DIRS": os.pathsep.join(map(str, self.unit_dirs)),
             "ANSIBLE_CACHE_PLUGIN": "jsonfile",
             "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(self.dir / "facts"),
             "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "0",

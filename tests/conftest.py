@@ -7,12 +7,15 @@ pointing at all of them.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rados
@@ -180,13 +183,83 @@ def cli() -> Callable[..., Result]:
     return run_cli
 
 
+# -- Both cores ----------------------------------------------------------------
+# The plain `.venv/bin/python -m pytest` (README's command, the one CI runs)
+# runs on every core with pytest-xdist: a worker per core, each a process with
+# its own session, so its own stack (Pebble, BIND, Ceph...) on its own slice of
+# the ports (devsite.ports). `-n 0` or `-p no:xdist` runs in one process, as
+# before; `-n N` chooses the number. A hook rather than `-n` in addopts: with
+# the plugin left out, an `-n` there would be an unknown option.
+#
+# So a test runs beside any other test, in another process: everything it
+# starts or names is its own. Ports from devsite.ports (never a fixed one),
+# files under tmp_path or a tempfile directory (never a fixed path), system
+# users and groups named with os.getpid(), waits for the event bounded by the
+# operation's own bound (tests/waits.py: the machine is busy). It assumes no
+# other test ran before it: session fixtures are per worker, and only a module
+# that declares a module-scoped fixture is kept together, on one worker.
+MAX_WORKERS = 4  # each worker starts a whole stack: past a few, memory goes before time does
+_SPREAD = pytest.StashKey[bool]()
+# A module that declares a fixture wider than a test (its own Pebble or Ceph,
+# the Ansible fleet and its converges, a wheelhouse) goes whole to one worker:
+# split, each worker would build it again, and a module fixture again after
+# each test of another module.
+_MODULE_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:session|package|module|class)["']""")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+        return
+    o = config.option
+    cores = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+    # One process where a developer watches it: a debugger, output not captured (-s), or a collection.
+    alone = o.usepdb or getattr(o, "trace", False) or o.capture == "no" or o.collectonly
+    if o.numprocesses is None and cores > 1 and not alone:
+        o.numprocesses = cores
+    if o.numprocesses and o.dist == "no":
+        o.dist = "load"
+        config.stash[_SPREAD] = True
+
+
+@functools.cache
+def _whole_module(path: str) -> bool:
+    try:
+        return bool(_MODULE_FIXTURE.search(Path(path).read_text()))
+    except OSError:
+        return False
+
+
+def scope_of(nodeid: str, rootdir: Path) -> str:
+    """The unit of work one worker takes: the whole module if it builds something per module, else the test."""
+    module = nodeid.split("::", 1)[0]
+    return module if _whole_module(str(rootdir / module)) else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if not config.stash.get(_SPREAD, False):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleOrTest(LoadScopeScheduling):  # type: ignore[misc]  # xdist has no types
+        """xdist's loadscope with scope_of: the biggest modules first (the Ansible fleet), then test by test."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid, config.rootpath)
+
+    return ModuleOrTest(config, log)
+
+
 # -- Tentacle ------------------------------------------------------------------
 # The end-to-end tests that touch Ceph carry the `tentacle` marker: the host
 # runs them on Pacific with the rest, and `scripts/tentacle pytest -m tentacle`
 # runs the same code again in the Tentacle root (Ceph 20.2, its own Python and
 # librados). A run asked to (RGWTLS_WRITE_CEPH_VERSIONS=1, as .ci/run sets it)
 # in which all of them ran and every test passed writes its release's row of
-# docs/ceph-versions.md; any other run leaves the tree as it found it.
+# docs/ceph-versions.md; any other run leaves the tree as it found it. Under
+# xdist only the controller writes it, once, from every worker's reports: the
+# workers tell it what they collected and whether -k or -m left any out.
 TENTACLE_MODULES = frozenset(
     {
         "test_stack_ceph",
@@ -203,6 +276,7 @@ TENTACLE_MODULES = frozenset(
     }
 )
 _tentacle_outcomes: dict[str, str] = {}
+_tentacle_collected: set[str] = set()  # the controller's: the tentacle tests its workers collected
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -231,15 +305,30 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             _tentacle_outcomes[report.nodeid] = "failed"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist's controller: what a worker that finished collected (its workeroutput, from pytest_sessionfinish)."""
+    out = getattr(node, "workeroutput", {})
+    _tentacle_collected.update(out.get("tentacle_collected", ()))
+    if out.get("tentacle_deselected"):
+        _tentacle_outcomes["(deselected)"] = "deselected"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    items = [item for item in session.items if "tentacle" in item.keywords]
+    collected = {item.nodeid for item in session.items if "tentacle" in item.keywords}
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller writes, for the whole run
+        out = session.config.workeroutput  # type: ignore[attr-defined]
+        out["tentacle_collected"] = sorted(collected)
+        out["tentacle_deselected"] = "(deselected)" in _tentacle_outcomes
+        return
+    collected |= _tentacle_collected
     outcomes = list(_tentacle_outcomes.values())
     if (
         not asked()
         or exitstatus != 0
-        or {item.path.stem for item in items} != TENTACLE_MODULES
+        or {Path(nodeid.split("::")[0]).stem for nodeid in collected} != TENTACLE_MODULES
         or {"failed", "deselected"} & set(outcomes)
-        or len(outcomes) != len(items)  # --collect-only, or a run cut short
+        or len(outcomes) != len(collected)  # --collect-only, or a run cut short
     ):
         return
     record(current_row(outcomes.count("passed"), outcomes.count("skipped")))

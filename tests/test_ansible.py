@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Any
 
 import pytest
 import rados
-import yaml  # type: ignore[import-untyped]
 from cryptography import x509
 
 from devsite.bind import Bind
@@ -41,14 +39,12 @@ from devsite.uddi import UddiEmulator
 from devsite.wapi import WapiEmulator
 from rgwtls.config import load
 from rgwtls.probe import served_fingerprint
+from tests import waits
 from tests.ansible_helpers import (
-    ANSIBLE_DIR,
-    ROLE_DIR,
     FakeSystemd,
     Fleet,
     Host,
     Play,
-    ansible_env,
     build_wheelhouse,
     client_ceph_conf,
     run_job,
@@ -409,32 +405,6 @@ def test_systemd_timers_are_refused_where_systemd_does_not_run(site: Site) -> No
     assert play.code != 0
     assert "rgwtls_scheduler is systemd, but rgw1's service manager is" in play.output
     assert play.recap["rgw1"]["changed"] == 0
-
-
-def test_defaults_and_argument_specs_document_the_same_options() -> None:
-    defaults = yaml.safe_load((ROLE_DIR / "defaults/main.yml").read_text())
-    specs = yaml.safe_load((ROLE_DIR / "meta/argument_specs.yml").read_text())
-    options = specs["argument_specs"]["main"]["options"]
-    assert sorted(defaults) == sorted(options)
-    for name, spec in options.items():
-        assert name.startswith("rgwtls_"), name
-        assert spec["type"], name
-        assert spec["description"], name
-        assert spec["default"] == defaults[name], name
-
-
-def test_ansible_lint_passes_the_production_profile(tmp_path: Path) -> None:
-    res = subprocess.run(
-        ["ansible-lint", "--offline", "--profile", "production", str(ANSIBLE_DIR)],
-        capture_output=True,
-        text=True,
-        env=ansible_env(tmp_path),
-        cwd=ANSIBLE_DIR.parent,
-        timeout=300,
-        check=False,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "Profile 'production' was required, and it passed" in res.stdout + res.stderr
 
 
 # -- end to end ---------------------------------------------------------------------
@@ -839,75 +809,6 @@ def test_a_client_name_in_rgwtls_issuer_user_is_taken_as_the_cephx_user_and_the_
     assert play.recap["rgw1"]["changed"] == 0
 
 
-def test_fallback_cas_render_as_acme_fallback_tables_naming_their_key_files_never_the_keys(tmp_path: Path) -> None:
-    """The role's own tasks and template, outside a converge: rgwtls learns [[acme.fallback]] in config.py."""
-    key = secrets.token_urlsafe(32)
-    fallbacks = [
-        {"directory": "https://acme.zerossl.com/v2/DV90", "eab_kid": "kid-z", "eab_hmac_key": key},
-        {"directory": "https://dv.acme-v02.api.pki.goog/directory", "profile": "", "preferred_chain": "GTS Root R1"},
-    ]
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(json.dumps({"all": {"children": {"rgws": {"hosts": {"rgw1": {}}}}}}))
-    out = tmp_path / "issuer.toml"
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(
-        json.dumps(
-            [
-                {
-                    "hosts": "rgw1",
-                    "connection": "local",
-                    "gather_facts": False,
-                    "vars": {
-                        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                        "rgwtls_acme_fallbacks": fallbacks,
-                        "rgwtls_certificates": [{"name": "cog.example.org", "domains": ["cog.example.org"]}],
-                        "rgwtls_trusted_roots": "/etc/rgwtls/roots.pem",
-                    },
-                    "tasks": [
-                        {
-                            "ansible.builtin.include_role": {
-                                "name": str(ROLE_DIR),
-                                "tasks_from": "fallbacks",
-                                "public": True,
-                            }
-                        },
-                        {
-                            "ansible.builtin.template": {
-                                "src": str(ROLE_DIR / "templates/rgwtls.toml.j2"),
-                                "dest": str(out),
-                            },
-                            "vars": {"_rgwtls_config_role": "issuer", "_rgwtls_config": "{{ _rgwtls_issuer_config }}"},
-                        },
-                    ],
-                }
-            ]
-        )
-    )
-    res = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(playbook)],
-        capture_output=True,
-        text=True,
-        env=ansible_env(tmp_path),
-        timeout=120,
-        check=False,
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert key not in res.stdout + res.stderr
-    doc = tomllib.loads(out.read_text())
-    assert doc["acme"]["fallback"] == [
-        {
-            "directory": "https://acme.zerossl.com/v2/DV90",
-            "eab_kid": "kid-z",
-            "eab_hmac_key_file": "/etc/rgwtls/eab-hmac-fallback-0",
-        },
-        {"directory": "https://dv.acme-v02.api.pki.goog/directory", "preferred_chain": "GTS Root R1"},
-    ]
-    assert key not in out.read_text()
-    assert doc["deploy"] == {"state_dir": "/var/lib/rgwtls-issuer", "trusted_roots": "/etc/rgwtls/roots.pem"}
-    assert doc["acme"]["run_as"] == "rgwtls"
-    assert doc["ceph"]["user"] == "client.rgwtls-issuer"
-
-
 # -- the deploy watcher (issue 21) and the TLS hosts (issue 20) ------------------------
 
 WATCH_UNIT = "rgwtls-deploy-watch.service"
@@ -919,40 +820,134 @@ def _unit_settings(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines)
 
 
-def _wait_for_line(log: Path, needles: tuple[str, ...], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while not any(n in log.read_text() for n in needles):
-        assert time.monotonic() < deadline, f"none of {needles} within {timeout}s:\n{log.read_text()}"
-        time.sleep(0.2)
+def _wait_for_line(log: Path, needles: tuple[str, ...], proc: subprocess.Popen[bytes], config: Path) -> str:
+    """Until the watcher says one of `needles`, within a deploy's bound; at once if it ends first."""
+    said = lambda: any(n in log.read_text() for n in needles)  # noqa: E731
+    waits.wait_for(repr(needles), said, waits.deploy_bound(config), proc, log.read_text, "a deploy's bound")
     return log.read_text()
 
 
-def test_the_deploy_watcher_is_a_started_enabled_unit_beside_the_cron_job_and_goes_when_turned_off(
-    site: Site, tmp_path: Path
-) -> None:
+SYSTEMD_HOSTS = ("rgw1", "rgw3")
+TIMER_UNITS = ("rgwtls-issue.timer", "rgwtls-deploy.timer")
+
+
+class SystemdRuns:
+    """What the plays on a systemd host did, for the tests that read it: rgw1 switched to systemd timers
+    (rgwtls_scheduler, issue 22), rgw3 given the deploy watcher (issue 21), in the same plays."""
+
+    def __init__(self, systemd: FakeSystemd) -> None:
+        self.systemd = systemd
+        self.plays: dict[str, Play] = {}
+        self.units: dict[str, dict[str, dict[str, Any]]] = {}  # after each play: each unit's state
+        self.settings: dict[str, dict[str, str]] = {}  # the unit files, as the "on" play wrote them
+        self.verify = (0, "")  # systemd-analyze verify of the watcher's unit
+        self.cron: dict[str, dict[str, list[str]]] = {}  # after each play: each host's cron jobs
+        self.unit_files: dict[str, dict[str, list[str]]] = {}  # after each play: the unit files on each host
+        self.watcher = (0, "")  # the watcher's command as written: its exit status and its log
+        self.textfile = Path()
+
+    def record(self, name: str, play: Play, site: Site) -> None:
+        self.plays[name] = play
+        self.units[name] = {u: self.systemd.unit(u) for u in (*TIMER_UNITS, WATCH_UNIT)}
+        self.cron[name] = {h: sorted(site.host(h).cron_jobs()) for h in SYSTEMD_HOSTS}
+        self.unit_files[name] = {h: sorted(p.name for p in _units_dir(site, h).glob("*")) for h in SYSTEMD_HOSTS}
+
+
+def _units_dir(site: Site, name: str) -> Path:
+    return site.host(name).prefix / "etc/systemd/system"
+
+
+def _with_vars(site: Site, host_vars: dict[str, dict[str, Any]]) -> None:
+    """These variables on these hosts of the inventory (none: the group's alone again)."""
+    for name in SYSTEMD_HOSTS:
+        host = site.host(name)
+        for key in ("rgwtls_scheduler", "rgwtls_deploy_watch", "rgwtls_deploy_watch_textfile"):
+            host.vars.pop(key, None)
+        host.vars.update(host_vars.get(name, {}))
+    site.fleet.write_inventory(site.fleet.order)
+
+
+@pytest.fixture(scope="module")
+def systemd_runs(site: Site, tmp_path_factory: pytest.TempPathFactory) -> SystemdRuns:
+    """rgw1 and rgw3 as systemd hosts, each play on both: on, again; the watcher run; off, again (--check on rgw3).
+
+    No systemd runs here: a systemctl that keeps the units' state, and hosts whose facts say
+    systemd. Each play does what two tests would have done apart, and the tests read its result.
+    """
     site.fleet.ensure_order(list(HOSTS))
-    host = site.host("rgw3")
-    unit_path = host.prefix / "etc/systemd/system" / WATCH_UNIT
-    # No systemd runs here: a systemctl that keeps the units' state, and a host whose facts say systemd.
-    systemd = FakeSystemd(tmp_path / "systemd", unit_path.parent)
+    systemd = FakeSystemd(tmp_path_factory.mktemp("systemd"), [_units_dir(site, h) for h in SYSTEMD_HOSTS])
     env = systemd.env(site.fleet)
-    systemd.cache_service_mgr(site.fleet, "rgw3")
-    textfile = host.prefix / "var/lib/node-exporter"
-    textfile.mkdir(parents=True, exist_ok=True)
-    on = json.dumps({"rgwtls_deploy_watch": True, "rgwtls_deploy_watch_textfile": str(textfile)})
+    systemd.cache_service_mgr(site.fleet, ",".join(SYSTEMD_HOSTS))
+    runs = SystemdRuns(systemd)
+    rgw3 = site.host("rgw3")
+    runs.textfile = rgw3.prefix / "var/lib/node-exporter"
+    runs.textfile.mkdir(parents=True, exist_ok=True)
+    on: dict[str, dict[str, Any]] = {
+        "rgw1": {"rgwtls_scheduler": "systemd"},
+        "rgw3": {"rgwtls_deploy_watch": True, "rgwtls_deploy_watch_textfile": str(runs.textfile)},
+    }
 
+    def play(name: str, *args: str, hosts: tuple[str, ...] = SYSTEMD_HOSTS) -> Play:
+        result = site.fleet.play(*args, "--limit", ",".join(hosts), env=env)
+        runs.record(name, result, site)
+        return result
+
+    try:
+        _with_vars(site, on)
+        # The watcher's host alone: on a host whose timers are not written yet, --check fails to start them.
+        play("check", "--check", hosts=("rgw3",))
+        if play("on").code == 0:
+            for unit in ("rgwtls-issue.service", "rgwtls-deploy.service"):
+                runs.settings[unit] = _unit_settings(_units_dir(site, "rgw1") / unit)
+            watch_unit = _units_dir(site, "rgw3") / WATCH_UNIT
+            runs.settings[WATCH_UNIT] = _unit_settings(watch_unit)
+            res = subprocess.run(
+                ["systemd-analyze", "verify", str(watch_unit)], capture_output=True, text=True, timeout=60, check=False
+            )
+            runs.verify = (res.returncode, res.stdout + res.stderr)
+            play("again")
+            runs.watcher = _run_watcher(runs.settings[WATCH_UNIT]["ExecStart"], runs.textfile, rgw3, systemd.dir)
+    finally:
+        # Back to cron and no watcher, as the other tests of this module expect it.
+        _with_vars(site, {})
+        play("off")
+        play("off again")
+    return runs
+
+
+def _run_watcher(exec_start: str, textfile: Path, host: Host, workdir: Path) -> tuple[int, str]:
+    """The watcher's command as written, as systemd runs it (root): until it watched and wrote its metrics."""
+    log = workdir / "watch.log"
+    config = host.config_dir / "rgwtls.toml"
+    with log.open("w") as out:
+        proc = subprocess.Popen(shlex.split(exec_start), stdout=out, stderr=out, start_new_session=True)
+    try:
+        _wait_for_line(log, ("watching pool",), proc, config)
+        _wait_for_line(log, ("nothing to do", "and it serves it", "ERROR:", "WARNING:"), proc, config)
+        metrics = textfile / "rgwtls_deploy.prom"
+        waits.wait_for("its metrics", metrics.exists, waits.deploy_bound(config), proc, log.read_text)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(60)
+    return code, log.read_text()
+
+
+def test_the_deploy_watcher_is_a_started_enabled_unit_beside_the_cron_job_and_goes_when_turned_off(
+    site: Site, systemd_runs: SystemdRuns
+) -> None:
+    runs = systemd_runs
     # --check says what would change, and neither writes the unit nor asks systemd to start it.
-    check = site.fleet.play("--check", "--limit", "rgw3", "-e", on, env=env)
-    assert_clean(check, ("rgw3",))
-    assert not unit_path.exists()
-    assert systemd.unit(WATCH_UNIT) == {"enabled": False, "active": False, "starts": 0}
+    assert_clean(runs.plays["check"], ("rgw3",))
+    assert WATCH_UNIT not in runs.unit_files["check"]["rgw3"]
+    assert runs.units["check"][WATCH_UNIT] == {"enabled": False, "active": False, "starts": 0}
 
-    play = site.fleet.play("--limit", "rgw3", "-e", on, env=env)
-    assert_clean(play, ("rgw3",))
-    unit = _unit_settings(unit_path)
+    assert_clean(runs.plays["on"], SYSTEMD_HOSTS)
+    unit = runs.settings[WATCH_UNIT]
+    host = site.host("rgw3")
     venv = host.prefix / "opt/rgwtls/venv"
     config = host.config_dir / "rgwtls.toml"
-    assert unit["ExecStart"] == f"{venv}/bin/rgwtls --config {config} -v deploy --watch --textfile {textfile}"
+    assert unit["ExecStart"] == f"{venv}/bin/rgwtls --config {config} -v deploy --watch --textfile {runs.textfile}"
     assert (unit["Type"], unit["Restart"], unit["RestartSec"]) == ("exec", "always", "5")
     assert (unit["KillSignal"], unit["KillMode"]) == ("SIGTERM", "mixed")
     # restart_timeout 120 + 2 x verify_timeout (20 here) + 60: a rollback's restart and check.
@@ -960,77 +955,49 @@ def test_the_deploy_watcher_is_a_started_enabled_unit_beside_the_cron_job_and_go
     assert "User" not in unit  # root, as the deploy job
     assert unit["WantedBy"] == "multi-user.target"
     # systemd's own parser finds nothing to say about it.
-    res = subprocess.run(
-        ["systemd-analyze", "verify", str(unit_path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert (res.returncode, res.stdout + res.stderr) == (0, ""), res.stdout + res.stderr
-    assert systemd.unit(WATCH_UNIT) == {"enabled": True, "active": True, "starts": 1}
+    assert runs.verify == (0, ""), runs.verify[1]
+    assert runs.units["on"][WATCH_UNIT] == {"enabled": True, "active": True, "starts": 1}
     # The deploy job stays: cron is the floor of correctness, the watcher only makes it faster.
-    assert sorted(host.cron_jobs()) == ["rgwtls deploy"]
+    assert runs.cron["on"]["rgw3"] == ["rgwtls deploy"]
 
-    again = site.fleet.play("--limit", "rgw3", "-e", on, env=env)
-    assert_clean(again, ("rgw3",))
-    assert again.changed() == {"rgw3": 0}, again.output
-    assert systemd.unit(WATCH_UNIT)["starts"] == 1
+    assert_clean(runs.plays["again"], SYSTEMD_HOSTS)
+    assert runs.plays["again"].changed() == dict.fromkeys(SYSTEMD_HOSTS, 0), runs.plays["again"].output
+    assert runs.units["again"][WATCH_UNIT]["starts"] == 1
 
     # The command as written, as systemd runs it (root): it deploys, watches, writes its
     # metrics, and stops on SIGTERM with exit status 0.
-    log = tmp_path / "watch.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(shlex.split(unit["ExecStart"]), stdout=out, stderr=out, start_new_session=True)
-    try:
-        _wait_for_line(log, ("watching pool",), 60)
-        _wait_for_line(log, ("nothing to do", "and it serves it", "ERROR:", "WARNING:"), 90)
-        deadline = time.monotonic() + 30
-        while not (textfile / "rgwtls_deploy.prom").exists():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        code = proc.wait(60)
-    assert code == 0, log.read_text()
-    assert "deploy --watch: stopped by SIGTERM" in log.read_text()
+    code, log = runs.watcher
+    assert code == 0, log
+    assert "deploy --watch: stopped by SIGTERM" in log
 
-    off = json.dumps({"rgwtls_deploy_watch": False})
-    play = site.fleet.play("--limit", "rgw3", "-e", off, env=env)
-    assert_clean(play, ("rgw3",))
-    assert not unit_path.exists()
-    assert systemd.unit(WATCH_UNIT) == {"enabled": False, "active": False, "starts": 1}
-    assert sorted(host.cron_jobs()) == ["rgwtls deploy"]
-    again = site.fleet.play("--limit", "rgw3", "-e", off, env=env)
-    assert_clean(again, ("rgw3",))
-    assert again.changed() == {"rgw3": 0}, again.output
+    assert_clean(runs.plays["off"], SYSTEMD_HOSTS)
+    assert WATCH_UNIT not in runs.unit_files["off"]["rgw3"]
+    assert runs.units["off"][WATCH_UNIT] == {"enabled": False, "active": False, "starts": 1}
+    assert runs.cron["off"]["rgw3"] == ["rgwtls deploy"]
+    assert_clean(runs.plays["off again"], SYSTEMD_HOSTS)
+    assert runs.plays["off again"].changed() == dict.fromkeys(SYSTEMD_HOSTS, 0), runs.plays["off again"].output
 
 
 def test_systemd_timers_run_the_issuer_as_its_own_user_and_deploy_as_root_instead_of_cron(
-    site: Site, tmp_path: Path
+    site: Site, systemd_runs: SystemdRuns
 ) -> None:
     """rgwtls_scheduler: systemd on the issuer: the same two jobs, the issuer's unit as its system user (issue 22)."""
-    site.fleet.ensure_order(list(HOSTS))
+    runs = systemd_runs
     host = site.host("rgw1")
-    units = host.prefix / "etc/systemd/system"
-    systemd = FakeSystemd(tmp_path / "systemd", units)
-    env = systemd.env(site.fleet)
-    systemd.cache_service_mgr(site.fleet, "rgw1")
-    on = json.dumps({"rgwtls_scheduler": "systemd"})
-    play = site.fleet.play("--limit", "rgw1", "-e", on, env=env)
-    assert_clean(play, ("rgw1",))
-    issue, deploy = _unit_settings(units / "rgwtls-issue.service"), _unit_settings(units / "rgwtls-deploy.service")
+    assert_clean(runs.plays["on"], SYSTEMD_HOSTS)
+    issue, deploy = runs.settings["rgwtls-issue.service"], runs.settings["rgwtls-deploy.service"]
     assert issue["User"] == ISSUER_USER
     assert issue["ExecStart"].endswith(f"--config {host.config_dir}/issuer.toml issue")
     assert "User" not in deploy  # root: it writes the gateway's key and restarts radosgw
     assert deploy["ExecStart"].endswith(f"--config {host.config_dir}/rgwtls.toml deploy")
-    for timer in ("rgwtls-issue.timer", "rgwtls-deploy.timer"):
-        assert (systemd.unit(timer)["enabled"], systemd.unit(timer)["active"]) == (True, True), timer
-    assert host.cron_jobs() == {}  # the timers replace the cron entries, never both
-    again = site.fleet.play("--limit", "rgw1", "-e", on, env=env)
-    assert again.changed() == {"rgw1": 0}, again.output
-    # Back to cron, as the other tests of this module expect it.
-    back = site.fleet.play("--limit", "rgw1", env=env)
-    assert_clean(back, ("rgw1",))
-    assert sorted(host.cron_jobs()) == ["rgwtls deploy", "rgwtls issue"]
-    assert not (units / "rgwtls-issue.timer").exists()
+    for timer in TIMER_UNITS:
+        assert (runs.units["on"][timer]["enabled"], runs.units["on"][timer]["active"]) == (True, True), timer
+    assert runs.cron["on"]["rgw1"] == []  # the timers replace the cron entries, never both
+    assert runs.plays["again"].changed() == dict.fromkeys(SYSTEMD_HOSTS, 0), runs.plays["again"].output
+    # Back to cron.
+    assert_clean(runs.plays["off"], SYSTEMD_HOSTS)
+    assert runs.cron["off"]["rgw1"] == ["rgwtls deploy", "rgwtls issue"]
+    assert "rgwtls-issue.timer" not in runs.unit_files["off"]["rgw1"]
 
 
 def test_the_deploy_watcher_is_refused_where_systemd_does_not_run(site: Site) -> None:

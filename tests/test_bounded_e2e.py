@@ -30,6 +30,7 @@ from rgwtls import config, deadline
 from rgwtls.run import issue_bound
 from tests.conftest import ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored_set
+from tests.waits import wait_for
 
 RECORD = f"_acme-challenge.{ZONE}"
 
@@ -76,14 +77,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> Result:
     if proc.stderr:
         proc.stderr.close()
     return Result(code, "", err)
-
-
-def wait_for(what: str, cond: Any, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"{what} did not happen within {timeout}s")
-        time.sleep(0.05)
 
 
 def test_a_ca_that_trickles_every_answer_ends_the_run_within_its_bound_and_the_next_run_issues(
@@ -135,7 +128,9 @@ def test_sigterm_while_the_wapi_trickles_the_cleanup_ends_the_run_in_seconds_wit
     stuck = stack.write_config(settings, "stuck.toml")
     proc = start_issue(stuck)
     try:
-        wait_for("both records published", lambda: len(stack.wapi.records()) == 2)
+        wait_for(
+            "both records published", lambda: len(stack.wapi.records()) == 2, bound_of(stuck), proc, why="its bound"
+        )
         stack.wapi.trickle(1.0)  # every answer from now on, the cleanup's DELETEs too
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGTERM)
@@ -169,7 +164,7 @@ def test_an_issuer_frozen_past_its_bound_stops_when_it_wakes_and_removes_its_rec
     started = time.monotonic()
     proc = start_issue(stuck)
     try:
-        wait_for("both values in BIND", lambda: len(stack.bind.txt(RECORD)) == 2)
+        wait_for("both values in BIND", lambda: len(stack.bind.txt(RECORD)) == 2, bound, proc, why="its bound")
         # Frozen, as a VM pause or a swap storm would, past the run's bound.
         os.kill(proc.pid, signal.SIGSTOP)
         time.sleep(max(0.0, started + bound + 1 - time.monotonic()))

@@ -15,15 +15,50 @@ from tests import conftest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def finished_whole_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
-    """Run the session hook as after a whole passing run; the rows it would have written."""
+def _tentacle_ids() -> list[str]:
+    return [f"tests/{m}.py::t" for m in sorted(conftest.TENTACLE_MODULES)]
+
+
+def _recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
     written: list[dict[str, str]] = []
     monkeypatch.setattr(conftest, "record", written.append)
     monkeypatch.setattr(conftest, "current_row", lambda passed, skipped: {"passed": str(passed)})
-    items = [SimpleNamespace(path=Path(f"tests/{m}.py"), keywords={"tentacle": 1}) for m in conftest.TENTACLE_MODULES]
-    monkeypatch.setattr(conftest, "_tentacle_outcomes", {f"{i.path}::t": "passed" for i in items})
-    session: Any = SimpleNamespace(items=items)
+    monkeypatch.setattr(conftest, "_tentacle_collected", set())
+    return written
+
+
+def finished_whole_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """Run the session hook as after a whole passing run; the rows it would have written."""
+    written = _recorded(monkeypatch)
+    items = [SimpleNamespace(path=Path(i.split("::")[0]), nodeid=i, keywords={"tentacle": 1}) for i in _tentacle_ids()]
+    monkeypatch.setattr(conftest, "_tentacle_outcomes", dict.fromkeys(_tentacle_ids(), "passed"))
+    session: Any = SimpleNamespace(items=items, config=SimpleNamespace())
     conftest.pytest_sessionfinish(session, 0)
+    return written
+
+
+def finished_parallel_run(monkeypatch: pytest.MonkeyPatch, deselected_on: str = "") -> list[dict[str, str]]:
+    """The same run under xdist: two workers run half each; the controller gets every report."""
+    monkeypatch.setenv(versions.WRITE_VAR, "1")
+    written = _recorded(monkeypatch)
+    ids = _tentacle_ids()
+    items = [SimpleNamespace(path=Path(i.split("::")[0]), nodeid=i, keywords={"tentacle": 1}) for i in ids]
+    outputs = []
+    for name, mine in (("gw0", ids[::2]), ("gw1", ids[1::2])):
+        # A worker collected all, ran its half, and writes nothing itself.
+        outcomes = dict.fromkeys(mine, "passed") | ({"(deselected)": "deselected"} if name == deselected_on else {})
+        monkeypatch.setattr(conftest, "_tentacle_outcomes", outcomes)
+        config = SimpleNamespace(workerinput={"workerid": name}, workeroutput={})
+        worker: Any = SimpleNamespace(items=items, config=config)
+        conftest.pytest_sessionfinish(worker, 0)
+        outputs.append(config.workeroutput)
+    assert written == []
+    # The controller: no items of its own, every worker's reports (pytest_runtest_logreport), then each one's end.
+    monkeypatch.setattr(conftest, "_tentacle_outcomes", dict.fromkeys(ids, "passed"))
+    for out in outputs:
+        conftest.pytest_testnodedown(SimpleNamespace(workeroutput=out), None)
+    controller: Any = SimpleNamespace(items=[], config=SimpleNamespace())
+    conftest.pytest_sessionfinish(controller, 0)
     return written
 
 
@@ -41,6 +76,16 @@ def test_only_the_value_1_asks(monkeypatch: pytest.MonkeyPatch, value: str) -> N
 def test_a_whole_passing_run_asked_writes_its_row(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(versions.WRITE_VAR, "1")
     assert finished_whole_run(monkeypatch) == [{"passed": str(len(conftest.TENTACLE_MODULES))}]
+
+
+def test_a_parallel_run_writes_one_row_on_the_controller_with_every_worker_s_tests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert finished_parallel_run(monkeypatch) == [{"passed": str(len(conftest.TENTACLE_MODULES))}]
+
+
+def test_a_parallel_run_whose_worker_left_tentacle_tests_out_writes_no_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert finished_parallel_run(monkeypatch, deselected_on="gw1") == []
 
 
 def test_ci_asks_both_runs_and_still_runs_exactly_the_readmes_commands() -> None:

@@ -22,6 +22,7 @@ from devsite.gateway import Gateway
 from tests.conftest import Result, Stack, run_cli
 from tests.test_deploy_e2e import fingerprint_of_pool, issue
 from tests.test_issue_e2e import assert_one_error_line
+from tests.waits import deploy_bound, wait_for
 
 # What the restart command does on its first call; `$TARGET` is the deploy
 # (SIGKILL) or its whole process group (SIGTERM, as systemctl stop and
@@ -154,12 +155,14 @@ def test_gateway_restarted_onto_another_certificate_is_brought_back(stack: Stack
 def test_two_deploys_at_once_on_one_host_restart_radosgw_once(stack: Stack, gateway: Gateway, tmp_path: Path) -> None:
     issue(stack)
     slow = tmp_path / "slow-restart.sh"
-    slow.write_text(f"#!/bin/sh\nsleep 2\nexec {gateway.rgw.restart_command}\n")
+    restarting = tmp_path / "restarting"
+    slow.write_text(f"#!/bin/sh\ntouch {restarting}\nsleep 2\nexec {gateway.rgw.restart_command}\n")
     slow.chmod(0o755)
     gateway.settings["deploy"]["restart_command"] = str(slow)
     config = gateway.config()
     first = _deploy_in_own_group(config)
-    time.sleep(0.5)
+    # The second starts while the first restarts radosgw (it holds the host's lock).
+    wait_for("the first deploy's restart", restarting.exists, deploy_bound(config), first, why="deploy's bound")
     second = run_cli(config, "-v", "deploy")
     assert second.code == 0, second.stderr
     assert _wait(first).code == 0

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from devsite.tlsca import TestCA
 from rgwtls import certs
 from tests.conftest import ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set, write_hook
+from tests.waits import issue_run_bound, wait_for
 
 RECORD = f"_acme-challenge.{ZONE}"
 
@@ -106,6 +107,10 @@ exit 0
         issued = self.state / "issued"
         return sorted(issued.glob("*.order")) if issued.exists() else []
 
+    def bound(self, config: Path | None = None) -> float:
+        """How long an issue with this site's config may take: what a wait for one of its steps may take."""
+        return issue_run_bound(config or self.config)
+
     def run(self) -> tuple[Result, float]:
         started = time.monotonic()
         res = run_cli(self.config, "issue")
@@ -118,13 +123,6 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
     if proc.stderr:
         proc.stderr.close()
     return code, err
-
-
-def wait_for(what: str, ready: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
-        time.sleep(0.05)
 
 
 def leaf_fingerprint(cert_pem: str) -> bytes:
@@ -204,7 +202,7 @@ def hold_at_the_hook_and_stop_the_osd(site: Site) -> subprocess.Popen[str]:
     site.gate.touch()
     site.arm_hook(2, "hold")
     proc = site.start()
-    wait_for("the hook", site.reached.exists)
+    wait_for("the hook", site.reached.exists, site.bound(), proc, why="issue's run bound")
     site.stack.ceph.stop_osd()
     site.gate.unlink()
     return proc
@@ -248,7 +246,7 @@ def test_issuer_killed_while_storing_loses_no_certificate(site: Site, signame: s
     try:
         proc = hold_at_the_hook_and_stop_the_osd(site)
         # The set is kept before it is stored; the store now hangs on the stopped OSD.
-        wait_for("the kept set", lambda: bool(site.kept()), 60)
+        wait_for("the kept set", lambda: bool(site.kept()), site.bound(), proc, why="issue's run bound")
         issued = json.loads(site.kept()[0].read_text())
         time.sleep(0.3)
         os.killpg(proc.pid, getattr(signal, f"SIG{signame}"))
@@ -284,6 +282,7 @@ class Verbose:
     """`rgwtls -v issue` in its own session, its stderr lines gathered as they come."""
 
     def __init__(self, config: Path, *args: str) -> None:
+        self.config = config
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rgwtls", "-v", "issue", *args],
             stderr=subprocess.PIPE,
@@ -304,6 +303,17 @@ class Verbose:
     def said(self, text: str) -> bool:
         return any(text in line for line in self.lines)
 
+    def wait_for(self, text: str) -> None:
+        """Until the run says `text`, within its own bound; at once if it ends first."""
+        wait_for(
+            repr(text),
+            lambda: self.said(text),
+            issue_run_bound(self.config),
+            self.proc,
+            lambda: "".join(self.lines),
+            "issue's run bound",
+        )
+
     def wait(self) -> int:
         code = self.proc.wait(60)
         self._reader.join(10)
@@ -316,7 +326,7 @@ def test_issuer_killed_while_the_ca_issues_gets_that_certificate_on_the_next_run
     settings = tomllib.loads(site.config.read_text())
     settings["acme"]["poll_interval"] = 30.0  # a CA that says "processing": rgwtls waits before asking again
     run = Verbose(site.stack.write_config(settings, "slow-ca.toml"))
-    wait_for("the finalized order", lambda: run.said("asking again for the certificate"), 60)
+    run.wait_for("asking again for the certificate")
     note = site.state / "issued" / f"{ZONE}.order"
     assert note.stat().st_mode & 0o777 == 0o600
     noted = json.loads(note.read_text())
@@ -404,7 +414,7 @@ def test_long_issue_keeps_its_lock_past_lock_duration_and_a_second_issuer_is_ref
     site = Site(stack, lock_duration=3.0)
     site.arm_hook(2, "sleep", "5")
     first = site.start()
-    wait_for("the hook", site.reached.exists)
+    wait_for("the hook", site.reached.exists, site.bound(), first, why="issue's run bound")
     time.sleep(4)  # past the lock's 3 s: only renewal keeps it
     # A standby's cron run: nothing to do, and nothing for cron to mail.
     standby = run_cli(site.config, "-v", "issue")

@@ -70,6 +70,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.restart"},
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
+    {"rgwtls.recorded"},
     {"rgwtls.watch"},
     {"rgwtls.run"},
     {"rgwtls.cli"},

@@ -13,9 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devsite.certmaker import make_ca, make_cert
 from devsite.gateway import Gateway
+from rgwtls.config import load
 from rgwtls.store import CertSet
 from tests.conftest import DOMAINS, POOL, ZONE, Stack, run_cli
-from tests.test_deploy_e2e import issue
+from tests.test_deploy_e2e import fingerprint_of_pool, issue
+from tests.waits import wait_for
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 
@@ -149,6 +151,14 @@ def test_pool_newer_than_deployed_is_ok_within_the_grace_and_critical_after(stac
     assert st["served"]["matches_pool"] is False
 
 
+def serves_other_than(gateway: Gateway, fingerprint: str) -> bool:
+    """Whether radosgw serves, and something else than `fingerprint` (it answers nothing while it restarts)."""
+    try:
+        return gateway.served() != fingerprint
+    except OSError:
+        return False
+
+
 def test_served_certificate_differing_from_the_deployed_file_shows(stack: Stack, gateway: Gateway) -> None:
     issue(stack)
     assert run_cli(gateway.config(), "deploy").code == 0
@@ -158,7 +168,12 @@ def test_served_certificate_differing_from_the_deployed_file_shows(stack: Stack,
 
     other.write_text(pem_file(DOMAINS))
     gateway.rgw.supervisor(f"restart {other}")
-    time.sleep(0.5)
+    wait_for(
+        "radosgw serving the other certificate",
+        lambda: serves_other_than(gateway, fingerprint_of_pool(stack)),
+        load(gateway.config()).deploy.restart_timeout,
+        why="deploy.restart_timeout, what a restart may take",
+    )
     st = status_json(gateway)["certificates"][0]
     assert st["deployed"]["matches_pool"] is True
     assert st["served"]["matches_pool"] is False

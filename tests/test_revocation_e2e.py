@@ -30,9 +30,6 @@ from tests.conftest import POOL, ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import stored_set
 from tests.test_watch_e2e import Watcher, serves_pool, wait_for
 
-# A watcher's wave for one gateway: the notify, a restart and its check (test_watch_e2e's bound is 1.5 waves + 5 s).
-WAVE = 60
-
 
 @pytest.fixture
 def crl_server() -> Iterator[CrlCA]:
@@ -94,8 +91,8 @@ def current(stack: Stack) -> dict[str, object]:
 
 def watching(stack: Stack, gw: Gateway) -> Watcher:
     w = Watcher(gw)
-    wait_for("the first deploy", lambda: serves_pool(stack, gw), WAVE)
-    wait_for("the watch", lambda: w.said("watching pool"), 10)
+    wait_for("the first deploy", lambda: serves_pool(stack, gw), w)
+    wait_for("the watch", lambda: w.said("watching pool"), w)
     return w
 
 
@@ -117,7 +114,7 @@ def test_pebble_revokes_and_asks_for_renewal_now_and_the_next_issue_renews_withi
         res = plain_issue(issuer)
         assert "renewed (the CA's renewal window (ARI) opened at" in res.stderr
         assert current(stack)["generation"] == 2
-        wait_for("the watcher serving generation 2", lambda: serves_pool(stack, gateway), WAVE)
+        wait_for("the watcher serving generation 2", lambda: serves_pool(stack, gateway), watcher)
         code, line = check(gateway)
         assert code == OK, line
     finally:
@@ -193,7 +190,7 @@ def test_a_crl_that_lists_the_served_certificate_is_critical_and_the_next_issue_
         hold_back(stack, issuer)
         res = plain_issue(issuer)
         assert "renewed (revoked: listed in its CA's CRL" in res.stderr
-        wait_for("the watcher serving the replacement", lambda: serves_pool(stack, gateway), WAVE)
+        wait_for("the watcher serving the replacement", lambda: serves_pool(stack, gateway), watcher)
         code, line = check(gateway)
         assert code == OK, line
     finally:

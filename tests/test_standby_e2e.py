@@ -17,23 +17,32 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
+from rgwtls.config import load
 from tests.conftest import Result, Stack, run_cli
-from tests.test_issue_crash_e2e import Site, Verbose, last_issue, wait_for
+from tests.test_issue_crash_e2e import Site, Verbose, last_issue
 from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored_set
+from tests.waits import issue_run_bound, wait_for
 
 CLI = Callable[..., Result]
 
 
 def frozen_then_woken(stack: Stack, frozen: Verbose, settings: dict[str, Any]) -> dict[str, Any]:
     """Freeze the issuer while the CA issues, let a standby renew past its lock, then wake it and let it finish."""
-    wait_for("the finalized order", lambda: frozen.said("asking again for the certificate"), 60)
+    frozen.wait_for("asking again for the certificate")
     os.killpg(frozen.proc.pid, signal.SIGSTOP)
     try:
         # The standby: another host's state directory, the same pool and CA.
         settings["acme"]["poll_interval"] = 0.1
         settings["deploy"]["state_dir"] = str(stack.dir / "standby-state")
         standby_config = stack.write_config(settings, "standby.toml")
-        wait_for("the frozen issuer's lock to lapse", lambda: run_cli(standby_config, "issue", "--force").code == 0, 30)
+        # The lock lapses after ceph.lock_duration; each try is a whole issue run, within its bound.
+        bound = load(standby_config).ceph.lock_duration + issue_run_bound(standby_config)
+        wait_for(
+            "the frozen issuer's lock to lapse",
+            lambda: run_cli(standby_config, "issue", "--force").code == 0,
+            bound,
+            why="ceph.lock_duration and one issue run's bound",
+        )
     finally:
         os.killpg(frozen.proc.pid, signal.SIGCONT)
     standby = stored_set(stack)

@@ -22,6 +22,7 @@ import pytest
 
 from devsite.gateway import Gateway
 from devsite.site import POOL
+from tests import waits
 from tests.conftest import Stack, run_cli
 from tests.test_issue_e2e import stored_set
 
@@ -34,11 +35,12 @@ class Watcher:
         self.log = gw.pem.parent / "watch.log"
         self._out = self.log.open("w")
         metrics = ["--textfile", str(textfile)] if textfile is not None else []
+        self.config = gw.config()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rgwtls", "-v", "deploy", "--watch", *metrics],
             stdout=subprocess.DEVNULL,
             stderr=self._out,
-            env={**os.environ, "RGWTLS_CONFIG": str(gw.config())},
+            env={**os.environ, "RGWTLS_CONFIG": str(self.config)},
             start_new_session=True,
         )
 
@@ -53,12 +55,16 @@ class Watcher:
         return code
 
 
-def wait_for(what: str, ready: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not ready():
-        assert time.monotonic() - started < timeout, f"{what} did not happen within {timeout}s"
-        time.sleep(0.1)
-    return time.monotonic() - started
+def wait_for(what: str, ready: Callable[[], bool], w: Watcher, deploys: int = 1) -> float:
+    """Wait for what a watcher's deploys make: each within a deploy's bound; at once if the watcher ends first."""
+    return waits.wait_for(
+        what,
+        ready,
+        deploys * waits.deploy_bound(w.config),
+        w.proc,
+        w.log.read_text,
+        f"{deploys} x a deploy's bound" if deploys > 1 else "a deploy's bound",
+    )
 
 
 def serves_pool(stack: Stack, gw: Gateway) -> bool:
@@ -113,18 +119,23 @@ def test_watching_gateways_serve_a_new_set_within_the_wave_time_of_issue_with_no
     watchers = [Watcher(gw, textfile=textfile if i == 0 else None) for i, gw in enumerate(fleet3)]
     try:
         for w in watchers:
-            wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), 60)  # type: ignore[misc]
-            wait_for("the watch", lambda w=w: w.said("watching pool"), 10)  # type: ignore[misc]
+            wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), w, len(watchers))  # type: ignore[misc]
+            wait_for("the watch", lambda w=w: w.said("watching pool"), w, len(watchers))  # type: ignore[misc]
         # One slot: the wave is the gateways' restarts one after the other, plus the notify and each check.
         wave = sum(gw.rgw.timed_restart() for gw in fleet3)
         restarts = [gw.restarts() for gw in fleet3]
         res = run_cli(issuer, "issue", "--force")
         assert res.code == 0, res.stderr
-        took = wait_for("every gateway serving generation 2", lambda: all(serves_pool(stack, gw) for gw in fleet3), 60)
+        took = wait_for(
+            "every gateway serving generation 2",
+            lambda: all(serves_pool(stack, gw) for gw in fleet3),
+            watchers[0],
+            len(fleet3),
+        )
         assert took < 1.5 * wave + 5, f"the wave took {took:.1f}s, its restarts {wave:.1f}s"
         assert [gw.restarts() for gw in fleet3] == [r + 1 for r in restarts]
         # The watcher wrote its metrics after each run, as the one-shot command does.
-        wait_for("the metrics of the second run", lambda: runs_of(prom) >= 2, 10)
+        wait_for("the metrics of the second run", lambda: runs_of(prom) >= 2, watchers[0])
         assert metric(prom, "rgwtls_last_run_success", command="deploy") == 1
         # A cron run after it has nothing to do.
         for gw in fleet3:
@@ -163,8 +174,8 @@ def test_watcher_that_lost_the_whole_cluster_watches_again_and_the_next_notify_r
     assert run_cli(issuer, "issue").code == 0
     w = Watcher(fleet[0])
     try:
-        wait_for("the watch", lambda: w.said("watching pool"), 60)
-        wait_for("the first deploy", lambda: serves_pool(stack, fleet[0]), 60)
+        wait_for("the watch", lambda: w.said("watching pool"), w)
+        wait_for("the first deploy", lambda: serves_pool(stack, fleet[0]), w)
         # mon and OSD both gone, past ceph.timeout and the watch's own timeout. The OSD
         # comes back last: it cannot boot without the mon.
         with stack.ceph.osd_stopped(), stack.ceph.mon_stopped():
@@ -172,20 +183,20 @@ def test_watcher_that_lost_the_whole_cluster_watches_again_and_the_next_notify_r
             assert serves_anything(fleet[0])  # the gateway serves on through the outage
         # Nothing answers while the whole cluster is down, not even with an error: the watch's
         # loss shows when the cluster comes back and refuses the old watch.
-        wait_for("the watch lost", lambda: w.said("watching again"), 60)
-        wait_for("the cluster back", lambda: run_cli(issuer, "status").code in (0, 1), 30)
+        wait_for("the watch lost", lambda: w.said("watching again"), w)
+        wait_for("the cluster back", lambda: run_cli(issuer, "status").code in (0, 1), w)
         res = run_cli(issuer, "issue", "--force")
         assert res.code == 0, res.stderr
         # Its next try connects and deploys: within the watcher's reconnect pause.
-        wait_for("the new set served", lambda: serves_pool(stack, fleet[0]), 60)
-        wait_for("the watch made again", lambda: w.log.read_text().count("watching pool") >= 2, 30)
+        wait_for("the new set served", lambda: serves_pool(stack, fleet[0]), w)
+        wait_for("the watch made again", lambda: w.log.read_text().count("watching pool") >= 2, w)
         # The interval is an hour: only the notify on the new watch can bring generation 3 in seconds.
         res = run_cli(issuer, "issue", "--force")
         assert res.code == 0, res.stderr
-        took = wait_for("generation 3 served", lambda: serves_pool(stack, fleet[0]), 30)
+        took = wait_for("generation 3 served", lambda: serves_pool(stack, fleet[0]), w)
         assert took < 15
         # Served before the run's own line, which follows its check: wait for that line too.
-        wait_for("that deploy's line", lambda: w.said("installed cog.example.org generation 3"), 30)
+        wait_for("that deploy's line", lambda: w.said("installed cog.example.org generation 3"), w)
         assert w.proc.poll() is None
     finally:
         assert w.stop() == 0
@@ -195,7 +206,7 @@ def test_killed_watcher_leaves_nothing_cron_cannot_converge(stack: Stack, fleet:
     issuer = stack.write_config(stack.settings())
     assert run_cli(issuer, "issue").code == 0
     w = Watcher(fleet[0])
-    wait_for("the watch", lambda: w.said("watching pool"), 60)
+    wait_for("the watch", lambda: w.said("watching pool"), w)
     assert w.stop(signal.SIGKILL) == -signal.SIGKILL
     assert run_cli(issuer, "issue", "--force").code == 0
     res = run_cli(fleet[0].config(), "deploy")
@@ -243,7 +254,7 @@ def test_rollout_wait_is_green_once_every_watching_gateway_serves_the_new_set(
     watchers = [Watcher(gw) for gw in fleet]
     try:
         for w in watchers:
-            wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), 60)  # type: ignore[misc]
+            wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), w, len(watchers))  # type: ignore[misc]
         # A new set stored without telling anyone (as a run that lost its notify): rollout tells and follows.
         settings = stack.settings()
         assert run_cli(stack.write_config(settings), "issue", "--force").code == 0
@@ -317,7 +328,8 @@ def test_a_wave_with_two_slots_never_restarts_three_gateways_at_once_and_rollout
     try:
         for w in watchers:
             # Its restart command logs its end after the gateway already serves: wait for the run's own line.
-            wait_for("the first deploy", lambda w=w: w.said("installed cog.example.org generation 1"), 90)  # type: ignore[misc]
+            generation_1 = lambda w=w: w.said("installed cog.example.org generation 1")  # noqa: E731
+            wait_for("the first deploy", generation_1, w, len(watchers))
         log.write_text("")
         # A set stored without a notify (its issuer's was lost): rollout tells the fleet and follows the wave.
         assert run_cli(stack.write_config(stack.settings()), "issue", "--force").code == 0
@@ -355,8 +367,8 @@ def test_rollout_knows_a_watcher_from_its_first_run_and_forgets_a_retired_gatewa
         # its watcher's first run is a no-op, and records it all the same.
         w = Watcher(fleet[0])
         try:
-            wait_for("the watch", lambda: w.said("watching pool"), 60)
-            wait_for("its record", lambda: any(o.key.startswith("host.") for o in ioctx.list_objects()), 10)
+            wait_for("the watch", lambda: w.said("watching pool"), w)
+            wait_for("its record", lambda: any(o.key.startswith("host.") for o in ioctx.list_objects()), w)
             # Another host's record, of a gateway retired since: rollout waits for it in vain.
             doc = {
                 "host": "gw-retired",
@@ -399,9 +411,9 @@ def test_sigterm_during_a_watchers_deploy_unwinds_it_stops_with_exit_0_and_cron_
     gw.settings["deploy"]["restart_command"] = logged_restart(gw, restarts, 3.0)
     w = Watcher(gw)
     try:
-        wait_for("the watch", lambda: w.said("watching pool"), 60)
+        wait_for("the watch", lambda: w.said("watching pool"), w)
         assert run_cli(issuer, "issue", "--force").code == 0
-        wait_for("the restart begun", lambda: "start" in restarts.read_text() if restarts.exists() else False, 30)
+        wait_for("the restart begun", lambda: "start" in restarts.read_text() if restarts.exists() else False, w)
     finally:
         code = w.stop(timeout=120)
     text = w.log.read_text()

@@ -23,7 +23,7 @@ from rgwtls.config import Config
 from rgwtls.errors import Interrupted, RgwtlsError
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
 from rgwtls.scrub import clean
-from rgwtls.store import HOLDER_LABEL, MAX_OBJECT, NS_DEPLOY, Holder, Pool, TooLarge
+from rgwtls.store import MAX_OBJECT, NS_DEPLOY, Holder, Pool, TooLarge
 
 log = logging.getLogger(__name__)
 PREFIX = "host."
@@ -38,30 +38,6 @@ _TEXT_OR_NULL = ("served", "error", "at", "activate")
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def deploy_recorded(cfg: Config, record_noop: bool = False, **kwargs: Any) -> bool:
-    """`deploy`, then this gateway's record if it changed something or failed (a no-op writes nothing).
-
-    `record_noop`: record even a no-op, as a watcher does once when it
-    starts, so that a gateway set up after the last rotation is known to
-    `rollout` before the next one.
-    """
-    from rgwtls.deploy import deploy
-
-    # A restart slot's holder record then names this gateway, not only its host: rollout shows it restarting.
-    token = HOLDER_LABEL.set(cfg.deploy.verify_endpoint)
-    try:
-        changed = deploy(cfg, **kwargs)
-    except RgwtlsError as e:
-        if not kwargs.get("dry_run"):
-            record(cfg, bool(kwargs.get("staging")), str(e))
-        raise
-    finally:
-        HOLDER_LABEL.reset(token)
-    if (changed or record_noop) and not kwargs.get("dry_run"):
-        record(cfg, bool(kwargs.get("staging")), None)
-    return changed
 
 
 def record(cfg: Config, staging: bool, error: str | None) -> None:

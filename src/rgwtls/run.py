@@ -221,7 +221,7 @@ def deploy(
     ctx: click.Context, dry_run: bool, staging: bool, allow_older: bool, force: bool, textfile: Path | None
 ) -> None:
     """One deploy, as cron runs it, recorded in the pool for rollout."""
-    from rgwtls.fleet import deploy_recorded
+    from rgwtls.recorded import deploy_recorded
 
     def once(cfg: Any, **kwargs: Any) -> Any:
         """A deploy waiting out its backoff is still failing: a WARNING line, exit 1, a failed run in the metrics."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from rgwtls.config import Config
 from rgwtls.errors import DeployDeferred, Interrupted, RgwtlsError
-from rgwtls.fleet import deploy_recorded
+from rgwtls.recorded import deploy_recorded
 from rgwtls.store import Pool
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,72 @@
+"""The suite on every core: each xdist worker its own ports, a module that builds its own servers on one worker."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devsite import ports
+from tests import conftest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_outside_xdist_ports_come_from_the_whole_range() -> None:
+    assert ports.port_range({}) == (10000, 32767)
+
+
+def test_each_xdist_worker_draws_its_ports_from_a_slice_of_its_own() -> None:
+    slices = [ports.port_range({"PYTEST_XDIST_WORKER": f"gw{i}", "PYTEST_XDIST_WORKER_COUNT": "3"}) for i in range(3)]
+    assert slices[0][0] == 10000
+    assert all(high <= 32767 for _, high in slices)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(slices))  # disjoint, in order
+    assert all(high - low > 5000 for low, high in slices)
+
+
+def test_a_port_handed_out_here_is_in_this_worker_s_slice() -> None:
+    low, high = ports.port_range()
+    assert low <= ports.free_port() < high
+
+
+def test_a_module_with_a_module_fixture_goes_whole_to_one_worker_and_the_others_test_by_test() -> None:
+    # test_ansible.py converges one fleet per module; test_config.py has nothing per module.
+    assert conftest.scope_of("tests/test_ansible.py::test_second_run_changes_nothing", ROOT) == "tests/test_ansible.py"
+    one = "tests/test_config.py::test_x"
+    assert conftest.scope_of(one, ROOT) == one
+
+
+@pytest.mark.parametrize("off", [["-p", "no:xdist"], ["-n", "0"], ["-s"]])
+def test_the_suite_still_runs_in_one_process_when_asked(off: list[str]) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *off, "tests/test_layers.py", "-k", "cli"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "workers" not in res.stdout + res.stderr
+
+
+def test_cpu_hog_runs_the_command_beside_its_loops_and_stops_exactly_those_even_when_it_fails() -> None:
+    res = subprocess.run(
+        [str(ROOT / "scripts" / "cpu-hog"), "--", "sh", "-c", "exit 3"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "LOOPS": "2"},
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 3, res.stderr
+    m = re.search(r"\(PIDs ([\d ]+)\)", res.stderr)
+    assert m, res.stderr
+    pids = [int(p) for p in m.group(1).split()]
+    assert len(pids) == 2
+    # Reaped by the script before it exited: no such process any more.
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()]
