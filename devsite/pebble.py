@@ -125,6 +125,16 @@ class Pebble:
         }
         self._mgmt("/set-renewal-info/", {"certificate": cert_pem, "ariResponse": json.dumps(window)})
 
+    def cert_status(self, serial_hex: str) -> dict[str, Any]:
+        """What Pebble holds of a certificate it issued (management API): Status "Valid" or "Revoked", and Reason."""
+        doc: dict[str, Any] = json.loads(self._mgmt(f"/cert-status-by-serial/{serial_hex}"))
+        return doc
+
+    def revoked_reason(self, serial_hex: str) -> int | None:
+        """The RFC 5280 reason code Pebble revoked the certificate for; None while it is not revoked."""
+        doc = self.cert_status(serial_hex)
+        return int(doc.get("Reason", 0)) if doc.get("Status") == "Revoked" else None
+
     def stop(self) -> None:
         self.server.stop()
 

@@ -20,7 +20,9 @@ def options_of(cmd: click.Command) -> set[str]:
     return {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts) if opt.startswith("-")}
 
 
-COMMAND_LINE = re.compile(r"\brgwtls((?:\s+-[-\w]+)*)\s+(issue|deploy|status|check|persist|rollout)\b([^`|;&)]*)")
+COMMAND_LINE = re.compile(
+    r"\brgwtls((?:\s+-[-\w]+)*)\s+(issue|deploy|status|check|persist|rollout|revoke)\b([^`|;&)]*)"
+)
 
 
 def invocations() -> list[tuple[str, str, list[str]]]:

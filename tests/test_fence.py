@@ -175,3 +175,26 @@ def test_lease_on_the_set_is_released_with_the_lock(stack: Stack, pools: tuple[P
     started = time.monotonic()
     store_as_issuer(b, 2, "next")  # no lease left to wait out or break
     assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["new record", "existing record"])
+def test_record_replaced_under_a_lease_is_refused_to_an_issuer_frozen_past_it(
+    stack: Stack, pools: tuple[Pool, Pool], existed: bool
+) -> None:
+    """`fenced_replace` (revoke's record and journal): the frozen writer's operation itself is refused."""
+    a, b = pools
+    obj = "fence-record"
+    if existed:
+        with a.issuer_lock() as first:
+            first.claim(NS_PRODUCTION, obj)
+            a.fenced_replace(NS_PRODUCTION, obj, b"first", first.lease(NS_PRODUCTION, obj))
+    with a.issuer_lock() as frozen:
+        frozen.claim(NS_PRODUCTION, obj)
+        freeze(frozen)
+        wait_until_lapsed(b)
+        with b.issuer_lock() as other:
+            other.claim(NS_PRODUCTION, obj)
+            b.fenced_replace(NS_PRODUCTION, obj, b"standby", other.lease(NS_PRODUCTION, obj))
+            with pytest.raises(Fenced):
+                a.fenced_replace(NS_PRODUCTION, obj, b"frozen", frozen.lease(NS_PRODUCTION, obj))
+    assert a.read(NS_PRODUCTION, obj) == b"standby"

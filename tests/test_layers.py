@@ -71,7 +71,7 @@ LAYERS: list[set[str]] = [
     {"rgwtls.deploy", "rgwtls.issue", "rgwtls.status"},
     {"rgwtls.metrics", "rgwtls.check", "rgwtls.fleet"},
     {"rgwtls.recorded"},
-    {"rgwtls.watch"},
+    {"rgwtls.watch", "rgwtls.revoke"},
     {"rgwtls.run"},
     {"rgwtls.cli"},
     {"rgwtls.__main__"},

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.b64 import b64encode
 from josepy.errors import DeserializationError
 from josepy.json_util import field
-from josepy.jwa import ES256
-from josepy.jwk import JWK, JWKEC
+from josepy.jwa import ES256, ES384, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from rgwtls import __version__
 from rgwtls.certs import ari_cert_id
@@ -70,10 +70,10 @@ def _retry_after(resp: requests.Response | None) -> float | None:
 
 
 class Network(client.ClientNetwork):
-    def __init__(self, key: JWK, cfg: AcmeConfig, rt: Route, directory_url: str) -> None:
+    def __init__(self, key: JWK, cfg: AcmeConfig, rt: Route, directory_url: str, alg: JWASignature = ES256) -> None:
         super().__init__(
             key,
-            alg=ES256,
+            alg=alg,
             # A CA bundle path is passed on to requests as it is.
             verify_ssl=cfg.ca_bundle or True,  # type: ignore[arg-type]
             user_agent=USER_AGENT,
@@ -176,13 +176,14 @@ class Acme:
         self.cfg_path = cfg_path or config_path(None)
         self.directory_url = directory_url
         key = serialization.load_pem_private_key(account_key_pem.encode(), password=None)
-        self.key = JWKEC(key=key)
+        # The account's key is P-256; `revoke` signs with a certificate's own key, which may be RSA or P-384.
+        self.key, alg = _jwk(key)
         password = ""
         if cfg.proxy_password_file:
             password = read_secret(cfg.proxy_password_file, "acme.proxy_password_file", self.cfg_path)
         self.route = route(cfg.proxy, "acme.proxy", directory_url, password)
         log.log(self.route.log_level, "ACME: requests to %s go %s", directory_url, self.route.describe())
-        self.net = Network(self.key, cfg, self.route, directory_url)
+        self.net = Network(self.key, cfg, self.route, directory_url, alg)
         self.client: client.ClientV2 = self._guard(
             f"fetch the directory {directory_url}",
             lambda: client.ClientV2(client.ClientV2.get_directory(directory_url, self.net), self.net),
@@ -358,6 +359,27 @@ class Acme:
         meta = self.client.directory.meta
         offered = meta.profiles if meta is not None else None
         return dict(offered) if offered else None
+
+    def revoke(self, cert_pem: str, reason: int) -> bool:
+        """Revoke the certificate, signed by this session's key (the account's, or the certificate's own).
+
+        False if the CA says it is revoked already (alreadyRevoked): a run
+        resumed after the CA answered, or the CA revoked it itself.
+        """
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+
+        def call() -> bool:
+            try:
+                self.client.revoke(cert, reason)
+            except messages.Error as e:
+                if _problem_type(e) == "alreadyRevoked":
+                    return False
+                raise
+            return True
+
+        return self._guard(f"revoke certificate {cert.serial_number:x}", call)
 
     def check_profile(self, profile: str, key: str) -> None:
         """One line if the CA does not offer `profile`, naming what it does offer."""
@@ -623,6 +645,13 @@ class Acme:
             "; ".join(offered),
         )
         return str(default.text)
+
+
+def _jwk(key: Any) -> tuple[JWK, JWASignature]:
+    """The JWK and JWS algorithm of a private key: RS256 for RSA, ES256 or ES384 by the curve."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return JWKEC(key=key), ES384 if key.curve.name == "secp384r1" else ES256
+    return JWKRSA(key=key), RS256
 
 
 def _chain_top_names(fullchain: str) -> list[str]:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rgwtls import files, scrub
 from rgwtls.backoff import Backoff
@@ -41,6 +41,9 @@ from rgwtls.haproxy import ADMIN_LINE, Runtime, one_line
 from rgwtls.log import notice
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
 from rgwtls.targets import Target
+
+if TYPE_CHECKING:
+    from rgwtls.revoked import RevokedList
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,13 @@ def preflight(d: DeployConfig) -> None:
 
 
 def install(
-    d: DeployConfig, target: Target, built: bytes, installed: bytes | None, names: tuple[str, ...], backoff: Backoff
+    d: DeployConfig,
+    target: Target,
+    built: bytes,
+    installed: bytes | None,
+    names: tuple[str, ...],
+    backoff: Backoff,
+    revoked: RevokedList | None = None,
 ) -> bool:
     """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all.
 
@@ -95,7 +104,10 @@ def install(
     except RgwtlsError as e:
         restore_quietly(target, installed)
         raise e from None
-    if not without_restart(d, names, built, installed, partial(target.restore, installed), backoff.failed):
+    from rgwtls.validate import unless_revoked
+
+    put_back = unless_revoked(installed, revoked, partial(target.restore, installed))
+    if not without_restart(d, names, built, installed, put_back, backoff.failed):
         return False
     record(d, d.activate)
     return True

@@ -151,6 +151,29 @@ def rollout(ctx: click.Context, wait: bool, timeout: float, forget: str | None) 
     run.command(ctx, "rollout", None, run_rollout, stoppable=True, wait=wait, timeout=timeout)
 
 
+# RFC 5280's names, as rgwtls.revoked.REASONS has them (listed here: click needs them before anything is imported).
+REVOKE_REASONS = ("keyCompromise", "superseded", "affiliationChanged", "cessationOfOperation", "unspecified")
+
+
+@main.command()
+@click.option("--cert", "cert_name", metavar="NAME", help="The configured certificate to revoke (needed if several).")
+@click.option("--reason", required=True, type=click.Choice(REVOKE_REASONS), help="Why (RFC 5280).")
+@click.option(
+    "--timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the fleet may take to serve the replacement before the CA revokes the old certificate anyway.",
+)
+@click.option("--staging", is_flag=True, help="Revoke the staging certificate, at the staging CA.")
+@click.option("--again", is_flag=True, help="Revoke the current certificate even if an earlier revoke replaced it.")
+@click.pass_context
+def revoke(ctx: click.Context, cert_name: str | None, reason: str, timeout: float, staging: bool, again: bool) -> None:
+    """On the issuer: replace the certificate now, move the fleet onto it, then revoke the old one at its CA."""
+    run.revoke(ctx, cert_name, reason, timeout, staging, again)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Stable JSON instead of the table.")
 @click.pass_context

@@ -27,13 +27,15 @@ from rgwtls.targets import Target, make_target
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from rgwtls.revoked import RevokedList
+
 log = logging.getLogger(__name__)
 
 
 def deploy(
     cfg: Config, dry_run: bool = False, staging: bool = False, allow_older: bool = False, force: bool = False
 ) -> bool:
-    """Make this gateway serve the pool's current set; True if it restarted radosgw.
+    """Make this gateway serve the pool's current set; True if it serves a new one (restarted or not).
 
     Level-triggered: every run compares the pool's set with what is installed
     AND with what the gateway serves, so a run killed between installing and
@@ -74,8 +76,19 @@ def deploy(
                 if want is not None and now_served == want:
                     log.info("%s: generation %d is installed and served; nothing to do", cert_cfg.name, new.generation)
                     return False
-                return _finish(cfg, pool, target, new, names, now_served, dry_run, force)
-            return _install(cfg, pool, target, new, names, installed, built, served, dry_run, allow_older, force)
+                revoked = _revoked(pool, staging)
+                return _finish(cfg, pool, target, new, names, now_served, dry_run, force, revoked)
+            revoked = _revoked(pool, staging)
+            return _install(
+                cfg, pool, target, new, names, installed, built, served, dry_run, allow_older, force, revoked
+            )
+
+
+def _revoked(pool: Pool, staging: bool) -> RevokedList:
+    """The pool's record of revoked certificates, read in this run only when something may be installed."""
+    from rgwtls.validate import read_revoked
+
+    return read_revoked(pool, staging)
 
 
 HOST_LOCK_WAIT = 5.0
@@ -93,6 +106,7 @@ def _install(
     dry_run: bool,
     allow_older: bool,
     force: bool,
+    revoked: RevokedList | None = None,
 ) -> bool:
     d = cfg.deploy
     # 4. Validate before touching anything.
@@ -100,7 +114,13 @@ def _install(
     from rgwtls.validate import check_set, trusted_roots
 
     checked = check_set(
-        new, names, dt.datetime.now(dt.UTC), first_cert(installed), allow_older, roots=trusted_roots(cfg)
+        new,
+        names,
+        dt.datetime.now(dt.UTC),
+        first_cert(installed),
+        allow_older,
+        roots=trusted_roots(cfg),
+        revoked=revoked,
     )
     what = _what(new, checked.cert)
     if dry_run:
@@ -117,7 +137,7 @@ def _install(
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
     # 5a. A server that takes the new file without a restart takes no restart slot.
-    if d.activate != "restart" and activate.install(d, target, built, installed, names, backoff):
+    if d.activate != "restart" and activate.install(d, target, built, installed, names, backoff, revoked):
         target.commit()
         backoff.clear()
         notice(
@@ -128,9 +148,11 @@ def _install(
             target.describe(),
             d.activate,
         )
-        return False
+        return True  # served anew: recorded for rollout (and revoke), as a restart is
     # 5 to 9. Under a restart slot: the cluster can take it, install, restart, verify, or roll back.
-    restart.install_and_restart(cfg, pool, target, built, installed, names, checked.fingerprint, served.result, backoff)
+    restart.install_and_restart(
+        cfg, pool, target, built, installed, names, checked.fingerprint, served.result, backoff, revoked
+    )
     target.commit()
     backoff.clear()
     activate.record(d, "restart" if d.activate == "restart" else "self-then-restart")
@@ -147,12 +169,13 @@ def _finish(
     served: str,
     dry_run: bool,
     force: bool,
+    revoked: RevokedList | None = None,
 ) -> bool:
     """The set is installed but not served: an earlier run was stopped before its restart or check ended."""
     d = cfg.deploy
     from rgwtls.validate import check_set, trusted_roots
 
-    checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True, roots=trusted_roots(cfg))
+    checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True, roots=trusted_roots(cfg), revoked=revoked)
     what = _what(new, checked.cert)
     seen = f"serves certificate {served[:16]}" if restart.is_fingerprint(served) else served
     if dry_run:
@@ -170,14 +193,17 @@ def _finish(
         activate.preflight(d)
         notice(log, "%s is installed but %s %s; activating it (%s)", what, d.verify_endpoint, seen, d.activate)
         built = target.build(new)
-        if activate.without_restart(d, names, built, previous, partial(target.restore, previous), backoff.failed):
+        from rgwtls.validate import unless_revoked
+
+        put_back = unless_revoked(previous, revoked, partial(target.restore, previous))
+        if activate.without_restart(d, names, built, previous, put_back, backoff.failed):
             activate.record(d, d.activate)
             target.commit()
             backoff.clear()
             notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
-            return False
+            return True
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
-    restart.restart_installed(cfg, pool, target, previous, names, checked.fingerprint, served, backoff)
+    restart.restart_installed(cfg, pool, target, previous, names, checked.fingerprint, served, backoff, revoked)
     target.commit()
     backoff.clear()
     from rgwtls import activate as counted

@@ -85,6 +85,25 @@ def issue(cfg: Config, staging: bool = False, force: bool = False, only: str | N
     return issued
 
 
+def replace_now(cfg: Config, pool: Pool, lock: IssuerLock, cert: CertificateConfig, staging: bool) -> None:
+    """`revoke`'s replacement: `issue --force` for one certificate under a lock the caller holds (rgwtls.revoke)."""
+    _issue_all(cfg, pool, lock, (cert,), staging, True, _now())
+
+
+def revoking_acme(cfg: Config, pool: Pool, directory: str, staging: bool, key_pem: str | None) -> Acme | None:
+    """A session with the configured CA at `directory`: signed by `key_pem` with no account, else the account's.
+
+    None if no configured CA has that directory any more.
+    """
+    from rgwtls.acmeflow import Acme
+
+    cas = _CAs(cfg, pool, staging)
+    ca = cas.find(directory)
+    if ca is None:
+        return None
+    return Acme(ca.cfg.acme, directory, key_pem, cfg.path) if key_pem else cas.session(ca).registered()
+
+
 def _issue_all(
     cfg: Config,
     pool: Pool,

@@ -25,6 +25,8 @@ from rgwtls.targets import Target
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from rgwtls.revoked import RevokedList
+
 # The logger of the deploy it belongs to: its lines are deploy's.
 log = logging.getLogger("rgwtls.deploy")
 
@@ -79,20 +81,26 @@ def roll_back(
     cause: RgwtlsError,
     after: str,
     fence: SlotFence,
+    revoked: RevokedList | None = None,
 ) -> NoReturn:
     """Put the previous certificate back, restart under the slot, and check it is served again; `after` ends the line.
 
     The restart is fenced as the first one was: a run frozen during the
     check, or before this, may have lost its slot to another gateway.
+    Never a revoked one: then the new certificate stays installed, and the line says so.
     """
+    from rgwtls.certs import first_cert
+    from rgwtls.validate import not_put_back
+
+    refused = not_put_back(previous, revoked)
+    if refused is not None:
+        raise DeployError(f"{cause}; {refused}: this gateway needs attention now{after}") from None
     try:
         target.restore(previous)
     except RgwtlsError as e:
         raise DeployError(
             f"{cause}; could not put the previous certificate back ({e}): this gateway needs attention now{after}"
         ) from None
-    from rgwtls.certs import first_cert
-
     old = first_cert(previous)
     if old is None:
         raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None
@@ -176,6 +184,7 @@ def install_and_restart(
     want: str,
     served: Callable[[], str],
     backoff: Backoff,
+    revoked: RevokedList | None = None,
 ) -> None:
     """Steps 5 to 9 of a deploy that restarts: returns once radosgw serves `want`, else raises with the rollback's end.
 
@@ -216,7 +225,7 @@ def install_and_restart(
                 restore_quietly(target, installed)
                 raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
             except RgwtlsError as e:
-                roll_back(d, target, installed, names, e, backoff.failed(e), fence)
+                roll_back(d, target, installed, names, e, backoff.failed(e), fence, revoked)
     except RgwtlsError as e:
         if not pending:
             raise
@@ -232,6 +241,7 @@ def restart_installed(
     want: str,
     served: str,
     backoff: Backoff,
+    revoked: RevokedList | None = None,
 ) -> None:
     """Finish a deploy an earlier run installed and did not see served: restart under a slot, verify, or roll back."""
     d = cfg.deploy
@@ -251,4 +261,4 @@ def restart_installed(
             after = backoff.failed(e)
             if previous is None:
                 raise DeployError(f"{e}; there is no previous certificate to roll back to{after}") from None
-            roll_back(d, target, previous, names, e, after, fence)
+            roll_back(d, target, previous, names, e, after, fence, revoked)

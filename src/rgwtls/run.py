@@ -257,6 +257,33 @@ def watch(ctx: click.Context, staging: bool, allow_older: bool, textfile: Path |
     command(ctx, "deploy", None, run_watch, stoppable=True, staging=staging, allow_older=allow_older, after_run=each)
 
 
+def revoke(ctx: click.Context, cert_name: str | None, reason: str, timeout: float, staging: bool, again: bool) -> None:
+    """A revoke, bounded as an issue is, plus the wait for the fleet (--timeout), the CA and the records."""
+    from rgwtls.revoke import revoke as run_revoke
+
+    def bound(cfg: Any) -> tuple[float, str]:
+        seconds, how = issue_bound(cfg)
+        ca = 2 * (cfg.acme.retries + 1) * cfg.acme.timeout
+        return (
+            seconds + timeout + ca + 4 * cfg.ceph.timeout,
+            f"{how} + --timeout + {ca:g}s at the CA + 4 x ceph.timeout",
+        )
+
+    command(
+        ctx,
+        "revoke",
+        None,
+        run_revoke,
+        stoppable=True,
+        bound=bound,
+        reason=reason,
+        only=cert_name,
+        timeout=timeout,
+        staging=staging,
+        again=again,
+    )
+
+
 def check(
     ctx: click.Context,
     warning: str | None,

@@ -409,6 +409,11 @@ class Pool:
                 raise Fenced(f"{where} was created by another issuer meanwhile, so this run wrote nothing") from None
             raise StoreError(f"cannot write {_name(ns, obj)} to {self._describe()}: {_reason(e)}") from None
 
+    def fenced_replace(self, ns: str, obj: str, data: bytes, lease: str) -> None:
+        """Replace a small record under the issuer's `lease`, its fence one up: Fenced if anyone wrote it meanwhile."""
+        generation = self._fence_of(ns, obj) + 1
+        self.fenced_write(ns, obj, data, generation, below=generation, lease=lease)
+
     def _fence_of(self, ns: str, obj: str) -> int:
         """The generation an object's fence holds; 0 for none (an absent object, or one stored before fencing)."""
         self._ioctx.set_namespace(ns)

@@ -17,7 +17,7 @@ import functools
 import re
 import ssl
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +25,12 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from rgwtls.certs import dns_names, same_public_key
+from rgwtls.certs import dns_names, first_cert, same_public_key
 from rgwtls.config import Config
 from rgwtls.errors import ConfigError, DeployError, RgwtlsError
 from rgwtls.probe import fingerprint
-from rgwtls.store import CertSet
+from rgwtls.revoked import REVOKED_OBJECT, RevokedList, serial_hex
+from rgwtls.store import CertSet, Pool
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def check_set(
     allow_older: bool,
     *,
     roots: Roots,
+    revoked: RevokedList | None = None,
 ) -> Checked:
     where = f"the set {s.name} (generation {s.generation}) in the pool"
     # Each part is PEM and nothing else, every byte of it.
@@ -106,6 +108,10 @@ def check_set(
         chain = x509.load_pem_x509_certificates(s.chain_pem.encode()) if s.chain_pem.strip() else []
     except ValueError:
         raise DeployError(f"{where}: the certificate or chain does not parse; run 'rgwtls issue --force'") from None
+    # It is not revoked, nor (keyCompromise) its key: whatever else holds, even --allow-older.
+    refused = revoked_problem(cert, revoked)
+    if refused:
+        raise DeployError(f"{where}: {refused}")
     # The private key matches the certificate.
     if not same_public_key(key, cert):
         raise DeployError(f"{where}: the private key does not match the certificate; run 'rgwtls issue --force'")
@@ -148,6 +154,50 @@ def check_set(
     if untrusted:
         raise DeployError(f"{where}: {untrusted}")
     return Checked(cert, chain)
+
+
+def revoked_problem(cert: x509.Certificate | None, revoked: RevokedList | None) -> str | None:
+    """Why the pool's record of revoked certificates forbids serving `cert`, or None."""
+    entry = revoked.find(cert) if revoked is not None and cert is not None else None
+    if entry is None or cert is None:
+        return None
+    if entry.serial == serial_hex(cert):
+        said = f"certificate {entry.serial} is recorded as revoked ({entry.reason}, at {entry.at})"
+    else:
+        said = f"its key is that of certificate {entry.serial}, recorded as revoked for {entry.reason} at {entry.at}"
+    return (
+        f"{said}; it is never installed, not even with --allow-older; "
+        "run 'rgwtls revoke' (or 'rgwtls issue --force') on the issuer for a replacement"
+    )
+
+
+def read_revoked(pool: Pool, staging: bool) -> RevokedList:
+    """The pool's record of revoked certificates; a corrupt one is one line, and nothing is installed (fail closed)."""
+    ns = pool.set_namespace(staging)
+    where = f"{ns + '/' if ns else ''}{REVOKED_OBJECT} in pool {pool.cfg.pool}"
+    return RevokedList.from_bytes(pool.read(ns, REVOKED_OBJECT), where)
+
+
+def not_put_back(previous: bytes | None, revoked: RevokedList | None) -> str | None:
+    """Why a rollback must not bring back the previous certificate (it is revoked), or None."""
+    refused = revoked_problem(first_cert(previous), revoked)
+    if refused is None:
+        return None
+    return f"the previous certificate is not put back ({refused.split(';')[0]}): the new one stays installed"
+
+
+def unless_revoked(
+    previous: bytes | None, revoked: RevokedList | None, put_back: Callable[[], None]
+) -> Callable[[], None]:
+    """`put_back` of a failed swap or re-read, refused when the certificate it would bring back is revoked."""
+
+    def guarded() -> None:
+        refused = not_put_back(previous, revoked)
+        if refused is not None:
+            raise DeployError(refused)
+        put_back()
+
+    return guarded
 
 
 # -- trusted roots ---------------------------------------------------------------------
