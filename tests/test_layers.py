@@ -55,6 +55,11 @@ LAYERS: list[set[str]] = [
         "rgwtls.dns.rfc2136",
         "rgwtls.dns.uddi",
     },
+    # The pool, from its layout up: the connection, its rooms, and `Pool`, the package, over all of them.
+    {"rgwtls.store.layout", "rgwtls.store.holder", "rgwtls.store.clslock"},
+    {"rgwtls.store.connection"},
+    {"rgwtls.store.sets", "rgwtls.store.announce", "rgwtls.store.locks"},
+    {"rgwtls.store.slots"},
     {"rgwtls.store", "rgwtls.dns.backends", "rgwtls.crl"},
     {
         "rgwtls.validate",

@@ -21,10 +21,10 @@ M_KEYLOAD_CALLS = "private key load calls"
 # one function that none of the others calls. `file` matches the end of the path, or any
 # path containing it if it ends in "/".
 RGWTLS_STEPS: tuple[tuple[str, str, str], ...] = (
-    ("Ceph: connect", "rgwtls/store.py", "connect"),
-    ("Ceph: issuer lock (take + release)", "rgwtls/store.py", "issuer_lock"),
+    ("Ceph: connect", "rgwtls/store/connection.py", "connect"),
+    ("Ceph: issuer lock (take + release)", "rgwtls/store/locks.py", "issuer_lock"),
     ("Ceph: challenge journal check", "rgwtls/issue.py", "_clean_journal"),
-    ("Ceph: read the current set", "rgwtls/store.py", "read_set"),
+    ("Ceph: read the current set", "rgwtls/store/sets.py", "read_set"),
     ("renewal decision (no-op: ACME directory + ARI)", "rgwtls/issue.py", "_decide"),
     ("ACME: account key, directory, newAccount", "rgwtls/issue.py", "registered"),
     ("new certificate key (RSA 2048)", "rgwtls/certs.py", "new_private_key"),
@@ -37,7 +37,7 @@ RGWTLS_STEPS: tuple[tuple[str, str, str], ...] = (
     ("ACME: finalize + poll order + download", "rgwtls/acmeflow.py", "finalize"),
     ("DNS: remove 2 values", "rgwtls/issue.py", "_cleanup"),
     ("check the new certificate", "rgwtls/issue.py", "_build_set"),
-    ("Ceph: store the set (previous, current, legacy objects)", "rgwtls/store.py", "write_set"),
+    ("Ceph: store the set (previous, current, legacy objects)", "rgwtls/store/sets.py", "write_set"),
 )
 CERTBOT_STEPS: tuple[tuple[str, str, str], ...] = (
     ("certbot: key generation", "certbot/crypto_util.py", "generate_key"),
