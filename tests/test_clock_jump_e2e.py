@@ -129,13 +129,14 @@ def test_a_deploy_backoff_is_not_stretched_by_a_wall_clock_stepped_back(tmp_path
     )
     config.chmod(0o644)
     code = f"""
+import pathlib
 import subprocess
 from rgwtls import config
 from rgwtls.backoff import Backoff
 from rgwtls.errors import DeployDeferred, DeployError
 from rgwtls.store import CertSet
 
-cfg = config.load(config.Path({str(config)!r}))
+cfg = config.load(pathlib.Path({str(config)!r}))
 s = CertSet("cog.example.org", 2, "", "", "", ("cog.example.org",), "", "", "")
 print(Backoff(cfg, s, "f" * 64).failed(DeployError("it failed")))
 try:
