@@ -18,11 +18,11 @@ from typing import Any
 # Where the deploy freezes: a function of the product, and which of its calls (1: the first).
 POINTS: dict[str, tuple[str, str, int]] = {
     # After the slot's fence, before the restart command runs.
-    "before the restart": ("rgwtls.deploy", "_restart", 1),
+    "before the restart": ("rgwtls.restart", "run", 1),
     # The first handshake of the check after the restart (the first call of all asked what was served before).
     "during the verification": ("rgwtls.probe", "served_fingerprint", 2),
     # The check failed; before the previous certificate is put back and radosgw restarted onto it.
-    "before the rollback": ("rgwtls.deploy", "_roll_back", 1),
+    "before the rollback": ("rgwtls.restart", "roll_back", 1),
 }
 
 

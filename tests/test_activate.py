@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rgwtls import activate, config, deploy, metrics, scrub
+from rgwtls import activate, config, deploy, metrics, restart, scrub
 from rgwtls.config import DeployConfig
 from rgwtls.errors import ConfigError, DeployDeferred, DeployError, Interrupted, LockHeld, StoreError
 from rgwtls.haproxy import Runtime, payload_lines
@@ -121,7 +121,7 @@ def test_the_payload_loses_its_blank_lines_since_an_empty_line_ends_it() -> None
 
 def test_a_swap_sends_set_then_commit_with_the_pem_as_payload(fake: Callable[[Answer], FakeRuntime]) -> None:
     f = fake(haproxy_like())
-    Runtime(str(f.path), 5).replace("/etc/haproxy/rgw.pem", "KEY\n\nCERT\n")
+    activate.swap(Runtime(str(f.path), 5), "/etc/haproxy/rgw.pem", "KEY\n\nCERT\n")
     assert f.received[0] == "set ssl cert /etc/haproxy/rgw.pem <<\nKEY\nCERT\n\n"
     assert f.received[1] == "commit ssl cert /etc/haproxy/rgw.pem\n"
 
@@ -129,7 +129,7 @@ def test_a_swap_sends_set_then_commit_with_the_pem_as_payload(fake: Callable[[An
 def test_a_refused_pem_is_one_line_and_the_transaction_is_aborted(fake: Callable[[Answer], FakeRuntime]) -> None:
     f = fake(haproxy_like(refuse="unable to load certificate from file '/x'.\nCan't load the payload"))
     with pytest.raises(DeployError) as e:
-        Runtime(str(f.path), 5).replace("/etc/haproxy/rgw.pem", "KEY\nCERT\n")
+        activate.swap(Runtime(str(f.path), 5), "/etc/haproxy/rgw.pem", "KEY\nCERT\n")
     assert "HAProxy refused the new PEM" in str(e.value)
     assert "\n" not in str(e.value)
     assert "KEY" not in str(e.value)
@@ -155,7 +155,7 @@ def test_a_socket_that_echoes_the_pem_puts_no_key_line_and_no_control_byte_into_
     f = fake(answer)
     try:
         with pytest.raises(DeployError) as e:
-            Runtime(str(f.path), 5).replace("/etc/haproxy/rgw.pem", key + "CERT\n")
+            activate.swap(Runtime(str(f.path), 5), "/etc/haproxy/rgw.pem", key + "CERT\n")
     finally:
         scrub.forget_keys()
     said = str(e.value)
@@ -419,7 +419,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: Callable[[Answer
             lambda d, names, want, s: None if want == served else f"it serves certificate {served[:16]}",
         )
         restarts: list[str] = []
-        monkeypatch.setattr(deploy, "_restart", lambda *_: restarts.append("restart"))
+        monkeypatch.setattr(restart, "run", lambda *_: restarts.append("restart"))
         return Host(cfg, pem, old, new, restarts, runtime)
 
     return make

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import pytest
 
-from rgwtls import cli, config, deadline
+from rgwtls import cli, config, deadline, run
 from rgwtls.errors import Interrupted
 
 CONFIG = """
@@ -35,7 +35,7 @@ def write(tmp_path: Path, text: str = CONFIG) -> Path:
 
 def test_the_default_bound_is_the_sum_of_every_wait_an_issue_run_may_make(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, CONFIG.replace("timeout = 0.1", "timeout = 10")))
-    seconds, how = cli.issue_bound(cfg)
+    seconds, how = run.issue_bound(cfg)
     acme_request = 5 * 30 + (1 + 2 + 4 + 8)  # acme.retries 4, at acme.timeout 30, and the backoff between
     infoblox_call = 3 * 30 + 0.5 + 1  # dns.infoblox.retries 3, at its timeout 30, and the backoff between
     assert seconds == 4 * 10 + (300 + 300 + 2 * acme_request) + 3 * 2 * infoblox_call
@@ -46,10 +46,10 @@ def test_the_default_bound_is_the_sum_of_every_wait_an_issue_run_may_make(tmp_pa
 
 
 def test_each_fallback_ca_counts_a_whole_order_again_so_a_run_that_falls_back_is_not_cut_off(tmp_path: Path) -> None:
-    alone = cli.issue_bound(config.load(write(tmp_path)))[0]
+    alone = run.issue_bound(config.load(write(tmp_path)))[0]
     text = CONFIG + "\n[[acme.fallback]]\ndirectory = 'https://acme.zerossl.example/v2/DV90'\n"
     text += "\n[[acme.fallback]]\ndirectory = 'https://acme.other.example/directory'\n"
-    seconds, how = cli.issue_bound(config.load(write(tmp_path, text)))
+    seconds, how = run.issue_bound(config.load(write(tmp_path, text)))
     ceph = 4 * 0.1
     assert seconds - ceph == pytest.approx(3 * (alone - ceph))  # the primary and two fallbacks
     assert "1 certificate(s) x 3 CA(s) x (acme.order_timeout" in how
@@ -58,10 +58,10 @@ def test_each_fallback_ca_counts_a_whole_order_again_so_a_run_that_falls_back_is
 
 def test_each_back_end_counts_its_own_call(tmp_path: Path) -> None:
     base = CONFIG + "\n[dns]\nprovider = '{0}'\n[dns.{0}]\ntimeout = 7\n"
-    rfc = cli.issue_bound(config.load(write(tmp_path, base.format("rfc2136"))))[0]
-    hook = cli.issue_bound(config.load(write(tmp_path, base.format("hook"))))[0]
+    rfc = run.issue_bound(config.load(write(tmp_path, base.format("rfc2136"))))[0]
+    hook = run.issue_bound(config.load(write(tmp_path, base.format("hook"))))[0]
     assert hook == rfc  # one call each, at its timeout
-    uddi = cli.issue_bound(config.load(write(tmp_path, base.format("uddi"))))[0]
+    uddi = run.issue_bound(config.load(write(tmp_path, base.format("uddi"))))[0]
     assert uddi - rfc == pytest.approx(3 * 2 * (4 * 7 + 3 * 8 - 7))  # four attempts, up to 8 s apart
 
 
@@ -84,14 +84,14 @@ def test_a_run_past_its_bound_unwinds_with_one_line_and_is_stopped(
     started = time.monotonic()
     try:
         with caplog.at_level(logging.ERROR, "rgwtls"), pytest.raises(SystemExit) as exit:
-            cli._run(ctx, "issue", None, crawl, stoppable=True, bound=lambda cfg: (0.3, "test formula"))
+            run.command(ctx, "issue", None, crawl, stoppable=True, bound=lambda cfg: (0.3, "test formula"))
     finally:
         deadline.reset()
-        for s in cli.STOP_SIGNALS:
+        for s in run.STOP_SIGNALS:
             signal.signal(s, signal.SIG_DFL)
     assert time.monotonic() - started < 2
     assert exit.value.code == 1
-    assert isinstance(unwound[0], cli.PastBound)
+    assert isinstance(unwound[0], run.PastBound)
     assert [r.getMessage() for r in caplog.records] == [
         "issue: the run passed its bound of 0.3s (test formula); stopped, its challenge records removed "
         "(what could not be is journaled for the next run), the lock released; the next run starts over"
@@ -104,7 +104,7 @@ def test_a_cleanup_that_hangs_after_the_bound_ends_the_process_with_one_line(tmp
     script = textwrap.dedent(
         f"""
         import time, click
-        from rgwtls import cli, deadline, log
+        from rgwtls import cli, deadline, log, run
         log.setup(0, False, False)
         deadline.CLEANUP = 0.2
 
@@ -115,7 +115,7 @@ def test_a_cleanup_that_hangs_after_the_bound_ends_the_process_with_one_line(tmp
                 time.sleep(30)  # a cleanup stuck where nothing caps it
 
         ctx = click.Context(cli.main, obj={{"config_file": {str(path)!r}, "debug": False}})
-        cli._run(ctx, "issue", None, hang, stoppable=True, bound=lambda cfg: (0.3, "test"))
+        run.command(ctx, "issue", None, hang, stoppable=True, bound=lambda cfg: (0.3, "test"))
         """
     )
     started = time.monotonic()

@@ -27,7 +27,7 @@ from devsite.proxy import Tinyproxy
 from devsite.tlsca import TestCA
 from devsite.trickle import TrickleFront, trickle_front
 from rgwtls import config, deadline
-from rgwtls.cli import issue_bound
+from rgwtls.run import issue_bound
 from tests.conftest import ZONE, Result, Stack, run_cli
 from tests.test_issue_e2e import assert_one_error_line, no_challenge_records, stored_set
 from tests.waits import wait_for

@@ -132,7 +132,7 @@ def test_a_deploy_backoff_is_not_stretched_by_a_wall_clock_stepped_back(tmp_path
 import pathlib
 import subprocess
 from rgwtls import config
-from rgwtls.deploy import Backoff
+from rgwtls.backoff import Backoff
 from rgwtls.errors import DeployDeferred, DeployError
 from rgwtls.store import CertSet
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rgwtls import config
-from rgwtls.deploy import Backoff, backoff_delay
+from rgwtls.backoff import Backoff, backoff_delay
 from rgwtls.errors import DeployDeferred, DeployError, Interrupted
 from rgwtls.store import CertSet
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from rgwtls.cli import issue_bound
 from rgwtls.config import load
+from rgwtls.run import issue_bound
 
 
 def wait_for(

@@ -10,27 +10,40 @@
 
 Every way verifies by handshake at `deploy.verify_endpoint`, never by an
 answer alone, and a haproxy swap that is not served is swapped back, file
-and memory. Crash-only: a run killed after the file was written leaves the
+and memory. The loop (swap, verify, swap back) is all here: rgwtls.haproxy
+only sends a command and reads its answer. HAProxy (2.2 and later) replaces
+a certificate in memory with `set ssl cert PATH` (the PEM as a payload) then
+`commit ssl cert PATH`; a failed commit leaves a transaction open, which
+`abort ssl cert PATH` drops, so HAProxy goes on serving what it served. The
+API never writes to disk: the file at PATH is deploy's to write first, so
+that a restarted HAProxy loads the same certificate. Crash-only: a run killed after the file was written leaves the
 file right but not served, and the next run (which finds it installed and
 not served) swaps it, as it would restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from rgwtls import files
+from rgwtls import files, scrub
+from rgwtls.backoff import Backoff
 from rgwtls.config import DeployConfig
 from rgwtls.errors import DeployError, RgwtlsError
 from rgwtls.haproxy import ADMIN_LINE, Runtime, one_line
 from rgwtls.log import notice
 from rgwtls.probe import pem_fingerprint, served_fingerprint, server_name
+from rgwtls.targets import Target
+
+if TYPE_CHECKING:
+    from rgwtls.revoked import RevokedList
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +82,45 @@ def preflight(d: DeployConfig) -> None:
     if d.path in pending:
         # A run killed between set and commit left it open: this run's set replaces it anyway; drop it to start clean.
         log.info("HAProxy has an uncommitted transaction for %s; aborting it before the swap", d.path)
-        api.abort(d.path)
+        api.ask(f"abort ssl cert {d.path}")
+
+
+def install(
+    d: DeployConfig,
+    target: Target,
+    built: bytes,
+    installed: bytes | None,
+    names: tuple[str, ...],
+    backoff: Backoff,
+    revoked: RevokedList | None = None,
+) -> bool:
+    """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all.
+
+    A haproxy swap that fails (refused, or not served, and swapped back) goes
+    into the backoff as a failed restart does: it would fail on every cron run.
+    """
+    try:
+        target.install(built, installed)
+    except RgwtlsError as e:
+        restore_quietly(target, installed)
+        raise e from None
+    from rgwtls.validate import unless_revoked
+
+    put_back = unless_revoked(installed, revoked, partial(target.restore, installed))
+    if not without_restart(d, names, built, installed, put_back, backoff.failed):
+        return False
+    record(d, d.activate)
+    return True
+
+
+def restore_quietly(target: Target, previous: bytes | None) -> None:
+    """After a failed install: each file is replaced whole, so only a layout of two may need it."""
+    try:
+        if target.installed() != previous:
+            target.restore(previous)
+    except RgwtlsError as e:
+        # deploy's line, as the install it follows.
+        logging.getLogger("rgwtls.deploy").warning("could not put the previous file back: %s", e)
 
 
 def without_restart(
@@ -113,7 +164,7 @@ def without_restart(
     api = runtime(d)
     try:
         log.info("swapping certificate %s into HAProxy at %s for %s", want[:16], d.haproxy_socket, d.path)
-        api.replace(d.path, new.decode())
+        swap(api, d.path, new.decode())
         seen = served_within(d, names, want, d.verify_timeout)
         if seen is not None:
             raise DeployError(
@@ -145,7 +196,7 @@ def _swap_back(
         raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None
     try:
         old = pem_fingerprint(previous.decode())
-        api.replace(d.path, previous.decode())
+        swap(api, d.path, previous.decode())
         seen = served_within(d, names, old, d.verify_timeout)
     except (RgwtlsError, ValueError) as again:
         raise DeployError(
@@ -160,6 +211,28 @@ def _swap_back(
     raise DeployError(
         f"{cause}; put the previous certificate back in {d.path} and in HAProxy: it is served again{after}"
     ) from None
+
+
+def swap(api: Runtime, path: str, pem: str) -> None:
+    """Swap the certificate at `path` for `pem` in HAProxy's memory; on any failure, drop the transaction.
+
+    The key is remembered by rgwtls.scrub first: a socket that echoes
+    what it was sent must not get its lines into the error line.
+    """
+    scrub.remember(pem)
+    answer = api.ask(f"set ssl cert {path}", pem)
+    if not answer.startswith("Transaction "):
+        _abort_quietly(api, path)
+        raise DeployError(f"HAProxy refused the new PEM for {path}: {one_line(answer)}")
+    answer = api.ask(f"commit ssl cert {path}")
+    if "Success!" not in answer:
+        _abort_quietly(api, path)
+        raise DeployError(f"HAProxy refused to commit the new PEM for {path}: {one_line(answer)}")
+
+
+def _abort_quietly(api: Runtime, path: str) -> None:
+    with contextlib.suppress(DeployError):
+        api.ask(f"abort ssl cert {path}")
 
 
 def served_within(d: DeployConfig, names: tuple[str, ...], want: str, seconds: float) -> str | None:

@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import shlex
 import time
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from rgwtls import files, scrub
+from rgwtls import restart, scrub
+from rgwtls.backoff import Backoff
 from rgwtls.config import Config, DeployConfig
-from rgwtls.errors import DeployDeferred, DeployError, Interrupted, LockHeld, RgwtlsError, StoreError
-from rgwtls.fence import SlotFence
+from rgwtls.errors import DeployError
 from rgwtls.files import host_lock
 from rgwtls.log import notice
 from rgwtls.store import CertSet, Pool
 from rgwtls.targets import Target, make_target
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from cryptography import x509
 
     from rgwtls.revoked import RevokedList
@@ -140,7 +137,7 @@ def _install(
 
         time.sleep(random.uniform(0, d.splay))  # noqa: S311 - spreading load, not secrecy
     # 5a. A server that takes the new file without a restart takes no restart slot.
-    if d.activate != "restart" and _without_restart(d, target, built, installed, names, backoff, revoked):
+    if d.activate != "restart" and activate.install(d, target, built, installed, names, backoff, revoked):
         target.commit()
         backoff.clear()
         notice(
@@ -152,76 +149,14 @@ def _install(
             d.activate,
         )
         return True  # served anew: recorded for rollout (and revoke), as a restart is
-    # "self" installed the new file and the server did not re-read it: until this run holds a
-    # slot and a mon answers, a failure or a signal puts the previous file back, so that the
-    # file on disk is the one served. After that, steps 6 to 9 restore or roll back as for "restart".
-    pending = d.activate == "self"
-    try:
-        with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
-            fence = _fence(d, confirm)
-            # 5. A restart needs a mon and radosgw's pools to come back: without them, leave radosgw running.
-            _confirm_cluster(cfg, pool, served.result(), "it was not restarted" if pending else "nothing was installed")
-            pending = False
-            # 6. Install atomically, keeping the previous for rollback.
-            try:
-                target.install(built, installed)
-            except RgwtlsError as e:
-                _restore_quietly(target, installed)
-                raise e from None
-            # 7. The slot is still ours (a frozen run's may have lapsed), or put it back unrestarted.
-            try:
-                fence.confirm()
-            except RgwtlsError as e:
-                _restore_quietly(target, installed)
-                raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
-            # 8. Restart (fenced again if this run was frozen since), and 9. verify
-            # the new certificate is served; a signal here rolls back like any failure.
-            try:
-                _restart(d, fence)
-                _verify_served(d, names, checked.fingerprint)
-            except LockHeld as e:
-                _restore_quietly(target, installed)
-                raise DeployError(f"{e}; the previous file is back in place; the next run tries again") from None
-            except RgwtlsError as e:
-                _roll_back(d, target, installed, names, e, backoff.failed(e), fence, revoked)
-    except RgwtlsError as e:
-        if not pending:
-            raise
-        raise DeployError(f"{e}; {_put_back_unserved(target, installed)}") from None
+    # 5 to 9. Under a restart slot: the cluster can take it, install, restart, verify, or roll back.
+    restart.install_and_restart(
+        cfg, pool, target, built, installed, names, checked.fingerprint, served.result, backoff, revoked
+    )
     target.commit()
     backoff.clear()
     activate.record(d, "restart" if d.activate == "restart" else "self-then-restart")
     notice(log, "%s: installed %s to %s, restarted radosgw, and it serves it", new.name, what, target.describe())
-    return True
-
-
-def _without_restart(
-    d: DeployConfig,
-    target: Target,
-    built: bytes,
-    installed: bytes | None,
-    names: tuple[str, ...],
-    backoff: Backoff,
-    revoked: RevokedList | None = None,
-) -> bool:
-    """deploy.activate haproxy or self: install, then let the server take it; False: restart it after all.
-
-    A haproxy swap that fails (refused, or not served, and swapped back) goes
-    into the backoff as a failed restart does: it would fail on every cron run.
-    """
-    from rgwtls import activate
-
-    try:
-        target.install(built, installed)
-    except RgwtlsError as e:
-        _restore_quietly(target, installed)
-        raise e from None
-    from rgwtls.validate import unless_revoked
-
-    put_back = unless_revoked(installed, revoked, lambda: target.restore(installed))
-    if not activate.without_restart(d, names, built, installed, put_back, backoff.failed):
-        return False
-    activate.record(d, d.activate)
     return True
 
 
@@ -242,7 +177,7 @@ def _finish(
 
     checked = check_set(new, names, dt.datetime.now(dt.UTC), None, True, roots=trusted_roots(cfg), revoked=revoked)
     what = _what(new, checked.cert)
-    seen = f"serves certificate {served[:16]}" if _is_fingerprint(served) else served
+    seen = f"serves certificate {served[:16]}" if restart.is_fingerprint(served) else served
     if dry_run:
         notice(
             log, "dry run: %s is installed but %s %s; would run: %s", what, d.verify_endpoint, seen, _activation_line(d)
@@ -260,7 +195,7 @@ def _finish(
         built = target.build(new)
         from rgwtls.validate import unless_revoked
 
-        put_back = unless_revoked(previous, revoked, lambda: target.restore(previous))
+        put_back = unless_revoked(previous, revoked, partial(target.restore, previous))
         if activate.without_restart(d, names, built, previous, put_back, backoff.failed):
             activate.record(d, d.activate)
             target.commit()
@@ -268,23 +203,7 @@ def _finish(
             notice(log, "%s: %s serves %s with no restart (%s)", new.name, d.verify_endpoint, what, d.activate)
             return True
     notice(log, "%s is installed but %s %s; restarting radosgw to finish the deploy", what, d.verify_endpoint, seen)
-    with pool.restart_slot(d.max_parallel_restarts, d.restart_wait, d.slot_hold) as confirm:
-        fence = _fence(d, confirm)
-        _confirm_cluster(cfg, pool, served, "nothing was restarted")
-        try:
-            fence.confirm()
-        except RgwtlsError as e:
-            raise DeployError(f"{e}; the next run tries again") from None
-        try:
-            _restart(d, fence)
-            _verify_served(d, names, checked.fingerprint)
-        except LockHeld as e:
-            raise DeployError(f"{e}; the next run tries again") from None
-        except RgwtlsError as e:
-            after = backoff.failed(e)
-            if previous is None:
-                raise DeployError(f"{e}; there is no previous certificate to roll back to{after}") from None
-            _roll_back(d, target, previous, names, e, after, fence, revoked)
+    restart.restart_installed(cfg, pool, target, previous, names, checked.fingerprint, served, backoff, revoked)
     target.commit()
     backoff.clear()
     from rgwtls import activate as counted
@@ -298,44 +217,6 @@ def _what(new: CertSet, cert: x509.Certificate) -> str:
     return f"{new.name} generation {new.generation} (expires {cert.not_valid_after_utc:%Y-%m-%d})"
 
 
-def _confirm_cluster(cfg: Config, pool: Pool, served: str, kept: str) -> None:
-    """radosgw cannot start without a mon, nor while its own pools do not answer; the rgwtls pool may.
-
-    A restart then would turn a cluster's trouble into a gateway outage: the
-    running radosgw keeps serving through it, so it is left alone.
-    """
-    keeps = f"certificate {served[:16]}" if _is_fingerprint(served) else "what it serves now"
-    try:
-        pool.confirm_mon()
-    except StoreError as e:
-        raise DeployError(
-            f"{e}; radosgw would not come back after a restart, so {kept}; the gateway keeps serving {keeps}; "
-            "the next run tries again"
-        ) from None
-    from rgwtls.health import radosgw_could_not_start
-
-    problem = radosgw_could_not_start(cfg.ceph, cfg.deploy.rgw_pools)
-    if problem:
-        raise DeployError(
-            f"{problem}: a new radosgw could not start, so {kept}; the gateway keeps serving {keeps}; "
-            "the next run tries again"
-        )
-
-
-def _put_back_unserved(target: Target, previous: bytes | None) -> str:
-    """With "self" and no restart after all: the previous file back in place of the one not re-read; what happened."""
-    try:
-        target.restore(previous)
-    except RgwtlsError as e:
-        return (
-            f"the new file stays in {target.describe()}, installed but not served "
-            f"(could not put the previous one back: {e})"
-        )
-    if previous is None:
-        return f"removed the new file from {target.describe()} again (there was none before), as it is not served"
-    return f"put the previous file back in {target.describe()}, as radosgw had not re-read the new one"
-
-
 def _fingerprint_or_none(s: CertSet) -> str | None:
     from rgwtls.probe import pem_fingerprint
 
@@ -343,10 +224,6 @@ def _fingerprint_or_none(s: CertSet) -> str | None:
         return pem_fingerprint(s.cert_pem)
     except ValueError:
         return None
-
-
-def _is_fingerprint(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 class _Served:
@@ -376,222 +253,8 @@ class _Served:
         return self._answer
 
 
-def _restore_quietly(target: Target, previous: bytes | None) -> None:
-    """After a failed install: each file is replaced whole, so only a layout of two may need it."""
-    try:
-        if target.installed() != previous:
-            target.restore(previous)
-    except RgwtlsError as e:
-        log.warning("could not put the previous file back: %s", e)
-
-
-def _roll_back(
-    d: DeployConfig,
-    target: Target,
-    previous: bytes | None,
-    names: tuple[str, ...],
-    cause: RgwtlsError,
-    after: str,
-    fence: SlotFence,
-    revoked: RevokedList | None = None,
-) -> NoReturn:
-    """Put the previous certificate back, restart under the slot, and check it is served again; `after` ends the line.
-
-    The restart is fenced as the first one was: a run frozen during the
-    check, or before this, may have lost its slot to another gateway.
-    Never a revoked one: then the new certificate stays installed, and the line says so.
-    """
-    from rgwtls.certs import first_cert
-    from rgwtls.validate import not_put_back
-
-    refused = not_put_back(previous, revoked)
-    if refused is not None:
-        raise DeployError(f"{cause}; {refused}: this gateway needs attention now{after}") from None
-    try:
-        target.restore(previous)
-    except RgwtlsError as e:
-        raise DeployError(
-            f"{cause}; could not put the previous certificate back ({e}): this gateway needs attention now{after}"
-        ) from None
-    old = first_cert(previous)
-    if old is None:
-        raise DeployError(f"{cause}; removed the new file again (there was none before){after}") from None
-    try:
-        _restart(d, fence)
-        from rgwtls.probe import fingerprint
-
-        _verify_served(d, names, fingerprint(old))
-    except LockHeld as e:
-        raise DeployError(
-            f"{cause}; put the previous certificate back in place, but {e}: the gateway serves what the failed "
-            f"restart left until a run restarts it{after}"
-        ) from None
-    except RgwtlsError as again:
-        raise DeployError(
-            f"{cause}; restored the previous certificate, but the gateway does not serve it either "
-            f"({again}): this gateway needs attention now{after}"
-        ) from None
-    raise DeployError(f"{cause}; restored the previous certificate and restarted: it is served again{after}") from None
-
-
-def _restart_argv(d: DeployConfig) -> list[str]:
-    return d.restart_argv(os.uname().nodename.split(".")[0])
-
-
-def _restart_line(d: DeployConfig) -> str:
-    return shlex.join(_restart_argv(d))
-
-
 def _activation_line(d: DeployConfig) -> str:
     """What a dry run says step 6 would do, by deploy.activate."""
     from rgwtls import activate
 
-    return activate.plan(d, _restart_line(d))
-
-
-def _fence(d: DeployConfig, confirm: Callable[[], None]) -> SlotFence:
-    """The slot's fence, which covers a restart and its check: the rollback's restart has the rest of the hold."""
-    return SlotFence(confirm, d.slot_hold, d.restart_timeout + d.verify_timeout)
-
-
-def _restart(d: DeployConfig, fence: SlotFence) -> None:
-    """Run the restart command, the slot confirmed recently enough to cover it (LockHeld if it cannot be)."""
-    from rgwtls.command import CommandFailed, run
-
-    argv = _restart_argv(d)
-    fence.before_exec()
-    log.info("restarting radosgw: %s", shlex.join(argv))
-    try:
-        run(argv, d.restart_timeout)
-    except CommandFailed as e:
-        raise DeployError(f"the restart command {e.problem}") from None
-
-
-def _verify_served(d: DeployConfig, names: tuple[str, ...], want: str) -> None:
-    """Handshake until the wanted certificate is served; a live port alone proves nothing."""
-    from rgwtls.probe import served_fingerprint, server_name
-
-    sni = server_name(d, names)
-    deadline = time.monotonic() + d.verify_timeout
-    seen = "no handshake tried"
-    while True:
-        try:
-            got = served_fingerprint(d.verify_endpoint, sni, timeout=min(5.0, d.verify_timeout))
-        except (OSError, ValueError) as e:
-            seen = f"handshake failed: {e}"
-        else:
-            if got == want:
-                log.info("%s serves certificate %s for %s", d.verify_endpoint, want[:16], sni)
-                return
-            seen = f"it serves certificate {got[:16]}"
-        if time.monotonic() >= deadline:
-            raise DeployError(
-                f"{d.verify_endpoint} did not serve certificate {want[:16]} for {sni} within "
-                f"{d.verify_timeout:g}s ({seen})"
-            )
-        time.sleep(0.1)
-
-
-BACKOFF_FIRST = 300.0
-BACKOFF_MAX = 3600.0
-
-
-class Backoff:
-    """This host's record of a set that failed its restart or check here, so that cron does not loop on it.
-
-    Without it, a wrong `deploy.verify_endpoint` restarts radosgw twice on
-    every cron run, for ever. The record names what failed (generation,
-    fingerprint) under which configuration (the digest of the config file's
-    bytes): a new set or a changed config tries at once, as does --force.
-    The wait doubles from 5 minutes to an hour. It is written whole and
-    renamed into place, so a killed run leaves the old record or the new one.
-    """
-
-    def __init__(self, cfg: Config, new: CertSet, fingerprint: str) -> None:
-        self.path = Path(cfg.deploy.state_dir) / f"{new.name}.deploy-failed"
-        self.key = {"generation": new.generation, "fingerprint": fingerprint, "config": _config_digest(cfg.path)}
-        self.name, self.generation = new.name, new.generation
-
-    def _record(self) -> tuple[int, float, str] | None:
-        """Failures in a row, next attempt (epoch seconds) and last error of this same set under this config."""
-        import json
-
-        raw = files.read(self.path)
-        if raw is None:
-            return None
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            return None  # a record we cannot read holds nothing back: try
-        if not isinstance(doc, dict) or any(doc.get(k) != v for k, v in self.key.items()):
-            return None
-        failures, due, error = doc.get("failures"), doc.get("next_attempt"), doc.get("error")
-        if type(failures) is not int or not isinstance(due, int | float):
-            return None
-        return failures, float(due), str(error)
-
-    def wait_unless(self, force: bool) -> None:
-        """DeployDeferred if this set failed here and its next attempt is still to come."""
-        record = self._record()
-        if record is None:
-            return
-        failures, due, error = record
-        if force:
-            notice(log, "%s generation %d failed here before; trying again now (--force)", self.name, self.generation)
-            return
-        # The record outlives the process, so its time is the wall clock's; a clock stepped back
-        # since (NTP, an operator) must not stretch the wait past the backoff it was set with.
-        if not 0 < due - time.time() <= backoff_delay(failures):
-            return
-        raise DeployDeferred(
-            f"{self.name} generation {self.generation} failed on this host {failures} time(s) in a row "
-            f"(last: {error}); nothing changed. The next attempt is {_when(due)}, "
-            "or now with rgwtls deploy --force; a new set or a changed config tries at once"
-        )
-
-    def failed(self, cause: RgwtlsError) -> str:
-        """Record a failed attempt; the end of its line, saying when the next one is.
-
-        A signal is not the set's fault: the next run tries at once.
-        """
-        if isinstance(cause, Interrupted):
-            return ""
-        import json
-
-        record = self._record()
-        failures = 1 + (record[0] if record is not None else 0)
-        due = time.time() + backoff_delay(failures)
-        doc = {**self.key, "failures": failures, "next_attempt": round(due, 3), "error": str(cause)[:300]}
-        try:
-            access = files.Access(0o600, os.getuid(), os.getgid())
-            files.atomic_write(self.path, json.dumps(doc).encode(), access)
-        except RgwtlsError as e:
-            log.warning("could not record the failure in %s, so the next run tries again: %s", self.path, e)
-            return ""
-        return (
-            f"; failed {failures} time(s) in a row on this host: the next attempt is {_when(due)}, "
-            "or now with rgwtls deploy --force"
-        )
-
-    def clear(self) -> None:
-        files.remove(self.path)
-
-
-def backoff_delay(failures: int) -> float:
-    """5 minutes after the first failure, doubling, at most an hour."""
-    return min(BACKOFF_FIRST * float(2 ** min(failures - 1, 16)), BACKOFF_MAX)
-
-
-def _config_digest(path: Path) -> str:
-    import hashlib
-
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
-
-
-def _when(epoch: float) -> str:
-    left = max(0, round((epoch - time.time()) / 60))
-    at = dt.datetime.fromtimestamp(epoch, dt.UTC)
-    return f"after {at:%Y-%m-%d %H:%M}Z (in {left} min)"
+    return activate.plan(d, restart.restart_line(d))

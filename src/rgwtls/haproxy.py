@@ -1,18 +1,15 @@
 """HAProxy's runtime API: one command per connection on its stats socket, with a total deadline.
 
-HAProxy (2.2 and later) replaces a certificate in memory with `set ssl cert
-PATH` (the PEM as a payload) then `commit ssl cert PATH`; a failed commit
-leaves a transaction open, which `abort ssl cert PATH` drops, so HAProxy goes
-on serving what it served. The API never writes to disk: the file at PATH is
-deploy's to write first, so that a restarted HAProxy loads the same
-certificate. Every answer is text ending in an empty line, and the socket is
-closed after it; each call has one deadline for connect, send and every read,
-so a HAProxy that hangs cannot hold a deploy.
+This module only talks to the socket: it sends a command (with its payload)
+and reads the answer. What to send, and what an answer means for the swap,
+is rgwtls.activate's, which owns the swap-and-verify loop. Every answer is
+text ending in an empty line, and the socket is closed after it; each call
+has one deadline for connect, send and every read, so a HAProxy that hangs
+cannot hold a deploy.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 
@@ -88,29 +85,6 @@ class Runtime:
             elif text:
                 loaded.append(text)
         return loaded, pending
-
-    def replace(self, path: str, pem: str) -> None:
-        """Swap the certificate at `path` for `pem` in memory; on any failure, drop the transaction.
-
-        The key is remembered by rgwtls.scrub first: a socket that echoes
-        what it was sent must not get its lines into the error line.
-        """
-        scrub.remember(pem)
-        answer = self.ask(f"set ssl cert {path}", pem)
-        if not answer.startswith("Transaction "):
-            self._abort_quietly(path)
-            raise DeployError(f"HAProxy refused the new PEM for {path}: {one_line(answer)}")
-        answer = self.ask(f"commit ssl cert {path}")
-        if "Success!" not in answer:
-            self._abort_quietly(path)
-            raise DeployError(f"HAProxy refused to commit the new PEM for {path}: {one_line(answer)}")
-
-    def abort(self, path: str) -> None:
-        self.ask(f"abort ssl cert {path}")
-
-    def _abort_quietly(self, path: str) -> None:
-        with contextlib.suppress(DeployError):
-            self.abort(path)
 
 
 def payload_lines(pem: str) -> str:
