@@ -24,6 +24,7 @@ from devsite.bind import Bind
 from devsite.ceph import CephCluster, ceph_cluster
 from devsite.gateway import Gateway
 from devsite.pebble import Pebble
+from devsite.ports import free_port
 from devsite.proc import Server
 from devsite.site import DEPLOY_CAPS, ISSUER_CAPS, POOL, Stack
 from devsite.wapi import WapiEmulator
@@ -67,12 +68,38 @@ def stalled(cluster: CephCluster, daemon: Server) -> Iterator[None]:
     finally:
         os.kill(daemon.pid, signal.SIGCONT)
         cluster.wait_pools_active(120)
+        writable_again(cluster, RGW_CONTROL, 120)
+
+
+RGW_CONTROL = "default.rgw.control"
+
+
+def writable_again(cluster: CephCluster, pool: str, bound: float) -> None:
+    """Wait until `pool` takes a write again, as a starting radosgw's first writes need.
+
+    After an OSD stall its PGs may be active and answer reads while writes stay
+    blocked for a while (the audit's slow requests on the control pool): a
+    radosgw started then hangs in its start-up, and so does the next test's.
+    Each try is `rados put` with a deadline of its own, killed by its handle.
+    """
+    if pool not in cluster.admin().list_pools():
+        return
+    argv = ["rados", "-c", str(cluster.conf), "-k", str(cluster.admin_keyring), "-n", "client.admin"]
+    argv += ["-p", pool, "put", "rgwtls-test-writable", "/dev/null"]
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            if subprocess.run(argv, capture_output=True, timeout=3, check=False).returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            pass
+        assert time.monotonic() < deadline, f"{pool} took no write within {bound:g}s of the stall's end"
 
 
 @contextlib.contextmanager
 def silent_endpoint() -> Iterator[str]:
     """A port that accepts connections and never says a word: a TLS handshake with it waits for its timeout."""
-    listener = socket.create_server(("127.0.0.1", 0))
+    listener = socket.create_server(("127.0.0.1", free_port()))
     listener.settimeout(0.2)
     held: list[socket.socket] = []
     stop = threading.Event()
