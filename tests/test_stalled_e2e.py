@@ -362,7 +362,7 @@ def assert_refused_with_radosgw_serving(gateway: Gateway, res: Result, served: s
     assert gateway.restarts() == 1
 
 
-# How many stalls the next test tries for one after which writes stay blocked: few do (2 of about 20 measured
+# How many stalls the next test tries for one after which writes stay blocked: few do (2 of about 60 measured
 # here; CI's and the audit's did), and no way to make one do it on demand was found (the next test's freeze is one).
 STALLS = 3
 
