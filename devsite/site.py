@@ -27,8 +27,9 @@ DEPLOY_CAPS = {
     "mon": "allow r",
     "osd": 'allow r pool=rgwtls namespace="", allow r pool=rgwtls namespace=staging, '
     "allow rwx pool=rgwtls namespace=deploy, "
-    # What deploy probes before a restart: could a new radosgw start (rgwtls.health)?
-    "allow r pool=.rgw.root, allow r pool=default.rgw.control",
+    # What deploy probes before a restart: could a new radosgw start (rgwtls.health)? It reads the zone
+    # root, and writes (and removes) objects of its own beside radosgw's control objects.
+    "allow r pool=.rgw.root, allow rw pool=default.rgw.control",
 }
 
 

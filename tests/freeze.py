@@ -23,10 +23,16 @@ POINTS: dict[str, tuple[str, str, int]] = {
     "during the verification": ("rgwtls.probe", "served_fingerprint", 2),
     # The check failed; before the previous certificate is put back and radosgw restarted onto it.
     "before the rollback": ("rgwtls.restart", "roll_back", 1),
+    # Before the probe's first write in radosgw's control pool, its stats all answered (rgwtls.health).
+    "before the write probe": ("rgwtls.store.connection", "Connection.probe_write", 1),
 }
 
 
 def freeze_at(module: Any, name: str, nth: int) -> None:
+    """Freeze at the nth call of `name` in `module` (a dotted name: a class's method)."""
+    *outer, name = name.split(".")
+    for part in outer:
+        module = getattr(module, part)
     original: Callable[..., Any] = getattr(module, name)
     calls = 0
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import rados
 
 from devsite.bind import Bind
 from devsite.ceph import CephCluster, ceph_cluster
@@ -30,6 +31,7 @@ from devsite.site import DEPLOY_CAPS, ISSUER_CAPS, POOL, Stack
 from devsite.wapi import WapiEmulator
 from tests.conftest import Result, _empty_pool, run_cli
 from tests.test_deploy_e2e import fingerprint_of_pool
+from tests.test_deploy_freeze_e2e import state_of
 from tests.test_deploy_guard_e2e import renewed
 from tests.test_issue_e2e import assert_one_error_line
 
@@ -54,46 +56,93 @@ def own_deploy_keyring(own_cluster: CephCluster) -> Path:
 def own_stack(
     tmp_path: Path, bind: Bind, pebble: Pebble, own_cluster: CephCluster, wapi: WapiEmulator, own_issuer_keyring: Path
 ) -> Stack:
-    """The site's stack, but with the module's own cluster, emptied for this test."""
+    """The site's stack, but with the module's own cluster, emptied for this test.
+
+    An earlier test's stall may have left radosgw's control pool taking no
+    write: this test's radosgw would hang in its start, so it waits for that first.
+    """
+    writes_back(own_cluster, WRITES_BACK)
     _empty_pool(own_cluster)
     return Stack(tmp_path, bind, pebble, own_cluster, wapi, own_issuer_keyring)
 
 
 @contextlib.contextmanager
 def stalled(cluster: CephCluster, daemon: Server) -> Iterator[None]:
-    """`daemon` stopped with SIGSTOP for the block; continued after it, its pools active again, whatever happened."""
+    """`daemon` stopped with SIGSTOP for the block; continued after it, its pools active again, whatever happened.
+
+    Active, which is reads: writes in radosgw's control pool may stay blocked
+    for minutes after (`control_writable`), and nothing here waits for them.
+    """
     os.kill(daemon.pid, signal.SIGSTOP)
     try:
         yield
     finally:
         os.kill(daemon.pid, signal.SIGCONT)
         cluster.wait_pools_active(120)
-        writable_again(cluster, RGW_CONTROL, 120)
 
 
 RGW_CONTROL = "default.rgw.control"
+# How long a test waits for writes in the control pool to come back by themselves after a stall (the audit
+# saw them blocked for over 4 minutes; here, from none to over 10): past it, the OSD is restarted.
+WRITES_BACK = 60.0
 
 
-def writable_again(cluster: CephCluster, pool: str, bound: float) -> None:
-    """Wait until `pool` takes a write again, as a starting radosgw's first writes need.
+def control_writable(cluster: CephCluster, within: float) -> bool:
+    """Whether the PG of each of radosgw's control objects takes a write within `within` seconds.
 
-    After an OSD stall its PGs may be active and answer reads while writes stay
-    blocked for a while (the audit's slow requests on the control pool): a
-    radosgw started then hangs in its start-up, and so does the next test's.
-    Each try is `rados put` with a deadline of its own, killed by its handle.
+    After an OSD stall those PGs may be active and answer reads while writes
+    stay blocked for minutes (the audit's slow requests on the control pool):
+    a radosgw started then hangs creating its control objects. Each write is
+    an object of the test's own beside `notify.N` (its locator key), created
+    and removed in one operation, as deploy's probe makes it (rgwtls.health);
+    from a handle of its own whose operations time out after `within`.
     """
-    if pool not in cluster.admin().list_pools():
-        return
-    argv = ["rados", "-c", str(cluster.conf), "-k", str(cluster.admin_keyring), "-n", "client.admin"]
-    argv += ["-p", pool, "put", "rgwtls-test-writable", "/dev/null"]
-    deadline = time.monotonic() + bound
-    while True:
-        try:
-            if subprocess.run(argv, capture_output=True, timeout=3, check=False).returncode == 0:
-                return
-        except subprocess.TimeoutExpired:
-            pass
-        assert time.monotonic() < deadline, f"{pool} took no write within {bound:g}s of the stall's end"
+    if pool_missing(cluster, RGW_CONTROL):
+        return True
+    handle = cluster.connect(keyring=cluster.admin_keyring, conf={"rados_osd_op_timeout": f"{within:g}"})
+    try:
+        with contextlib.closing(handle.open_ioctx(RGW_CONTROL)) as ioctx:
+            for i in range(8):
+                ioctx.set_locator_key(f"notify.{i}")
+                try:
+                    with rados.WriteOpCtx() as op:
+                        op.write_full(b"")
+                        op.remove()
+                        ioctx.operate_write_op(op, f"rgwtls-test-writable.{i}")
+                except rados.TimedOut:
+                    return False
+    finally:
+        handle.shutdown()
+    return True
+
+
+def pool_missing(cluster: CephCluster, pool: str) -> bool:
+    return pool not in cluster.admin().list_pools()
+
+
+def writable_again(cluster: CephCluster, pool: str, bound: float) -> float:
+    """Wait until radosgw's control pool takes writes again, within `bound` seconds; how long it took."""
+    started = time.monotonic()
+    while not control_writable(cluster, 3.0):
+        assert time.monotonic() - started < bound, f"{pool} took no write within {bound:g}s"
+    return time.monotonic() - started
+
+
+def writes_back(cluster: CephCluster, wait: float) -> str:
+    """radosgw's control pool taking writes again: by itself within `wait` seconds, else by the runbook's remedy.
+
+    Blocked writes did not always end by themselves here (one stall left
+    them blocked for over 10 minutes): then the OSD is restarted, as
+    docs/runbook.md tells an operator to, and it is bounded by its start.
+    """
+    started = time.monotonic()
+    while not control_writable(cluster, 3.0):
+        if time.monotonic() - started > wait:
+            cluster.stop_osd()
+            cluster.start_osd(120)
+            writable_again(cluster, RGW_CONTROL, 60)
+            return f"blocked for {time.monotonic() - started:.0f}s, until the OSD was restarted"
+    return f"back by themselves after {time.monotonic() - started:.0f}s"
 
 
 @contextlib.contextmanager
@@ -278,6 +327,7 @@ def test_deploy_does_not_restart_while_radosgws_control_pool_does_not_answer_and
 def test_deploy_with_the_osd_stalled_leaves_radosgw_serving_and_the_next_run_restarts(
     own_stack: Stack, own_gateway: Gateway
 ) -> None:
+    """The run right after the stall restarts and serves, or refuses while radosgw's pools take no write: no hang."""
     served, pem, pid = renewed(own_stack, own_gateway)
     with stalled(own_stack.ceph, own_stack.ceph.osd):
         res = run_cli(own_gateway.config(), "deploy")
@@ -287,8 +337,61 @@ def test_deploy_with_the_osd_stalled_leaves_radosgw_serving_and_the_next_run_res
         assert own_gateway.restarts() == 1
     assert own_gateway.pem.read_bytes() == pem
     again = run_cli(own_gateway.config(), "deploy")
+    if again.code != 0:
+        assert_refused_with_radosgw_serving(own_gateway, again, served, pem, pid)
+        print(f"radosgw's control pool: writes {writes_back(own_stack.ceph, WRITES_BACK)}")
+        again = run_cli(own_gateway.config(), "deploy")
     assert again.code == 0, again.stderr
     assert own_gateway.served() == fingerprint_of_pool(own_stack)
+    assert own_gateway.restarts() == 2
+
+
+def assert_refused_with_radosgw_serving(gateway: Gateway, res: Result, served: str, pem: bytes, pid: str) -> None:
+    """One line: radosgw's pools take no write, or do not answer; radosgw untouched, serving what it served."""
+    assert_one_error_line(
+        res,
+        "radosgw's pool",
+        "a new radosgw could not start, so nothing was installed",
+        f"the gateway keeps serving certificate {served[:16]}",
+        "the next run tries again",
+    )
+    assert "takes no write" in res.stderr or "does not answer" in res.stderr, res.stderr
+    assert gateway.rgw.supervisor("pid") == pid
+    assert gateway.served() == served
+    assert gateway.pem.read_bytes() == pem
+    assert gateway.restarts() == 1
+
+
+# How many stalls the next test tries for one after which writes stay blocked: few do (2 of about 60 measured
+# here; CI's and the audit's did), and no way to make one do it on demand was found (the next test's freeze is one).
+STALLS = 3
+
+
+def test_deploy_right_after_an_osd_stall_refuses_while_radosgws_control_pool_takes_no_write_and_a_later_run_restarts(
+    own_stack: Stack, own_gateway: Gateway
+) -> None:
+    """The audit's case: the PGs active and reads answered again, writes on default.rgw.control still blocked."""
+    served, pem, pid = renewed(own_stack, own_gateway)
+    for _ in range(STALLS):
+        with stalled(own_stack.ceph, own_stack.ceph.osd):
+            assert run_cli(own_gateway.config(), "deploy").code == 1
+        if not control_writable(own_stack.ceph, 3.0):
+            break
+    else:
+        pytest.skip(f"none of {STALLS} OSD stalls left radosgw's control pool taking no write")
+    res = run_cli(own_gateway.config(), "deploy")
+    assert_refused_with_radosgw_serving(own_gateway, res, served, pem, pid)
+    assert f"radosgw's pool {RGW_CONTROL} takes no write (a write of rgwtls-probe." in res.stderr, res.stderr
+    assert "; writes blocked, as after an OSD stall): a new radosgw could not start" in res.stderr, res.stderr
+    print(f"radosgw's control pool: writes {writes_back(own_stack.ceph, WRITES_BACK)}")
+    again = run_cli(own_gateway.config(), "deploy")
+    assert again.code == 0, again.stderr
+    assert own_gateway.served() == fingerprint_of_pool(own_stack)
+    assert own_gateway.restarts() == 2
+    # What the probes wrote, they removed: radosgw's own objects only.
+    with contextlib.closing(own_stack.ceph.admin().open_ioctx(RGW_CONTROL)) as ioctx:
+        names = {o.key for o in ioctx.list_objects()}
+    assert names == {f"notify.{i}" for i in range(8)}, names
 
 
 def test_deploy_user_that_may_not_read_radosgws_pools_restarts_after_one_warning(
@@ -312,4 +415,73 @@ def test_deploy_user_that_may_not_read_radosgws_pools_restarts_after_one_warning
         "the restart goes ahead",
     ):
         assert needle in warnings[0], warnings
+    assert own_gateway.served() == fingerprint_of_pool(own_stack)
+
+
+def test_deploy_whose_write_probe_the_osd_stops_answering_after_its_reads_did_restarts_nothing_and_the_next_run_does(
+    own_stack: Stack, own_gateway: Gateway
+) -> None:
+    """Reads answered, then writes in radosgw's control pool did not: refused, on demand (the stall's case at random).
+
+    The deploy stops itself right before the probe's first write (tests/freeze.py); the OSD is stalled then.
+    """
+    served, pem, pid = renewed(own_stack, own_gateway)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.freeze", "before the write probe", "deploy"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RGWTLS_CONFIG": str(own_gateway.config())},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while state_of(proc.pid) != "T":
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the deploy never reached its write probe"
+            time.sleep(0.05)
+        with stalled(own_stack.ceph, own_stack.ceph.osd):
+            os.kill(proc.pid, signal.SIGCONT)
+            _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    res = Result(proc.returncode, "", err)
+    assert_refused_with_radosgw_serving(own_gateway, res, served, pem, pid)
+    host = os.uname().nodename
+    assert (
+        f"radosgw's pool {RGW_CONTROL} takes no write (a write of rgwtls-probe.{host}.0 beside notify.0: timed out"
+        in err
+    ), err
+    print(f"radosgw's control pool: writes {writes_back(own_stack.ceph, WRITES_BACK)}")
+    again = run_cli(own_gateway.config(), "deploy")
+    assert again.code == 0, again.stderr
+    assert own_gateway.served() == fingerprint_of_pool(own_stack)
+    assert own_gateway.restarts() == 2
+
+
+def test_deploy_user_that_may_only_read_radosgws_control_pool_restarts_after_one_warning_its_reads_checked(
+    own_stack: Stack, own_gateway: Gateway
+) -> None:
+    """The caps of before the write probe: its stats run, its writes are one WARNING, and the restart goes ahead."""
+    keyring = own_stack.ceph.create_user(
+        "client.rgwtls-deploy-readonly",
+        {
+            "mon": "allow r",
+            "osd": DEPLOY_CAPS["osd"].replace("allow rw pool=default.rgw.control", f"allow r pool={CONTROL}"),
+        },
+    )
+    own_gateway.settings["ceph"].update(user="client.rgwtls-deploy-readonly", keyring=str(keyring))
+    renewed(own_stack, own_gateway)
+    res = run_cli(own_gateway.config(), "deploy")
+    assert res.code == 0, res.stderr
+    warnings = [line for line in res.lines if line.startswith("WARNING:")]
+    assert warnings == [
+        "WARNING: whether a new radosgw could start is not checked before this restart: "
+        f"client.rgwtls-deploy-readonly may not write in pool {CONTROL}, so its writes are not checked "
+        f"(make its cap there 'allow rw pool={CONTROL}', docs/deploy.md); the restart goes ahead"
+    ], res.stderr
     assert own_gateway.served() == fingerprint_of_pool(own_stack)

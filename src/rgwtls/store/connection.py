@@ -248,8 +248,8 @@ class Connection:
     def probe(self, pool: str, obj: str) -> str:
         """How a stat of `obj` in another pool (radosgw's, for health.py) ends within this connection's timeout.
 
-        "ok" when its PG answered, the object there or not; "no pool", "denied"
-        (the user's caps), or librados' reason ("timed out").
+        "present" or "absent" when its PG answered; "no pool", "denied" (the
+        user's caps), or librados' reason ("timed out").
         """
         try:
             ioctx = self._cluster.open_ioctx(pool)
@@ -260,7 +260,31 @@ class Connection:
         try:
             ioctx.stat(obj)
         except rados.ObjectNotFound:
-            pass
+            return "absent"
+        except (rados.PermissionError, rados.PermissionDeniedError):
+            return "denied"
+        except rados.Error as e:
+            return reason(e)
+        finally:
+            ioctx.close()
+        return "present"
+
+    def probe_write(self, pool: str, obj: str, beside: str) -> str:
+        """How a write of our own `obj`, placed in the PG of `beside` (its locator key), ends: "ok", "denied", a reason.
+
+        One operation creates and removes it: the PG logs a write, and nothing
+        is left in the pool, whatever happens to this run after.
+        """
+        try:
+            ioctx = self._cluster.open_ioctx(pool)
+        except rados.Error as e:
+            return reason(e)
+        try:
+            ioctx.set_locator_key(beside)
+            with rados.WriteOpCtx() as op:
+                op.write_full(b"")
+                op.remove()
+                ioctx.operate_write_op(op, obj)
         except (rados.PermissionError, rados.PermissionDeniedError):
             return "denied"
         except rados.Error as e:
