@@ -7,9 +7,7 @@ pointing at all of them.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ from devsite.tlsca import TestCA
 from devsite.uddi import UddiEmulator, uddi_emulator
 from devsite.versions import asked, current_row, record
 from devsite.wapi import WapiEmulator, wapi_emulator
+from tests import plan
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +177,25 @@ def run_cli(config: Path, *args: str, timeout: float = 120, env: dict[str, str] 
     return Result(res.returncode, res.stdout, res.stderr)
 
 
+@dataclass(frozen=True)
+class SiteServices:
+    """The worker's servers and users a fleet of hosts points at (tests/ansible_site.py)."""
+
+    bind: Bind
+    pebble: Pebble
+    ceph: CephCluster
+    wapi: WapiEmulator
+    issuer_keyring: Path
+    deploy_keyring: Path
+
+
+@pytest.fixture(scope="session")
+def site_services(
+    bind: Bind, pebble: Pebble, ceph: CephCluster, wapi_server: WapiEmulator, issuer_keyring: Path, deploy_keyring: Path
+) -> SiteServices:
+    return SiteServices(bind, pebble, ceph, wapi_server, issuer_keyring, deploy_keyring)
+
+
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     return run_cli
@@ -198,13 +216,11 @@ def cli() -> Callable[..., Result]:
 # operation's own bound (tests/waits.py: the machine is busy). It assumes no
 # other test ran before it: session fixtures are per worker, and only a module
 # that declares a module-scoped fixture is kept together, on one worker.
-MAX_WORKERS = 4  # each worker starts a whole stack: past a few, memory goes before time does
+# Two workers a core: a test that waits (a restart, a lease that must lapse)
+# leaves its core to the other worker. Each worker starts a whole stack: past
+# a few, memory goes before time does.
+WORKERS_PER_CORE, MAX_WORKERS = 2, 4
 _SPREAD = pytest.StashKey[bool]()
-# A module that declares a fixture wider than a test (its own Pebble or Ceph,
-# the Ansible fleet and its converges, a wheelhouse) goes whole to one worker:
-# split, each worker would build it again, and a module fixture again after
-# each test of another module.
-_MODULE_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:session|package|module|class)["']""")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -212,28 +228,15 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
         return
     o = config.option
-    cores = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+    workers = min(len(os.sched_getaffinity(0)) * WORKERS_PER_CORE, MAX_WORKERS)
     # One process where a developer watches it: a debugger, output not captured (-s), or a collection.
     alone = o.usepdb or getattr(o, "trace", False) or o.capture == "no" or o.collectonly
-    if o.numprocesses is None and cores > 1 and not alone:
-        o.numprocesses = cores
+    if o.numprocesses is None and workers > 1 and not alone:
+        o.numprocesses = workers
     if o.numprocesses and o.dist == "no":
         o.dist = "load"
+        o.loadscopereorder = False  # the workers' collections come in plan's order already
         config.stash[_SPREAD] = True
-
-
-@functools.cache
-def _whole_module(path: str) -> bool:
-    try:
-        return bool(_MODULE_FIXTURE.search(Path(path).read_text()))
-    except OSError:
-        return False
-
-
-def scope_of(nodeid: str, rootdir: Path) -> str:
-    """The unit of work one worker takes: the whole module if it builds something per module, else the test."""
-    module = nodeid.split("::", 1)[0]
-    return module if _whole_module(str(rootdir / module)) else nodeid
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -243,12 +246,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleOrTest(LoadScopeScheduling):  # type: ignore[misc]  # xdist has no types
-        """xdist's loadscope with scope_of: the biggest modules first (the Ansible fleet), then test by test."""
+        """xdist's loadscope with plan.scope_of as the unit, in the workers' order: the longest first."""
 
         def _split_scope(self, nodeid: str) -> str:
-            return scope_of(nodeid, config.rootpath)
+            return plan.scope_of(nodeid, config.rootpath)
 
     return ModuleOrTest(config, log)
+
+
+_durations: dict[str, float] = {}  # the controller's: every test's setup, call and teardown
 
 
 # -- Tentacle ------------------------------------------------------------------
@@ -285,10 +291,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.stem in TENTACLE_MODULES:
             item.add_marker(pytest.mark.tentacle)
+    if hasattr(config, "workerinput"):  # an xdist worker: its units in plan's order, as every other worker's
+        items[:] = plan.longest_first(items, config.rootpath, plan.recorded())
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -297,6 +305,7 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
     if "tentacle" not in report.keywords:
         return
     if report.when == "call" or report.outcome != "passed":  # a skip or an error comes from setup or teardown
@@ -321,6 +330,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         out["tentacle_collected"] = sorted(collected)
         out["tentacle_deselected"] = "(deselected)" in _tentacle_outcomes
         return
+    _write_durations(session.config, exitstatus)
     collected |= _tentacle_collected
     outcomes = list(_tentacle_outcomes.values())
     if (
@@ -332,6 +342,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     ):
         return
     record(current_row(outcomes.count("passed"), outcomes.count("skipped")))
+
+
+def _write_durations(config: pytest.Config, exitstatus: int) -> None:
+    """tests/durations.json from a whole, passing parallel run that was asked to (scripts/durations)."""
+    if not plan.asked() or exitstatus != 0 or not config.stash.get(_SPREAD, False):
+        return
+    o = config.option
+    if not o.keyword and not o.markexpr and config.args == config.getini("testpaths"):
+        plan.write(_durations, config.rootpath)
 
 
 __all__ = ["DOMAINS", "POOL", "ZONE", "Result", "Stack", "run_cli", "to_toml"]

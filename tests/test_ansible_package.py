@@ -26,9 +26,9 @@ from devsite.ceph import CephCluster
 from devsite.gateway import Gateway
 from devsite.pebble import Pebble
 from devsite.wapi import WapiEmulator
-from tests.ansible_helpers import ROLE_DIR, Fleet, Host, Play, build_wheelhouse, run_job, snapshot
+from tests.ansible_helpers import ROLE_DIR, Fleet, Host, Play, run_job, snapshot
+from tests.ansible_site import ISSUER_USER, group_vars, remove_user, shared_wheelhouse
 from tests.conftest import Stack
-from tests.test_ansible import ISSUER_USER, _group_vars, _remove_user
 from tests.test_deploy_e2e import fingerprint_of_pool
 from tests.test_package import Root, debroot, debs  # noqa: F401  (fixtures)
 
@@ -80,7 +80,7 @@ def package_site(
     workdir.chmod(0o711)  # as in tests/test_ansible.py: the issuer's user passes through
     (workdir / "stack").mkdir()
     stack = Stack(workdir / "stack", bind, pebble, ceph, wapi_server, issuer_keyring)
-    wheelhouse = build_wheelhouse(workdir / "wheels")
+    wheelhouse = shared_wheelhouse(tmp_path_factory)
     root = Root(workdir / "rgw2-root")
     # What Ansible needs on any Debian host it manages: python3, and python3-apt for its apt module.
     root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "python3", "python3-apt")
@@ -112,7 +112,7 @@ def package_site(
                 }
             hosts.append(Host(name, workdir / name, hostvars))
         vault = {"vault_rgwtls_infoblox_password": wapi_server.password, "vault_rgwtls_tsig_secret": "unused"}
-        fleet = Fleet(workdir, hosts, _group_vars(stack, wheelhouse, workdir), vault)
+        fleet = Fleet(workdir, hosts, group_vars(stack, wheelhouse, workdir), vault)
         fleet.env["ANSIBLE_CONNECTION_PLUGINS"] = str(PLUGINS)
         converge = fleet.play("--diff")
         assert converge.code == 0, converge.output
@@ -120,7 +120,7 @@ def package_site(
     finally:
         for gw in gateways.values():
             gw.stop()
-        _remove_user(ISSUER_USER)
+        remove_user(ISSUER_USER)
         shutil.rmtree(workdir)
 
 

@@ -1,7 +1,7 @@
 """The Ansible role ansible/roles/rgwtls on its own, without a fleet: its lint, its documented options, a template.
 
-Apart from tests/test_ansible.py, whose tests share one converged fleet (one
-worker builds it): these need none, and under xdist they run beside it.
+Apart from tests/test_ansible*.py, whose tests share a converged fleet per module
+(tests/ansible_site.py): these need none, and under xdist they run beside them.
 """
 
 from __future__ import annotations

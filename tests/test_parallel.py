@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devsite import ports
-from tests import conftest
+from tests import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,9 +35,51 @@ def test_a_port_handed_out_here_is_in_this_worker_s_slice() -> None:
 
 def test_a_module_with_a_module_fixture_goes_whole_to_one_worker_and_the_others_test_by_test() -> None:
     # test_ansible.py converges one fleet per module; test_config.py has nothing per module.
-    assert conftest.scope_of("tests/test_ansible.py::test_second_run_changes_nothing", ROOT) == "tests/test_ansible.py"
+    assert plan.scope_of("tests/test_ansible.py::test_second_run_changes_nothing", ROOT) == "tests/test_ansible.py"
     one = "tests/test_config.py::test_x"
-    assert conftest.scope_of(one, ROOT) == one
+    assert plan.scope_of(one, ROOT) == one
+
+
+class _Item:
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+
+def test_the_longest_units_go_first_and_a_module_s_tests_keep_their_order() -> None:
+    ids = [
+        "tests/test_config.py::test_a",
+        "tests/test_ansible.py::test_converge",
+        "tests/test_ansible.py::test_second_run",
+        "tests/test_config.py::test_b",
+        "tests/test_config.py::test_new",
+    ]
+    known = {"tests/test_ansible.py": 300.0, "tests/test_config.py::test_b": 20.0, "tests/test_config.py::test_a": 0.5}
+    ordered = [item.nodeid for item in plan.longest_first([_Item(i) for i in ids], ROOT, known)]
+    assert ordered == [
+        "tests/test_ansible.py::test_converge",
+        "tests/test_ansible.py::test_second_run",
+        "tests/test_config.py::test_b",
+        "tests/test_config.py::test_new",  # unknown: one second
+        "tests/test_config.py::test_a",
+    ]
+
+
+def test_durations_keep_the_long_units_summed_per_module_and_drop_the_short(tmp_path: Path) -> None:
+    seconds = {
+        "tests/test_ansible.py::test_converge": 60.0,
+        "tests/test_ansible.py::test_second_run": 20.0,
+        "tests/test_config.py::test_a": 0.2,
+        "tests/test_config.py::test_slow": 12.34,
+    }
+    path = tmp_path / "durations.json"
+    plan.write(seconds, ROOT, path)
+    assert plan.recorded(path) == {"tests/test_ansible.py": 80.0, "tests/test_config.py::test_slow": 12.3}
+
+
+def test_a_missing_or_broken_durations_file_orders_by_collection(tmp_path: Path) -> None:
+    assert plan.recorded(tmp_path / "none.json") == {}
+    (tmp_path / "bad.json").write_text("[1, 2")
+    assert plan.recorded(tmp_path / "bad.json") == {}
 
 
 @pytest.mark.parametrize("off", [["-p", "no:xdist"], ["-n", "0"], ["-s"]])
