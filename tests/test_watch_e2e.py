@@ -25,6 +25,7 @@ from devsite.gateway import Gateway
 from devsite.site import POOL
 from tests import waits
 from tests.conftest import Stack, run_cli
+from tests.fleet import gateways
 from tests.test_issue_e2e import stored_set
 
 
@@ -88,28 +89,16 @@ def serves_pool(stack: Stack, gw: Gateway) -> bool:
         return False  # restarting
 
 
-def make_fleet(stack: Stack, keyring: Path, where: Path, n: int) -> list[Gateway]:
-    return [Gateway(stack, keyring, where / f"rgw{i}", name=f"w{i}") for i in range(n)]
-
-
 @pytest.fixture
 def fleet(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[Gateway]]:
-    gateways = make_fleet(stack, deploy_keyring, tmp_path, 2)
-    try:
-        yield gateways
-    finally:
-        for gw in gateways:
-            gw.stop()
+    with gateways(stack, deploy_keyring, tmp_path, 2) as f:
+        yield f
 
 
 @pytest.fixture
 def fleet3(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[Gateway]]:
-    gateways = make_fleet(stack, deploy_keyring, tmp_path, 3)
-    try:
-        yield gateways
-    finally:
-        for gw in gateways:
-            gw.stop()
+    with gateways(stack, deploy_keyring, tmp_path, 3) as f:
+        yield f
 
 
 def serves_anything(gw: Gateway) -> bool:
