@@ -54,7 +54,7 @@ import dns.tsigkeyring
 import dns.update
 
 from devsite.ports import free_port
-from devsite.proc import Server, run
+from devsite.proc import START_BOUND, Server, run
 
 NEGATIVE_TTL = 5  # SOA minimum: how long a resolver may cache "no such TXT"
 DEFAULT_TTL = 5  # $TTL of the zone's own records
@@ -307,7 +307,7 @@ def bind_server(
     own_keys: tuple[str, ...] = (),
     txt_names: tuple[str, ...] = (),
     records: dict[str, tuple[str, ...]] | None = None,
-    start_timeout: float = 20.0,
+    start_timeout: float = START_BOUND,
 ) -> Iterator[Bind]:
     """Start a BIND serving `zones` on a free loopback port; stop it on exit.
 
@@ -392,7 +392,7 @@ class Resolver:
 
 
 @contextmanager
-def resolver_server(workdir: Path, upstream: Bind, start_timeout: float = 20.0) -> Iterator[Resolver]:
+def resolver_server(workdir: Path, upstream: Bind, start_timeout: float = START_BOUND) -> Iterator[Resolver]:
     """Start a recursive BIND that forwards everything to `upstream` and caches nothing."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()

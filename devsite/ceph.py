@@ -41,7 +41,7 @@ from typing import Any
 import rados
 
 from devsite.ports import free_port
-from devsite.proc import Server, run
+from devsite.proc import START_BOUND, Server, run
 
 RGWSUP = Path(__file__).with_name("rgwsup.py")
 
@@ -269,7 +269,7 @@ class CephCluster:
                 return dict(osd)
         raise RuntimeError(f"osd.{OSD_ID} is not in the osdmap")
 
-    def wait_pools_active(self, timeout: float = 30.0) -> None:
+    def wait_pools_active(self, timeout: float = START_BOUND) -> None:
         """Wait until a read in each pool is answered (its PG is active)."""
         deadline = time.monotonic() + timeout
         handle = self.admin()
@@ -288,7 +288,7 @@ class CephCluster:
 
     # -- daemons -------------------------------------------------------------
 
-    def start_mon(self, timeout: float = 30.0) -> None:
+    def start_mon(self, timeout: float = START_BOUND) -> None:
         if self.mon.running():
             return
         self.mon.start()
@@ -309,7 +309,7 @@ class CephCluster:
         self._close_admin()
         self.mon.stop()
 
-    def start_osd(self, timeout: float = 30.0) -> None:
+    def start_osd(self, timeout: float = START_BOUND) -> None:
         """Start the OSD; return once it is up in the osdmap and every pool is active."""
         if self.osd.running():
             return
@@ -645,7 +645,7 @@ class RadosGW:
         """The pid of radosgw itself (supervised, `pid` is the supervisor's)."""
         return int(self.supervisor("pid")) if self.supervised else self.pid
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = START_BOUND) -> None:
         """Start radosgw; return once a TLS handshake on its port completes and it runs as its user.
 
         radosgw 20 listens a moment before it drops from root, so a handshake
@@ -706,7 +706,7 @@ class RadosGW:
             raise RuntimeError(f"rgwsup {request}: {answer}")
         return answer[1]
 
-    def restart(self, timeout: float = 20.0) -> None:
+    def restart(self, timeout: float = START_BOUND) -> None:
         self.stop()
         self.start(timeout)
 
@@ -736,7 +736,7 @@ def start_radosgw(
     pem: Path,
     name: str = "a",
     port: int | None = None,
-    timeout: float = 20.0,
+    timeout: float = START_BOUND,
     supervised: bool = False,
 ) -> RadosGW:
     """Create the gateway's cephx user, start it, wait for HTTPS. `cluster.stop()` stops it too."""

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from devsite.ports import free_port
+from devsite.tlsca import ca_extensions
 
 Mode = Literal["serve", "down", "trickle", "endless", "bad-signature", "stale"]
 PATH = "/issuer.crl"
@@ -38,17 +39,6 @@ def _ca_cert(
     subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None, signer: ec.EllipticCurvePrivateKey
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        key_cert_sign=True,
-        crl_sign=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
     b = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -57,12 +47,9 @@ def _ca_cert(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None if issuer is None else 0), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
     )
-    return b.sign(signer, hashes.SHA256())
+    return ca_extensions(b, key, None if issuer is None else 0).sign(signer, hashes.SHA256())
 
 
 class CrlCA:

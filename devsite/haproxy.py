@@ -65,7 +65,7 @@ backend rgw
 
     def start(self) -> HAProxy:
         self.server.start()
-        self.server.wait_until(self._ready, timeout=15, what="listening with its admin socket")
+        self.server.wait_until(self._ready, what="listening with its admin socket")
         return self
 
     def _ready(self) -> bool:

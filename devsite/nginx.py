@@ -74,7 +74,7 @@ http {{
 
     def start(self) -> Nginx:
         self.server.start()
-        self.server.wait_until(self._listening, timeout=15, what="listening")
+        self.server.wait_until(self._listening, what="listening")
         return self
 
     def _listening(self) -> bool:

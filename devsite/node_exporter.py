@@ -47,7 +47,7 @@ class NodeExporter:
 
     def start(self) -> NodeExporter:
         self.server.start()
-        self.server.wait_until(lambda: bool(self.scrape()), timeout=20, what="serving /metrics")
+        self.server.wait_until(lambda: bool(self.scrape()), what="serving /metrics")
         return self
 
     def stop(self) -> None:

@@ -196,7 +196,7 @@ def pebble_server(
     pebble = Pebble(server, port, mgmt, ca.ca_pem, binary)
     server.start()
     try:
-        server.wait_until(lambda: bool(pebble._mgmt("/roots/0")), timeout=20, what="serving")
+        server.wait_until(lambda: bool(pebble._mgmt("/roots/0")), what="serving")
         STARTED_ROOTS.append(pebble.all_roots_pem())
         yield pebble
     finally:

@@ -9,6 +9,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+# How long a dev-site server may take to start. No server documents a bound of its own, so this
+# one only ends a start that hangs: one that dies fails its wait at once, with its log. It holds
+# on a machine under scripts/cpu-hog while both xdist workers start their stacks.
+START_BOUND = 60.0
+
 
 class Server:
     """One server process of the stack, its output kept in a log file."""
@@ -73,7 +78,7 @@ class Server:
         except OSError:
             return ""
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    def wait_until(self, ready: Callable[[], bool], timeout: float = START_BOUND, what: str = "") -> None:
         """Poll `ready` until it holds; fail with the server's log if it dies or times out."""
         deadline = time.monotonic() + timeout
         while True:

@@ -99,7 +99,7 @@ def tinyproxy(
     proxy = Tinyproxy(server, port, workdir / "access.log", user, password)
     server.start()
     try:
-        server.wait_until(lambda: _listening(port), timeout=10, what="listening")
+        server.wait_until(lambda: _listening(port), what="listening")
         yield proxy
     finally:
         server.stop()

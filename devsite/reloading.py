@@ -82,7 +82,7 @@ class ReloadingServer:
 
     def start(self) -> ReloadingServer:
         self.server.start()
-        self.server.wait_until(self._listening, timeout=15, what="listening")
+        self.server.wait_until(self._listening, what="listening")
         return self
 
     def _listening(self) -> bool:

@@ -16,6 +16,32 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
+def ca_extensions(
+    builder: x509.CertificateBuilder, key: ec.EllipticCurvePrivateKey, path_length: int | None
+) -> x509.CertificateBuilder:
+    """What makes a certificate a CA's, for every CA of the dev site (this one, devsite.crlca's root and issuer).
+
+    It signs certificates and CRLs, and names its own key: Python 3.13
+    verifies with X509_STRICT, which wants the key identifiers.
+    """
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return (
+        builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
 def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
     path.write_bytes(data)
     path.chmod(mode)
@@ -33,7 +59,7 @@ class TestCA:
         self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = dt.datetime.now(dt.UTC)
-        self.cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
@@ -41,25 +67,8 @@ class TestCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1))
             .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            # Python 3.13 verifies with X509_STRICT, which wants the key identifiers.
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
         )
+        self.cert = ca_extensions(builder, self.key, 0).sign(self.key, hashes.SHA256())
         self.ca_pem = _write(workdir / "ca.pem", self.cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     def issue(

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,59 +23,30 @@ from rgwtls.haproxy import Runtime, payload_lines
 from rgwtls.status import Report, render
 from rgwtls.store import CertSet
 from rgwtls.targets import PemFile
+from tests.runtime import FakeSocket, read_command
 from tests.test_config import MINIMAL, write
 from tests.test_scrub import key_pem
 
 Answer = Callable[[str], str | None]  # the command text received -> the answer, or None to hang
 
 
-class FakeRuntime:
+class FakeRuntime(FakeSocket):
     """A stats socket: each connection gets one answer, as HAProxy's non-interactive CLI gives."""
 
     def __init__(self, path: Path, answer: Answer) -> None:
-        self.path, self.answer = path, answer
+        self.answer = answer
         self.received: list[str] = []
-        self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._srv.bind(str(path))
-        self._srv.listen(8)
-        # Polled, and joined before the close: a listener closed under a blocked accept() lets
-        # that thread accept on whatever socket reuses the descriptor next (another test's server).
-        self._srv.settimeout(0.05)
-        self._stopping = threading.Event()
-        self._held: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(path)
 
-    def _serve(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            data = b""
-            while not (data.endswith(b"\n\n") or (data.endswith(b"\n") and b"<<" not in data)):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            text = data.decode()
-            self.received.append(text)
-            reply = self.answer(text)
-            if reply is None:
-                self._held.append(conn)
-                continue
-            conn.sendall(reply.encode() + b"\n\n")
-            conn.close()
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)
-        self._srv.close()
-        for c in self._held:
-            c.close()
+    def handle(self, conn: socket.socket) -> bool:
+        conn.settimeout(None)
+        text = read_command(conn).decode()
+        self.received.append(text)
+        reply = self.answer(text)
+        if reply is None:
+            return True
+        conn.sendall(reply.encode() + b"\n\n")
+        return False
 
 
 def haproxy_like(level: str = "admin", loaded: str = "/etc/haproxy/rgw.pem", refuse: str = "") -> Answer:

@@ -7,7 +7,6 @@ nobody notices is zero failed requests.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -28,6 +27,7 @@ from devsite.reloading import ReloadingServer
 from devsite.site import DOMAINS
 from rgwtls.probe import served_fingerprint
 from tests.conftest import ZONE, Stack, run_cli
+from tests.runtime import FakeSocket
 from tests.test_deploy_e2e import fingerprint_of_pool, issue
 from tests.test_issue_e2e import assert_one_error_line, stored_set
 
@@ -201,50 +201,26 @@ def test_a_haproxy_swap_that_fails_verification_puts_the_old_certificate_back_in
 # -- haproxy: a kill between the file write and the commit ---------------------------------------
 
 
-class HoldingRelay:
+class HoldingRelay(FakeSocket):
     """A UNIX socket in front of HAProxy's that relays every command but holds `set ssl cert` unanswered."""
 
     def __init__(self, path: Path, target: Path) -> None:
-        self.path, self.target = path, target
+        self.target = target
         self.held = threading.Event()
-        self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._srv.bind(str(path))
-        self._srv.listen(8)
-        # Polled, and joined before the close (see test_activate.FakeRuntime).
-        self._srv.settimeout(0.05)
-        self._stopping = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(path)
 
-    def _serve(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            self._conns.append(conn)
-            data = conn.recv(65536)
-            if data.startswith(b"set ssl cert"):
-                self.held.set()  # never answered: the run is killed here
-                continue
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as up:
-                up.connect(str(self.target))
-                up.sendall(data)
-                while chunk := up.recv(65536):
-                    conn.sendall(chunk)
-            conn.close()
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)
-        self._srv.close()
-        for c in self._conns:
-            with contextlib.suppress(OSError):
-                c.close()
+    def handle(self, conn: socket.socket) -> bool:
+        conn.settimeout(None)
+        data = conn.recv(65536)
+        if data.startswith(b"set ssl cert"):
+            self.held.set()  # never answered: the run is killed here
+            return True
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as up:
+            up.connect(str(self.target))
+            up.sendall(data)
+            while chunk := up.recv(65536):
+                conn.sendall(chunk)
+        return False
 
 
 def test_a_deploy_killed_between_the_file_write_and_the_commit_is_finished_by_a_swap(

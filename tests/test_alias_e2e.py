@@ -24,6 +24,7 @@ from devsite.ports import free_port
 from devsite.tlsca import TestCA
 from devsite.uddi import UddiEmulator, uddi_emulator
 from devsite.wapi import WapiEmulator, wapi_emulator
+from tests import waits
 from tests.conftest import POOL, ZONE, Result, Stack
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set, verify_against_pebble, write_hook
 
@@ -98,7 +99,14 @@ def site(
     site_uddi.reset()
     # The resolver caches nothing, but BIND keeps even an answer of TTL 0
     # until its clock's second ends: the next test's CA must not get this one's values.
-    time.sleep(1.1)
+    # Time must pass, to the end of that second (asking the resolver would cache an answer again).
+    last_asked = time.time()
+    waits.wait_for(
+        "the second of the CA's last question ended",
+        lambda: time.time() >= int(last_asked) + 1.02,
+        1.1,
+        why="BIND keeps a TTL-0 answer to the end of its clock's second",
+    )
     # The one promise of this mode: the production zone was never written to.
     assert site_bind.serial(ZONE) == 1
     assert not site_bind.journal(ZONE).exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +60,14 @@ def timed_issue(path: Path, *args: str) -> tuple[Result, float]:
     started = time.monotonic()
     res = run_cli(path, "issue", *args, timeout=300)
     return res, time.monotonic() - started
+
+
+def asked(server: socket.socket) -> bool:
+    """Whether a question came to this UDP socket (read, and never answered)."""
+    try:
+        return bool(server.recv(4096))
+    except BlockingIOError:
+        return False
 
 
 def start_issue(path: Path) -> subprocess.Popen[str]:
@@ -123,23 +132,27 @@ def test_sigterm_while_the_wapi_trickles_the_cleanup_ends_the_run_in_seconds_wit
     settings["dns"]["infoblox"].update(timeout=30.0, retries=3)  # a cleanup request would hang 90 s uncapped
     good = stack.write_config(settings, "good.toml")
     # A nameserver that never answers: the run waits for propagation until the signal comes.
-    settings["dns"]["nameservers"] = [f"127.0.0.1:{stack.bind.port}", f"127.0.0.1:{free_port()}"]
-    settings["dns"]["propagation_timeout"] = 120.0
-    stuck = stack.write_config(settings, "stuck.toml")
-    proc = start_issue(stuck)
-    try:
-        wait_for(
-            "both records published", lambda: len(stack.wapi.records()) == 2, bound_of(stuck), proc, why="its bound"
-        )
-        stack.wapi.trickle(1.0)  # every answer from now on, the cleanup's DELETEs too
-        time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGTERM)
-        signalled = time.monotonic()
-        res = finish(proc, timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        port = free_port()
+        silent.bind(("127.0.0.1", port))
+        silent.setblocking(False)
+        settings["dns"]["nameservers"] = [f"127.0.0.1:{stack.bind.port}", f"127.0.0.1:{port}"]
+        settings["dns"]["propagation_timeout"] = 120.0
+        stuck = stack.write_config(settings, "stuck.toml")
+        proc = start_issue(stuck)
+        try:
+            bound = bound_of(stuck)
+            wait_for("both records published", lambda: len(stack.wapi.records()) == 2, bound, proc, why="its bound")
+            stack.wapi.trickle(1.0)  # every answer from now on, the cleanup's DELETEs too
+            # A question to the silent nameserver: the run is in its wait for propagation.
+            wait_for("a question to the silent nameserver", lambda: asked(silent), bound, proc, why="its bound")
+            os.killpg(proc.pid, signal.SIGTERM)
+            signalled = time.monotonic()
+            res = finish(proc, timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     took = time.monotonic() - signalled
     assert took < deadline.CLEANUP + 3, res.stderr
     assert_one_error_line(res, "interrupted by SIGTERM")

@@ -178,7 +178,7 @@ def test_deploy_frozen_past_its_slots_hold_does_not_restart_while_another_gatewa
             lambda: "".join(deploy.lines),
             "deploy's bound",
         )
-        time.sleep(0.5)
+        # Anywhere from here to the mon's answer is after the slot and before its fence.
         os.kill(deploy.proc.pid, signal.SIGSTOP)
         os.kill(mon, signal.SIGCONT)
         frozen = time.monotonic()

@@ -116,3 +116,14 @@ def test_every_fallback_key_is_documented_and_in_an_example() -> None:
         for table in tomllib.loads(example.read_text())["acme"]["fallback"]:
             used |= set(table)
     assert {"directory", "eab_kid", "eab_hmac_key_file"} <= used
+
+
+def test_the_architecture_table_lists_every_module_in_its_layer() -> None:
+    """docs/architecture.md's table of the code is tests/test_layers.py's LAYERS, module for module."""
+    from tests.test_layers import LAYER
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| `([\w.]+)` \|", text, re.MULTILINE)
+    documented = {m if m == "rgwtls" else f"rgwtls.{m}": int(n) for n, m in rows}
+    assert len(documented) == len(rows), "a module is in the table twice"
+    assert documented == LAYER

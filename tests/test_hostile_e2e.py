@@ -19,7 +19,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from devsite.ceph import CephCluster
 from devsite.gateway import Gateway
 from devsite.site import POOL
 from tests.conftest import Stack, run_cli
+from tests.runtime import FakeSocket, read_command
 from tests.test_issue_e2e import stored_set
 
 CERT = "cog.example.org"
@@ -225,53 +225,29 @@ def rados_cli(ceph: CephCluster, keyring: Path, *args: str | bytes, check: bool 
     return res.stdout
 
 
-class HostileRuntime:
+class HostileRuntime(FakeSocket):
     """A UNIX socket where deploy expects HAProxy's: a HAProxy until `set ssl cert`, which it answers with `answer`."""
 
     def __init__(self, path: Path, loaded: str, answer: Callable[[bytes], bytes]) -> None:
-        self.path, self.loaded, self.answer = path, loaded, answer
+        self.loaded, self.answer = loaded, answer
         self.sets = 0
-        self._srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._srv.bind(str(path))
-        self._srv.listen(8)
-        # Polled, and joined before the close (see test_activate.FakeRuntime).
-        self._srv.settimeout(0.05)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(path)
 
-    def _serve(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(10)
-                data = b""
-                while not (data.endswith(b"\n\n") or (data.endswith(b"\n") and b"<<" not in data)):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                if data.startswith(b"show cli level"):
-                    reply = b"admin\n"
-                elif data.startswith(b"show ssl cert"):
-                    reply = f"# filename\n{self.loaded}\n".encode()
-                elif data.startswith(b"set ssl cert"):
-                    self.sets += 1
-                    reply = self.answer(data)
-                else:
-                    reply = b"\n"
-                with contextlib.suppress(OSError):
-                    conn.sendall(reply + b"\n")
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)
-        self._srv.close()
+    def handle(self, conn: socket.socket) -> bool:
+        conn.settimeout(10)
+        data = read_command(conn)
+        if data.startswith(b"show cli level"):
+            reply = b"admin\n"
+        elif data.startswith(b"show ssl cert"):
+            reply = f"# filename\n{self.loaded}\n".encode()
+        elif data.startswith(b"set ssl cert"):
+            self.sets += 1
+            reply = self.answer(data)
+        else:
+            reply = b"\n"
+        with contextlib.suppress(OSError):
+            conn.sendall(reply + b"\n")
+        return False
 
 
 def key_lines(pem: str) -> list[str]:

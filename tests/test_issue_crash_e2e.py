@@ -245,10 +245,16 @@ def test_certificate_the_pool_cannot_take_is_kept_and_stored_by_the_next_run(sit
 def test_issuer_killed_while_storing_loses_no_certificate(site: Site, signame: str) -> None:
     try:
         proc = hold_at_the_hook_and_stop_the_osd(site)
-        # The set is kept before it is stored; the store now hangs on the stopped OSD.
-        wait_for("the kept set", lambda: bool(site.kept()), site.bound(), proc, why="issue's run bound")
+        # The set is kept before it is stored, and the order's note removed last of all: the
+        # store begins then, and hangs on the stopped OSD.
+        wait_for(
+            "the kept set, and its order's note gone",
+            lambda: bool(site.kept()) and not site.noted_orders(),
+            site.bound(),
+            proc,
+            why="issue's run bound",
+        )
         issued = json.loads(site.kept()[0].read_text())
-        time.sleep(0.3)
         os.killpg(proc.pid, getattr(signal, f"SIG{signame}"))
         finish(proc, 120)
     finally:

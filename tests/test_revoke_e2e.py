@@ -32,9 +32,10 @@ from rgwtls.revoke import STEPS, Journal, journal_object
 from rgwtls.revoked import REVOKED_OBJECT, RevokedList, serial_hex, spki_sha256
 from tests import waits
 from tests.conftest import ZONE, Result, Stack, run_cli
+from tests.fleet import gateways
 from tests.test_issue_e2e import assert_one_error_line, stored, stored_set
 from tests.test_revocation_e2e import check
-from tests.test_watch_e2e import Watcher, make_fleet, serves_pool, wait_for
+from tests.test_watch_e2e import Watcher, serves_pool, wait_for
 
 
 def leaf(s: dict[str, Any] | None) -> x509.Certificate:
@@ -75,23 +76,19 @@ def assert_revoked_once(stack: Stack, old: dict[str, Any], reason: str, code: in
 
 
 @pytest.fixture
-def fleet2(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[Gateway]]:
-    gateways = make_fleet(stack, deploy_keyring, tmp_path, 2)
-    try:
-        yield gateways
-    finally:
-        for gw in gateways:
-            gw.stop()
+def fleet(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[Gateway]]:
+    with gateways(stack, deploy_keyring, tmp_path, 2) as f:
+        yield f
 
 
 def test_key_compromise_puts_a_new_key_on_two_watching_gateways_and_pebble_revokes_the_old_for_reason_1(
-    stack: Stack, fleet2: list[Gateway]
+    stack: Stack, fleet: list[Gateway]
 ) -> None:
     issuer = stack.write_config(stack.settings())
     assert run_cli(issuer, "issue").code == 0
     old = stored_set(stack)
     assert old is not None
-    watchers = [Watcher(gw) for gw in fleet2]
+    watchers = [Watcher(gw) for gw in fleet]
     try:
         for w in watchers:
             wait_for("the first deploy", lambda w=w: serves_pool(stack, w.gw), w)  # type: ignore[misc]
@@ -103,7 +100,7 @@ def test_key_compromise_puts_a_new_key_on_two_watching_gateways_and_pebble_revok
         assert res.code == 0, res.stderr
         assert took < 60  # the issue's functional bound, from one command
         assert "2/2 gateways serve the pool's certificate" in res.stderr
-        assert all(serves_pool(stack, gw) for gw in fleet2)
+        assert all(serves_pool(stack, gw) for gw in fleet)
         assert_revoked_once(stack, old, "keyCompromise", 1)
         # The same command again resumes a finished revoke: nothing replaced, nothing revoked twice.
         again = run_cli(issuer, "revoke", "--reason", "keyCompromise")
@@ -115,19 +112,19 @@ def test_key_compromise_puts_a_new_key_on_two_watching_gateways_and_pebble_revok
 
 
 def test_haproxy_frontends_that_swap_with_no_restart_are_followed_to_the_new_key(
-    stack: Stack, fleet2: list[Gateway], tmp_path: Path
+    stack: Stack, fleet: list[Gateway], tmp_path: Path
 ) -> None:
     """A hot swap is a deploy that changed what is served: recorded, so that revoke (and rollout) see it."""
     issuer = stack.write_config(stack.settings())
     assert run_cli(issuer, "issue").code == 0
     old = stored_set(stack)
     assert old is not None
-    fronts = [HAProxy(tmp_path / f"hx{i}", gw.rgw.port).start() for i, gw in enumerate(fleet2)]
+    fronts = [HAProxy(tmp_path / f"hx{i}", gw.rgw.port).start() for i, gw in enumerate(fleet)]
     watchers: list[Watcher] = []
     try:
-        for gw, hx in zip(fleet2, fronts, strict=True):
+        for gw, hx in zip(fleet, fronts, strict=True):
             gw.settings["deploy"].update(hx.deploy_settings(), restart_command="false")
-        watchers = [Watcher(gw) for gw in fleet2]
+        watchers = [Watcher(gw) for gw in fleet]
         for w in watchers:
             wait_for("the watch", lambda w=w: w.said("watching pool"), w)  # type: ignore[misc]
         wait_for("the first swap", lambda: all(front_serves(hx, old) for hx in fronts), watchers[0])
@@ -135,7 +132,7 @@ def test_haproxy_frontends_that_swap_with_no_restart_are_followed_to_the_new_key
         assert res.code == 0, res.stderr
         new = assert_revoked_once(stack, old, "keyCompromise", 1)
         assert all(front_serves(hx, new) for hx in fronts)
-        assert [gw.restarts() for gw in fleet2] == [0, 0]
+        assert [gw.restarts() for gw in fleet] == [0, 0]
     finally:
         for w in watchers:
             w.stop()
@@ -151,13 +148,13 @@ def front_serves(hx: HAProxy, s: dict[str, Any]) -> bool:
 
 
 def test_a_gateway_whose_cron_does_not_run_is_named_the_old_certificate_revoked_anyway_and_its_deploy_converges(
-    stack: Stack, fleet2: list[Gateway]
+    stack: Stack, fleet: list[Gateway]
 ) -> None:
     issuer = stack.write_config(stack.settings())
     assert run_cli(issuer, "issue").code == 0
     old = stored_set(stack)
     assert old is not None
-    gw = fleet2[0]
+    gw = fleet[0]
     assert run_cli(gw.config(), "deploy").code == 0  # known to the pool; its cron then stops
     started = time.monotonic()
     res = run_cli(issuer, "revoke", "--reason", "superseded", "--timeout", "15")
@@ -346,8 +343,8 @@ def put_back_as_current(stack: Stack, s: dict[str, Any]) -> None:
         ioctx.close()
 
 
-def test_deploy_allow_older_refuses_a_revoked_set_with_one_line(stack: Stack, fleet2: list[Gateway]) -> None:
-    gw = fleet2[0]
+def test_deploy_allow_older_refuses_a_revoked_set_with_one_line(stack: Stack, fleet: list[Gateway]) -> None:
+    gw = fleet[0]
     _, old, new = revoked_and_redeployed(stack, gw)
     assert run_cli(gw.config(), "deploy").code == 0
     put_back_as_current(stack, old)
@@ -356,8 +353,8 @@ def test_deploy_allow_older_refuses_a_revoked_set_with_one_line(stack: Stack, fl
     assert gw.served() == x509_fingerprint(new)
 
 
-def test_rollback_never_puts_a_revoked_certificate_back(stack: Stack, fleet2: list[Gateway]) -> None:
-    gw = fleet2[0]
+def test_rollback_never_puts_a_revoked_certificate_back(stack: Stack, fleet: list[Gateway]) -> None:
+    gw = fleet[0]
     revoked_and_redeployed(stack, gw)
     before = gw.pem.read_bytes()
     gw.settings["deploy"]["restart_command"] = "/bin/false"
@@ -369,8 +366,8 @@ def test_rollback_never_puts_a_revoked_certificate_back(stack: Stack, fleet2: li
     assert str(new["cert_pem"]) in gw.pem.read_text()
 
 
-def test_corrupt_record_installs_nothing_until_a_revoke_writes_it_anew(stack: Stack, fleet2: list[Gateway]) -> None:
-    gw = fleet2[0]
+def test_corrupt_record_installs_nothing_until_a_revoke_writes_it_anew(stack: Stack, fleet: list[Gateway]) -> None:
+    gw = fleet[0]
     issuer = stack.write_config(stack.settings())
     assert run_cli(issuer, "issue").code == 0
     before = gw.pem.read_bytes()

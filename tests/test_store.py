@@ -15,6 +15,7 @@ import rados
 from rgwtls.config import CephConfig
 from rgwtls.errors import LockHeld
 from rgwtls.store import HOLDER_XATTR, ISSUER_LOCK, ISSUER_LOCK_NAME, NS_DEPLOY, NS_ISSUER, Holder, Pool
+from tests import waits
 from tests.conftest import POOL, Stack
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -106,23 +107,34 @@ def test_holder_record_that_does_not_name_the_locks_cookie_is_not_trusted(stack:
 
 def test_dead_holder_on_another_host_blocks_until_its_lock_expires(stack: Stack, store: Pool) -> None:
     elsewhere = Holder("rgw-elsewhere", "other-boot", 4242, 1, "2026-01-01T00:00:00Z", "cccccccccccccccc")
-    plant_lock(stack, NS_ISSUER, ISSUER_LOCK, ISSUER_LOCK_NAME, elsewhere, duration=3)
+    # Only time frees it: a short lock, two seconds.
+    plant_lock(stack, NS_ISSUER, ISSUER_LOCK, ISSUER_LOCK_NAME, elsewhere, duration=2)
     planted = time.monotonic()
     with pytest.raises(LockHeld, match="rgw-elsewhere pid 4242"), store.issuer_lock():
         pass
-    while True:
+
+    def taken() -> bool:
         try:
             with store.issuer_lock():
-                break
+                return True
         except LockHeld:
-            assert time.monotonic() - planted < 10, "the lock never expired"
-            time.sleep(0.5)
-    assert time.monotonic() - planted >= 2.5  # not taken over: it waited for the expiry
+            return False
+
+    waits.wait_for("the lock expired", taken, 2 + store.cfg.timeout, why="its duration, and ceph.timeout")
+    # Not taken over at once: it waited for the expiry (counted from after the planting, which may be slow).
+    assert time.monotonic() - planted >= 1.0
 
 
 def test_running_issuer_renews_its_lock_past_the_lock_duration(stack: Stack) -> None:
+    # Time must pass: the lock renewed past its duration. 2 s: a 1 s lock lost its renewal under scripts/cpu-hog.
     with Pool(ceph_config(stack, lock_duration=2.0)) as first, first.issuer_lock() as lock:
-        time.sleep(3.5)  # longer than the lock lasts unless renewed
+        taken = time.monotonic()
+        waits.wait_for(
+            "a renewal 1.5 lock durations after the lock was taken",
+            lambda: lock._renewed - taken >= 3.0,
+            3.0 + first.cfg.timeout,
+            why="the renewal's every third of lock_duration, and ceph.timeout",
+        )
         with (
             Pool(ceph_config(stack, lock_duration=2.0)) as second,
             pytest.raises(LockHeld, match="still running on this host"),

@@ -8,6 +8,7 @@ that was SIGKILLed must leave nothing a cron run cannot converge.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from devsite.gateway import Gateway
 from devsite.site import POOL
 from tests import waits
 from tests.conftest import Stack, run_cli
+from tests.fleet import gateways
 from tests.test_issue_e2e import stored_set
 
 
@@ -55,6 +57,16 @@ class Watcher:
         return code
 
 
+def connecting(pid: int) -> bool:
+    """librados' messenger threads run in this process: it is inside a connect (they start with it)."""
+    tasks = Path(f"/proc/{pid}/task")
+    names = set()
+    for task in tasks.iterdir() if tasks.exists() else ():
+        with contextlib.suppress(OSError):
+            names.add((task / "comm").read_text().strip())
+    return "ms_dispatch" in names
+
+
 def wait_for(what: str, ready: Callable[[], bool], w: Watcher, deploys: int = 1) -> float:
     """Wait for what a watcher's deploys make: each within a deploy's bound; at once if the watcher ends first."""
     return waits.wait_for(
@@ -77,28 +89,16 @@ def serves_pool(stack: Stack, gw: Gateway) -> bool:
         return False  # restarting
 
 
-def make_fleet(stack: Stack, keyring: Path, where: Path, n: int) -> list[Gateway]:
-    return [Gateway(stack, keyring, where / f"rgw{i}", name=f"w{i}") for i in range(n)]
-
-
 @pytest.fixture
 def fleet(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[Gateway]]:
-    gateways = make_fleet(stack, deploy_keyring, tmp_path, 2)
-    try:
-        yield gateways
-    finally:
-        for gw in gateways:
-            gw.stop()
+    with gateways(stack, deploy_keyring, tmp_path, 2) as f:
+        yield f
 
 
 @pytest.fixture
 def fleet3(stack: Stack, deploy_keyring: Path, tmp_path: Path) -> Iterator[list[Gateway]]:
-    gateways = make_fleet(stack, deploy_keyring, tmp_path, 3)
-    try:
-        yield gateways
-    finally:
-        for gw in gateways:
-            gw.stop()
+    with gateways(stack, deploy_keyring, tmp_path, 3) as f:
+        yield f
 
 
 def serves_anything(gw: Gateway) -> bool:
@@ -179,7 +179,10 @@ def test_watcher_that_lost_the_whole_cluster_watches_again_and_the_next_notify_r
         # mon and OSD both gone, past ceph.timeout and the watch's own timeout. The OSD
         # comes back last: it cannot boot without the mon.
         with stack.ceph.osd_stopped(), stack.ceph.mon_stopped():
-            time.sleep(8)
+            # Time must pass, and nothing shows it: the watch's own timeout (max(ceph.timeout, 5 s), the
+            # product's floor), and one ceph.timeout more for librados' ping to find it gone.
+            timeout = w.gw.settings["ceph"]["timeout"]
+            time.sleep(max(timeout, 5) + timeout)
             assert serves_anything(fleet[0])  # the gateway serves on through the outage
         # Nothing answers while the whole cluster is down, not even with an error: the watch's
         # loss shows when the cluster comes back and refuses the old watch.
@@ -229,7 +232,7 @@ def test_sigterm_while_the_watcher_cannot_reach_the_cluster_stops_it_instead_of_
     )
     gw.settings["ceph"]["conf"] = str(dead)
     w = Watcher(gw)  # its ceph.timeout is 3 s: every connect and deploy ends in that
-    time.sleep(1.0)  # inside its first connect
+    wait_for("its first connect", lambda: connecting(w.proc.pid), w)
     started = time.monotonic()
     assert w.stop(timeout=20) == 0
     assert time.monotonic() - started < 8  # the connect's timeout, and the run's own short end
