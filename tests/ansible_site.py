@@ -1,9 +1,10 @@
 """The fleet the Ansible tests converge: three local "hosts" against the session's real stack.
 
-Each module of tests/test_ansible*.py converges a fleet of its own once and
-shares it among its tests: a module is a unit of work of its own under
-pytest-xdist (tests/plan.py), so the converges of four modules run side by
-side where one module's ran one after the other. Every host has its own
+tests/test_ansible.py and tests/test_ansible_issuer.py each converge a fleet
+of their own once and share it among their tests: a module is a unit of work
+of its own under pytest-xdist (tests/plan.py), so the two run side by side
+where one module's converges ran one after the other. Two, not more: each
+fleet's first converge costs about a CPU-minute, and the suite is CPU-bound. Every host has its own
 install prefix and its own supervised radosgw; all point at the worker's
 Ceph, Pebble, BIND and WAPI emulator.
 """

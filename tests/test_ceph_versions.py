@@ -21,6 +21,7 @@ def _tentacle_ids() -> list[str]:
 
 def _recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
     written: list[dict[str, str]] = []
+    monkeypatch.delenv("RGWTLS_WRITE_DURATIONS", raising=False)  # scripts/durations' run: not these sessions'
     monkeypatch.setattr(conftest, "record", written.append)
     monkeypatch.setattr(conftest, "current_row", lambda passed, skipped: {"passed": str(passed)})
     monkeypatch.setattr(conftest, "_tentacle_collected", set())

@@ -418,14 +418,18 @@ def test_order_note_that_cannot_be_used_is_one_warning_and_the_run_orders(site: 
 
 def test_long_issue_keeps_its_lock_past_lock_duration_and_a_second_issuer_is_refused(stack: Stack) -> None:
     site = Site(stack, lock_duration=3.0)
-    site.arm_hook(2, "sleep", "5")
+    site.gate.touch()  # the first issue holds at its hook until the others have tried
+    site.arm_hook(2, "hold")
     first = site.start()
-    wait_for("the hook", site.reached.exists, site.bound(), first, why="issue's run bound")
-    time.sleep(4)  # past the lock's 3 s: only renewal keeps it
-    # A standby's cron run: nothing to do, and nothing for cron to mail.
-    standby = run_cli(site.config, "-v", "issue")
-    # An operator's --force: told, as an error.
-    forced = run_cli(site.config, "issue", "--force")
+    try:
+        wait_for("the hook", site.reached.exists, site.bound(), first, why="issue's run bound")
+        time.sleep(4)  # time must pass: past the lock's 3 s, only renewal keeps it
+        # A standby's cron run: nothing to do, and nothing for cron to mail.
+        standby = run_cli(site.config, "-v", "issue")
+        # An operator's --force: told, as an error.
+        forced = run_cli(site.config, "issue", "--force")
+    finally:
+        site.gate.unlink(missing_ok=True)
     code, err = finish(first)
     assert code == 0, err
     assert standby.code == 0, standby.stderr

@@ -208,9 +208,9 @@ def test_stopped_cluster_is_unknown_within_seconds(stack: Stack, gateway: Gatewa
     assert "UNREACHABLE" in status.stdout
 
 
-TIMEOUT = 3.0
-# Python's start, the served-certificate probe and the lock-free reads: what a run costs beyond one timeout.
-OVERHEAD = 3.0
+# Long enough that Python's start, the served-certificate probe and the lock-free reads of a busy
+# machine stay well under a second timeout.
+TIMEOUT = 5.0
 
 
 def two_certificates(gw: Gateway) -> None:
@@ -243,8 +243,9 @@ def test_a_dead_cluster_is_unknown_within_one_timeout_with_two_certificates(
         took_json, as_json = timed(gateway, "status", "--json")
     assert checked.code == UNKNOWN, checked.stdout
     assert checked.stdout.startswith("RGWTLS UNKNOWN - cannot read the pool:"), checked.stdout
+    # One timeout for both certificates, not one each: under two, however busy the machine.
     for took in (took_check, took_status, took_json):
-        assert took < TIMEOUT + OVERHEAD, (took_check, took_status, took_json)
+        assert took < 2 * TIMEOUT, (took_check, took_status, took_json)
     # What cannot be read is unknown, never a difference.
     assert table.code == 1
     assert "UNREACHABLE" in table.stdout
