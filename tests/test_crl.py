@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +231,9 @@ def test_a_slow_crl_server_and_a_slow_ca_cost_the_check_one_deadline_not_two(ca:
     assert any("could not be fetched: no complete answer within 2.5s" in n for n in seen.notes), seen.notes
     assert any("renewal window (ARI) was not asked" in n for n in seen.notes), seen.notes
     assert took < crl.TIMEOUT + revocation.ARI_TIMEOUT - 1, took
+
+
+def test_asking_about_revocation_loads_no_http_stack_until_a_crl_or_window_must_be_fetched() -> None:
+    """`issue`'s hourly no-op asks rgwtls.revocation; requests alone was a tenth of that run (bench/ab.py)."""
+    code = "import sys, rgwtls.revocation, rgwtls.crl; sys.exit('requests' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0

@@ -24,17 +24,20 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import requests
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-from rgwtls import files, http
+from rgwtls import files
 from rgwtls.errors import RgwtlsError
-from rgwtls.proxy import Route, failure, root_cause
+
+if TYPE_CHECKING:
+    from rgwtls.proxy import Route
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,11 @@ def issuer_of(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x50
 
 def fetch(url: str, route: Route, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES) -> bytes:
     """The CRL's bytes, within `timeout` in all and at most `max_bytes`; CrlError says why not."""
+    import requests  # only here: a cached or absent CRL needs no HTTP stack (rgwtls.revocation)
+
+    from rgwtls import http
+    from rgwtls.proxy import failure, root_cause
+
     with requests.Session() as session:
         route.mount(session)
         for adapter in session.adapters.values():
@@ -229,7 +237,7 @@ def _keep(path: Path, data: bytes) -> None:
 def lookup(
     cert: x509.Certificate,
     issuer: x509.Certificate,
-    route: Route,
+    route: Route | Callable[[], Route],
     state_dir: Path,
     now: dt.datetime | None = None,
     timeout: float = TIMEOUT,
@@ -254,7 +262,7 @@ def lookup(
                 left = end - time.monotonic()
                 if left <= 0:
                     raise CrlError(f"the CRL {shown(url)} was not fetched: {timeout:g}s for CRLs were used up")
-                data = fetch(url, route, left)
+                data = fetch(url, route() if callable(route) else route, left)
                 crl = load(data, issuer, url, now)
             except CrlError as e:
                 problems.append(e)

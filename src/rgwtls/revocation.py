@@ -29,16 +29,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from cryptography import x509
 
-from rgwtls import certs, crl, files, http
+from rgwtls import certs, crl, files
 from rgwtls.config import AcmeConfig, Config, read_secret
 from rgwtls.errors import RgwtlsError
-from rgwtls.proxy import Route, failure, root_cause, route
 from rgwtls.revoked import REASONS, RevokedList
+
+if TYPE_CHECKING:
+    from rgwtls.proxy import Route
+
+# requests, rgwtls.http and rgwtls.proxy (which import requests) load only when
+# a CRL or the CA's window must be fetched: `issue`'s hourly no-op asks this
+# module about a certificate whose CRL is cached or that names none, and
+# importing requests was a tenth of that run (bench/ab.py).
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,8 @@ def acme_config(cfg: Config, directory: str) -> AcmeConfig | None:
 
 def way(acme: AcmeConfig, url: str, cfg_path: Path) -> Route:
     """The way to `url` that acme.proxy says; a password file this user cannot read is a ConfigError."""
+    from rgwtls.proxy import route
+
     password = ""
     if acme.proxy_password_file:
         password = read_secret(acme.proxy_password_file, "acme.proxy_password_file", cfg_path)
@@ -101,7 +109,7 @@ def in_crl(cert: x509.Certificate, chain: list[x509.Certificate], cfg: Config, a
         if issuer is None:
             seen.notes.append("its CRL was not asked: its issuing certificate is not in the chain")
             return
-        listed = crl.lookup(cert, issuer, way(acme, points[0], cfg.path), Path(cfg.deploy.state_dir))
+        listed = crl.lookup(cert, issuer, lambda: way(acme, points[0], cfg.path), Path(cfg.deploy.state_dir))
     except crl.CrlError as e:
         (seen.warnings if e.warn else seen.notes).append(str(e))
         return
@@ -155,6 +163,11 @@ def ari_window(
 def _get_json(url: str, rt: Route, acme: AcmeConfig, timeout: float) -> tuple[dict[str, Any], float | None]:
     if timeout <= 0:
         raise RgwtlsError(f"could not ask {crl.shown(url)}: {ARI_TIMEOUT:g}s for the renewal window were used up")
+    import requests
+
+    from rgwtls import http
+    from rgwtls.proxy import failure, root_cause
+
     with requests.Session() as session:
         rt.mount(session)
         for adapter in session.adapters.values():
