@@ -52,10 +52,10 @@ def state_of(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
-def frozen_deploy(config: Path, point: str, other: OtherGateway) -> Result:
-    """Run the deploy until it stops itself at `point`; let the other gateway take the slot; continue it."""
+def stop_deploy_at(config: Path, point: str, *args: str) -> subprocess.Popen[str]:
+    """`rgwtls deploy`, in a session of its own, once it has stopped itself at `point` (tests/freeze.py)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.freeze", point, "-v", "deploy"],
+        [sys.executable, "-m", "tests.freeze", point, *args, "deploy"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -63,12 +63,22 @@ def frozen_deploy(config: Path, point: str, other: OtherGateway) -> Result:
         env={**os.environ, "RGWTLS_CONFIG": str(config)},
         start_new_session=True,
     )
+    deadline = time.monotonic() + 120
+    while state_of(proc.pid) != "T":
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate()[1])
+        if time.monotonic() >= deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"the deploy never reached {point!r}")
+        time.sleep(0.05)
+    return proc
+
+
+def frozen_deploy(config: Path, point: str, other: OtherGateway) -> Result:
+    """Run the deploy until it stops itself at `point`; let the other gateway take the slot; continue it."""
+    proc = stop_deploy_at(config, point, "-v")
     try:
-        deadline = time.monotonic() + 120
-        while state_of(proc.pid) != "T":
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the deploy never reached the point"
-            time.sleep(0.05)
         frozen = time.monotonic()
         # The frozen deploy's slot lapses on the OSD's clock (cls_lock expires it a little late).
         while not other.take():

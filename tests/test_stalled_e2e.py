@@ -31,7 +31,7 @@ from devsite.site import DEPLOY_CAPS, ISSUER_CAPS, POOL, Stack
 from devsite.wapi import WapiEmulator
 from tests.conftest import Result, _empty_pool, run_cli
 from tests.test_deploy_e2e import fingerprint_of_pool
-from tests.test_deploy_freeze_e2e import state_of
+from tests.test_deploy_freeze_e2e import stop_deploy_at
 from tests.test_deploy_guard_e2e import renewed
 from tests.test_issue_e2e import assert_one_error_line
 
@@ -410,21 +410,8 @@ def test_deploy_whose_write_probe_the_osd_stops_answering_after_its_reads_did_re
     The deploy stops itself right before the probe's first write (tests/freeze.py); the OSD is stalled then.
     """
     served, pem, pid = renewed(own_stack, own_gateway)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.freeze", "before the write probe", "deploy"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "RGWTLS_CONFIG": str(own_gateway.config())},
-        start_new_session=True,
-    )
+    proc = stop_deploy_at(own_gateway.config(), "before the write probe")
     try:
-        deadline = time.monotonic() + 120
-        while state_of(proc.pid) != "T":
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the deploy never reached its write probe"
-            time.sleep(0.05)
         with stalled(own_stack.ceph, own_stack.ceph.osd):
             os.kill(proc.pid, signal.SIGCONT)
             _, err = proc.communicate(timeout=60)
