@@ -1,7 +1,10 @@
 """Free loopback ports for the test servers.
 
-Ports come from 10000-32767: the kernel's ephemeral range starts at 32768, and
+Ports come from below 32768: the kernel's ephemeral range starts there, and
 a server there can collide with the source port of any outgoing connection.
+The host's runs take 10000-24999 and the Tentacle root's 25000-32767
+(scripts/tentacle sets RGWTLS_TEST_PORTS=LOW-HIGH for it), so that the two
+runs can go side by side, as .ci/run runs them, and never draw the same port.
 
 Under pytest-xdist each worker is a process of its own with a stack of its own,
 and `_handed_out` is per process: two workers could both find a port free and
@@ -17,19 +20,30 @@ import re
 import socket
 from collections.abc import Mapping
 
-_LOW, _HIGH = 10000, 32767
+RANGE_VAR = "RGWTLS_TEST_PORTS"
+HOST_RANGE = "10000-25000"
 _handed_out: set[int] = set()
 
 
+def run_range(env: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """[low, high) for this run: RGWTLS_TEST_PORTS=LOW-HIGH, or the host's."""
+    text = env.get(RANGE_VAR) or HOST_RANGE
+    m = re.fullmatch(r"(\d+)-(\d+)", text)
+    if not m or not 1024 <= int(m.group(1)) < int(m.group(2)) <= 32768:
+        raise ValueError(f"{RANGE_VAR}={text!r}: want LOW-HIGH, 1024 <= LOW < HIGH <= 32768")
+    return int(m.group(1)), int(m.group(2))
+
+
 def port_range(env: Mapping[str, str] = os.environ) -> tuple[int, int]:
-    """[low, high) for this process: the whole range, or its xdist worker's slice of it."""
+    """[low, high) for this process: its run's range, or its xdist worker's slice of it."""
+    low, high = run_range(env)
     m = re.fullmatch(r"gw(\d+)", env.get("PYTEST_XDIST_WORKER", ""))
     if not m:
-        return _LOW, _HIGH
+        return low, high
     index = int(m.group(1))
     count = max(int(env.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
-    size = (_HIGH - _LOW) // count
-    return _LOW + index * size, _LOW + (index + 1) * size
+    size = (high - low) // count
+    return low + index * size, low + (index + 1) * size
 
 
 def _bindable(port: int) -> bool:

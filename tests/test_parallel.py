@@ -16,16 +16,40 @@ from tests import plan
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_outside_xdist_ports_come_from_the_whole_range() -> None:
-    assert ports.port_range({}) == (10000, 32767)
+def test_outside_xdist_ports_come_from_the_whole_range_of_the_host_s_run() -> None:
+    assert ports.port_range({}) == (10000, 25000)
+
+
+def test_the_tentacle_root_s_run_draws_from_a_range_the_host_s_run_never_touches() -> None:
+    # scripts/tentacle sets the variable in the root, so both runs can go at once (.ci/run).
+    tentacle = Path(ROOT, "scripts/tentacle").read_text()
+    found = re.search(r"RGWTLS_TEST_PORTS=(\d+)-(\d+)", tentacle)
+    assert found, "scripts/tentacle sets no RGWTLS_TEST_PORTS"
+    low, high = ports.port_range({"RGWTLS_TEST_PORTS": found[0].split("=")[1]})
+    host_high = ports.port_range({})[1]
+    assert host_high <= low
+    assert high <= 32768
+    for i in range(4):
+        worker = {"PYTEST_XDIST_WORKER": f"gw{i}", "PYTEST_XDIST_WORKER_COUNT": "4"}
+        assert low <= ports.port_range({**worker, "RGWTLS_TEST_PORTS": f"{low}-{high}"})[0]
+        assert ports.port_range(worker)[1] <= host_high
+
+
+@pytest.mark.parametrize("text", ["", "x", "25000", "900-2000", "30000-20000", "30000-40000"])
+def test_a_port_range_outside_1024_to_32768_or_not_low_high_is_refused(text: str) -> None:
+    if not text:
+        assert ports.run_range({ports.RANGE_VAR: text}) == (10000, 25000)  # unset: the host's
+        return
+    with pytest.raises(ValueError, match="RGWTLS_TEST_PORTS"):
+        ports.run_range({ports.RANGE_VAR: text})
 
 
 def test_each_xdist_worker_draws_its_ports_from_a_slice_of_its_own() -> None:
     slices = [ports.port_range({"PYTEST_XDIST_WORKER": f"gw{i}", "PYTEST_XDIST_WORKER_COUNT": "3"}) for i in range(3)]
     assert slices[0][0] == 10000
-    assert all(high <= 32767 for _, high in slices)
+    assert all(high <= 25000 for _, high in slices)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(slices))  # disjoint, in order
-    assert all(high - low > 5000 for low, high in slices)
+    assert all(high - low > 4000 for low, high in slices)
 
 
 def test_a_port_handed_out_here_is_in_this_worker_s_slice() -> None:
