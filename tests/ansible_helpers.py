@@ -21,6 +21,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 ANSIBLE_DIR = REPO / "ansible"
+BYTECODE_DIR = REPO / "tests" / "ansible_bytecode"
 ROLE_DIR = ANSIBLE_DIR / "roles" / "rgwtls"
 SITE_YML = ANSIBLE_DIR / "site.yml"
 VENV_BIN = Path(sys.executable).parent
@@ -54,7 +55,7 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
 
 def ansible_env(home: Path) -> dict[str, str]:
     """The environment of every ansible command: nothing of it outside `home`."""
-    for sub in ("ansible", "tmp-local", "tmp-remote", "cache"):
+    for sub in ("ansible", "tmp-local", "tmp-remote", "cache", "bytecode"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "PIP_"))}
     env.update(
@@ -70,6 +71,9 @@ def ansible_env(home: Path) -> dict[str, str]:
         ANSIBLE_STDOUT_CALLBACK="default",
         ANSIBLE_LOCALHOST_WARNING="0",
         ANSIBLE_DEPRECATION_WARNINGS="0",
+        # Each module's compiled code kept from one task to the next (tests/ansible_bytecode).
+        PYTHONPATH=str(BYTECODE_DIR),
+        RGWTLS_TEST_BYTECODE=str(home / "bytecode"),
     )
     return env
 

@@ -127,14 +127,3 @@ def test_the_architecture_table_lists_every_module_in_its_layer() -> None:
     documented = {m if m == "rgwtls" else f"rgwtls.{m}": int(n) for n, m in rows}
     assert len(documented) == len(rows), "a module is in the table twice"
     assert documented == LAYER
-
-
-def test_ci_runs_the_set_up_and_test_lines_readme_opens_with_as_written() -> None:
-    """The guide's rule: CI runs README's commands, so a newcomer's first run is CI's."""
-    block = re.search(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert block
-    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.split("#")[0].strip()]
-    ci = (ROOT / ".ci/run").read_text()
-    assert commands[0] == "scripts/setup"
-    for command in commands:
-        assert re.search(rf"^(setsid )?{re.escape(command)}( |$)", ci, re.M), command

@@ -126,6 +126,7 @@ def _pool_could_not(probe: Pool, pool: str, started: float, cannot: Unchecked) -
         asked = time.monotonic()
         own = f"{OWN}.{this_host()}.{i}"
         wrote = probe.probe_write(pool, own, obj)
+        log.debug("radosgw's pool %s: a write of %s beside %s: %s", pool, own, obj, wrote)
         if wrote == "denied":
             cannot.unwritable.append(pool)
         elif wrote != "ok":
