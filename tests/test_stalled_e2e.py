@@ -410,8 +410,7 @@ def test_deploy_whose_write_probe_the_osd_stops_answering_after_its_reads_did_re
     The deploy stops itself right before the probe's first write (tests/freeze.py); the OSD is stalled then.
     """
     served, pem, pid = renewed(own_stack, own_gateway)
-    # --debug: each probe's answer, should the refusal not be the one expected.
-    proc = stop_deploy_at(own_gateway.config(), "before the write probe", "--debug")
+    proc = stop_deploy_at(own_gateway.config(), "before the write probe")
     try:
         with stalled(own_stack.ceph, own_stack.ceph.osd):
             os.kill(proc.pid, signal.SIGCONT)
