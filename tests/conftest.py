@@ -217,12 +217,9 @@ def cli() -> Callable[..., Result]:
 # other test ran before it: session fixtures are per worker, and only a module
 # that declares a module-scoped fixture is kept together, on one worker.
 # Two workers a core: a test that waits (a restart, a lease that must lapse)
-# leaves its core to the other worker. And one more: the tests that mostly wait
-# (a frozen process's lease, an OSD stall, twenty outages) add up to about a
-# whole run, and without a lane of their own they come together once the
-# Ansible tests are done, leaving the cores half idle for minutes (measured).
-# Each worker starts a whole stack: past a few, memory goes before time does.
-WORKERS_PER_CORE, SPARE_WORKERS, MAX_WORKERS = 2, 1, 5
+# leaves its core to the other worker. Each worker starts a whole stack: past
+# a few, memory goes before time does.
+WORKERS_PER_CORE, MAX_WORKERS = 2, 4
 _SPREAD = pytest.StashKey[bool]()
 
 
@@ -231,7 +228,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
         return
     o = config.option
-    workers = min(len(os.sched_getaffinity(0)) * WORKERS_PER_CORE + SPARE_WORKERS, MAX_WORKERS)
+    workers = min(len(os.sched_getaffinity(0)) * WORKERS_PER_CORE, MAX_WORKERS)
     # One process where a developer watches it: a debugger, output not captured (-s), or a collection.
     alone = o.usepdb or getattr(o, "trace", False) or o.capture == "no" or o.collectonly
     if o.numprocesses is None and workers > 1 and not alone:
