@@ -129,25 +129,14 @@ def issuer_of(cert: x509.Certificate, candidates: list[x509.Certificate]) -> x50
 
 def fetch(url: str, route: Route, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES) -> bytes:
     """The CRL's bytes, within `timeout` in all and at most `max_bytes`; CrlError says why not."""
-    import requests  # only here: a cached or absent CRL needs no HTTP stack (rgwtls.revocation)
+    from rgwtls import http, proxy  # only here: a cached or absent CRL needs no HTTP stack (rgwtls.revocation)
 
-    from rgwtls import http
-    from rgwtls.proxy import failure, root_cause
-
-    with requests.Session() as session:
-        route.mount(session)
-        for adapter in session.adapters.values():
-            if isinstance(adapter, http.Adapter):
-                adapter.max_bytes = max_bytes
-        try:
-            resp = session.get(url, timeout=timeout, proxies=route.proxies, allow_redirects=False)
-        except http.TooLarge as e:
-            raise CrlError(f"the CRL {shown(url)} was not taken: {e}", warn=True) from None
-        except requests.RequestException as e:
-            refused = failure(route, e, url)
-            late = f"no complete answer within {timeout:.1f}s"
-            why = refused.text if refused else (late if isinstance(e, http.TotalTimeout) else root_cause(e))
-            raise CrlError(f"the CRL {shown(url)} could not be fetched: {shown(why)}") from None
+    try:
+        resp = proxy.get(url, route, timeout, max_bytes)
+    except http.TooLarge as e:
+        raise CrlError(f"the CRL {shown(url)} was not taken: {e}", warn=True) from None
+    except proxy.NoAnswer as e:
+        raise CrlError(f"the CRL {shown(url)} could not be fetched: {shown(str(e))}") from None
     if resp.status_code in (401, 407) and route.proxy:
         # A plain-HTTP request through a proxy: its refusal is an answer, not a failed CONNECT.
         raise CrlError(

@@ -31,6 +31,7 @@ from requests.utils import get_environ_proxies, select_proxy
 
 from rgwtls import http
 from rgwtls.config import PROXY_DIRECT
+from rgwtls.errors import RgwtlsError
 
 ACME_KEY = "acme.proxy"
 _TUNNEL = re.compile(r"Tunnel connection failed: (\d{3})\s*([A-Za-z][A-Za-z -]*)?")
@@ -174,3 +175,30 @@ def root_cause(e: BaseException) -> str:
     """The innermost error, such as `[Errno 111] Connection refused`."""
     last = _chain(e)[-1]
     return str(last) or type(last).__name__
+
+
+class NoAnswer(RgwtlsError):
+    """A GET that got no answer; its text says why in the words of the caller's line, without the URL."""
+
+
+def get(url: str, rt: Route, timeout: float, max_bytes: int, verify: str | bool = True) -> requests.Response:
+    """One GET along `rt`, whole within `timeout` and its body cut at `max_bytes` (http.TooLarge).
+
+    For what a CA points at (a CRL, a renewal window): the answer is hostile input, so it is
+    bounded in time and size, and a redirect is an answer of its own, never followed to a host
+    nobody configured. NoAnswer names the proxy that refused, the deadline, or the root cause.
+    """
+    with requests.Session() as session:
+        rt.mount(session)
+        for adapter in session.adapters.values():
+            if isinstance(adapter, http.Adapter):
+                adapter.max_bytes = max_bytes
+        try:
+            return session.get(url, timeout=timeout, proxies=rt.proxies, verify=verify, allow_redirects=False)
+        except http.TooLarge:
+            raise
+        except requests.RequestException as e:
+            refused = failure(rt, e, url)
+            late = f"no complete answer within {timeout:.1f}s"
+            why = refused.text if refused else (late if isinstance(e, http.TotalTimeout) else root_cause(e))
+            raise NoAnswer(why) from None

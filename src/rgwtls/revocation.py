@@ -163,24 +163,12 @@ def ari_window(
 def _get_json(url: str, rt: Route, acme: AcmeConfig, timeout: float) -> tuple[dict[str, Any], float | None]:
     if timeout <= 0:
         raise RgwtlsError(f"could not ask {crl.shown(url)}: {ARI_TIMEOUT:g}s for the renewal window were used up")
-    import requests
+    from rgwtls import http, proxy  # only here: a kept window needs no HTTP stack
 
-    from rgwtls import http
-    from rgwtls.proxy import failure, root_cause
-
-    with requests.Session() as session:
-        rt.mount(session)
-        for adapter in session.adapters.values():
-            if isinstance(adapter, http.Adapter):
-                adapter.max_bytes = ARI_MAX_BYTES
-        try:
-            resp = session.get(
-                url, timeout=timeout, proxies=rt.proxies, verify=acme.ca_bundle or True, allow_redirects=False
-            )
-        except requests.RequestException as e:
-            refused = failure(rt, e, url)
-            why = refused.text if refused else (str(e) if isinstance(e, http.TotalTimeout) else root_cause(e))
-            raise RgwtlsError(f"could not ask {crl.shown(url)}: {crl.shown(why)}") from None
+    try:
+        resp = proxy.get(url, rt, timeout, ARI_MAX_BYTES, verify=acme.ca_bundle or True)
+    except (http.TooLarge, proxy.NoAnswer) as e:
+        raise RgwtlsError(f"could not ask {crl.shown(url)}: {crl.shown(str(e))}") from None
     if resp.status_code != 200:
         raise RgwtlsError(f"could not ask {crl.shown(url)}: HTTP {resp.status_code}")
     try:
