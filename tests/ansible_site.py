@@ -1,4 +1,4 @@
-"""The fleet the Ansible tests converge: three local "hosts" against the session's real stack.
+"""The fleet the Ansible tests converge: local "hosts" (three, or the ones a module names) on the real stack.
 
 tests/test_ansible.py and tests/test_ansible_issuer.py each converge a fleet
 of their own once and share it among their tests: a module is a unit of work
@@ -141,8 +141,11 @@ def group_vars(stack: Stack, wheelhouse: Path, workdir: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def converged_site(tmp_path_factory: pytest.TempPathFactory, services: SiteServices) -> Iterator[Site]:
-    """A fleet converged once with the group's variables; its gateways stopped and its user removed after."""
+def converged_site(
+    tmp_path_factory: pytest.TempPathFactory, services: SiteServices, names: tuple[str, ...] = HOSTS
+) -> Iterator[Site]:
+    """A fleet of these hosts converged once with the group's variables; its gateways stopped and its user
+    removed after."""
     # Others may pass through (0711), as through / and /etc: the issuer's user reaches its
     # files by their own modes. Not under pytest's directories, which are root's alone.
     workdir = Path(tempfile.mkdtemp(prefix="rgwtls-ansible-"))
@@ -154,7 +157,7 @@ def converged_site(tmp_path_factory: pytest.TempPathFactory, services: SiteServi
     gateways: dict[str, Gateway] = {}
     try:
         hosts = []
-        for name in HOSTS:
+        for name in names:
             gw = gateways[name] = Gateway(
                 stack, services.deploy_keyring, workdir / name / "rgw", name=f"ansible-{name}"
             )
