@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -251,23 +252,15 @@ class Connection:
         "present" or "absent" when its PG answered; "no pool", "denied" (the
         user's caps), or librados' reason ("timed out").
         """
-        try:
-            ioctx = self._cluster.open_ioctx(pool)
-        except rados.ObjectNotFound:
-            return "no pool"
-        except rados.Error as e:
-            return reason(e)
-        try:
-            ioctx.stat(obj)
-        except rados.ObjectNotFound:
-            return "absent"
-        except (rados.PermissionError, rados.PermissionDeniedError):
-            return "denied"
-        except rados.Error as e:
-            return reason(e)
-        finally:
-            ioctx.close()
-        return "present"
+
+        def stat(ioctx: rados.Ioctx) -> str:
+            try:
+                ioctx.stat(obj)
+            except rados.ObjectNotFound:
+                return "absent"
+            return "present"
+
+        return self._answer(pool, stat)
 
     def probe_write(self, pool: str, obj: str, beside: str) -> str:
         """How a write of our own `obj`, placed in the PG of `beside` (its locator key), ends: "ok", "denied", a reason.
@@ -275,23 +268,36 @@ class Connection:
         One operation creates and removes it: the PG logs a write, and nothing
         is left in the pool, whatever happens to this run after.
         """
-        try:
-            ioctx = self._cluster.open_ioctx(pool)
-        except rados.Error as e:
-            return reason(e)
-        try:
+
+        def write(ioctx: rados.Ioctx) -> str:
             ioctx.set_locator_key(beside)
             with rados.WriteOpCtx() as op:
                 op.write_full(b"")
                 op.remove()
                 ioctx.operate_write_op(op, obj)
+            return "ok"
+
+        return self._answer(pool, write)
+
+    def _answer(self, pool: str, op: Callable[[rados.Ioctx], str]) -> str:
+        """A probe's answer as health.py tells them apart: the op's own, "no pool", "denied", or librados' reason.
+
+        Never an exception: a pool that does not answer is what the probe is there to find.
+        """
+        try:
+            ioctx = self._cluster.open_ioctx(pool)
+        except rados.ObjectNotFound:
+            return "no pool"
+        except rados.Error as e:
+            return reason(e)
+        try:
+            return op(ioctx)
         except (rados.PermissionError, rados.PermissionDeniedError):
             return "denied"
         except rados.Error as e:
             return reason(e)
         finally:
             ioctx.close()
-        return "ok"
 
 
 def _unusable_keyring(path: Path) -> str | None:
