@@ -11,7 +11,6 @@ Ceph, Pebble, BIND and WAPI emulator.
 
 from __future__ import annotations
 
-import fcntl
 import grp
 import hashlib
 import os
@@ -29,7 +28,7 @@ import pytest
 
 from devsite.gateway import Gateway
 from tests.ansible_helpers import Fleet, Host, Play, build_wheelhouse, client_ceph_conf, snapshot
-from tests.conftest import SiteServices, Stack
+from tests.conftest import SiteServices, Stack, once_a_run
 
 HOSTS = ("rgw1", "rgw2", "rgw3")
 # The issuer's system user the role creates on this machine (every "host" is this one),
@@ -39,14 +38,8 @@ TSIG_SECRET = "c2VjcmV0LXRzaWcta2V5LWZvci10aGUtdGVzdHM="
 
 
 def shared_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """rgwtls' wheels, built once a run: under pytest-xdist the first worker builds, the others wait."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's directory, common to its workers
-    dest = shared / "rgwtls-wheelhouse"
-    dest.mkdir(exist_ok=True)
-    with (shared / "rgwtls-wheelhouse.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """rgwtls' wheels, built once a run."""
+    with once_a_run(tmp_path_factory, "rgwtls-wheelhouse") as dest:
         if not any(dest.glob("rgwtls-*.whl")):
             build_wheelhouse(dest)
     return dest

@@ -7,10 +7,13 @@ pointing at all of them.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import resource
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,7 +257,45 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ModuleOrTest(config, log)
 
 
+@contextmanager
+def once_a_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A directory the whole run shares, held alone: what is built once a run (wheels, packages), the first
+    worker to come builds in it, and the others, waiting on the lock, find it built."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's directory, common to its workers
+    out = shared / name
+    out.mkdir(exist_ok=True)
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield out
+
+
 _durations: dict[str, float] = {}  # the controller's: every test's setup, call and teardown
+_cpu: dict[str, float] = {}  # the controller's: their CPU time, as each worker measured it (plan.Cost)
+_CPU_AT_START = pytest.StashKey[float]()
+
+
+def _cpu_now() -> float:
+    """This worker's CPU time and its finished children's: the commands a test ran, the servers it stopped."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if plan.asked():
+        item.stash[_CPU_AT_START] = _cpu_now()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.when == "teardown" and _CPU_AT_START in item.stash:  # to the controller, with the report
+        report.user_properties.append(("cpu", _cpu_now() - item.stash[_CPU_AT_START]))
+    return report
 
 
 # -- Tentacle ------------------------------------------------------------------
@@ -296,7 +337,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.path.stem in TENTACLE_MODULES:
             item.add_marker(pytest.mark.tentacle)
     if hasattr(config, "workerinput"):  # an xdist worker: its units in plan's order, as every other worker's
-        items[:] = plan.longest_first(items, config.rootpath, plan.recorded())
+        items[:] = plan.order(items, config.rootpath, plan.recorded())
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -306,6 +347,9 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    for key, value in report.user_properties:
+        if key == "cpu":
+            _cpu[report.nodeid] = float(value)  # type: ignore[arg-type]
     if "tentacle" not in report.keywords:
         return
     if report.when == "call" or report.outcome != "passed":  # a skip or an error comes from setup or teardown
@@ -350,7 +394,7 @@ def _write_durations(config: pytest.Config, exitstatus: int) -> None:
         return
     o = config.option
     if not o.keyword and not o.markexpr and config.args == config.getini("testpaths"):
-        plan.write(_durations, config.rootpath)
+        plan.write(_durations, _cpu, config.rootpath)
 
 
 __all__ = ["DOMAINS", "POOL", "ZONE", "Result", "Stack", "run_cli", "to_toml"]

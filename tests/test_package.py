@@ -4,16 +4,17 @@ The root is scripts/debroot's debootstrapped bookworm (cached in .cache/debroot)
 test works in an overlay of its own over it, so the cached root stays fresh. apt
 resolves the package's dependencies from Debian's index there (the root's cache
 holds their files, fetched when the root was built). The package is built once a
-session; the "previous" package of the upgrade test is built from this same tree
-with a lower version: no earlier commit has a debian/ to build, and what an upgrade
-exercises (dpkg's upgrade path through the maintainer scripts, the files replaced,
-the config and state left alone) is the same.
+session; the "previous" package of the upgrade test is that same package with a
+lower version (repacked with dpkg-deb, not built again): no earlier commit has a
+debian/ to build, and what an upgrade exercises (dpkg's upgrade path through the
+maintainer scripts, the files replaced, the config and state left alone) is the same.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+import re
+import shutil
 import subprocess
 import tomllib
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import pytest
 
 from devsite.gateway import Gateway
 from devsite.site import to_toml
-from tests.conftest import ZONE, Stack
+from tests.conftest import ZONE, Stack, once_a_run
 from tests.test_deploy_e2e import fingerprint_of_pool, tls_client_trusting_pebble
 
 pytestmark = [
@@ -95,48 +96,37 @@ def debroot() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+PREVIOUS_VERSION = "0.0.0~previous"
+
+
 def _build_both(out: Path) -> tuple[Path, Path]:
-    """This tree's package and the "previous" one, built side by side into out/."""
-    builds = [
-        subprocess.Popen(
-            [str(REPO / "scripts/build-deb"), "--out", str(out / name), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, args in (("deb", ()), ("deb-previous", ("--version", "0.0.0~previous")))
-    ]
-    built = []
-    try:
-        for build in builds:
-            stdout, stderr = build.communicate(timeout=1200)
-            assert build.returncode == 0, stdout[-5000:] + stderr[-5000:]
-            built.append(Path(stdout.splitlines()[-1]))
-    finally:
-        for build in builds:
-            if build.poll() is None:
-                build.kill()
-                build.wait()
-    return built[0], built[1]
+    """This tree's package, built into out/deb, and the "previous" one: the same files, a lower version."""
+    res = subprocess.run(
+        [str(REPO / "scripts/build-deb"), "--out", str(out / "deb")], capture_output=True, text=True, timeout=1200
+    )
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    deb = Path(res.stdout.splitlines()[-1])
+    tree = out / "previous-tree"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True, timeout=300)
+    control = tree / "DEBIAN" / "control"
+    control.write_text(re.sub(r"(?m)^Version: .*$", f"Version: {PREVIOUS_VERSION}", control.read_text()))
+    previous = out / "deb-previous" / deb.name.replace(previous_version(deb), PREVIOUS_VERSION)
+    previous.parent.mkdir()
+    # gzip: the package is taken apart again in a second, not shipped.
+    subprocess.run(["dpkg-deb", "-Zgzip", "-b", str(tree), str(previous)], capture_output=True, check=True, timeout=300)
+    shutil.rmtree(tree)
+    return deb, previous
 
 
 @pytest.fixture(scope="session")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Built once a session; under pytest-xdist, once for all its workers (the first builds, the others wait)."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's directory, common to its workers
-    out = shared / "rgwtls-debs"
-    out.mkdir(exist_ok=True)
-    with (out / "lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """Built once a run, for all its workers."""
+    with once_a_run(tmp_path_factory, "rgwtls-debs") as out:
         done = out / "built"
-        if done.exists():
-            first, previous = done.read_text().splitlines()
-            return Path(first), Path(previous)
-        first_deb, previous_deb = _build_both(out)
-        done.write_text(f"{first_deb}\n{previous_deb}\n")
-        return first_deb, previous_deb
+        if not done.exists():
+            done.write_text("".join(f"{deb}\n" for deb in _build_both(out)))
+        first, previous = done.read_text().splitlines()
+    return Path(first), Path(previous)
 
 
 @pytest.fixture(scope="session")
