@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -77,8 +78,12 @@ def test_the_longest_units_go_first_and_a_module_s_tests_keep_their_order() -> N
         "tests/test_config.py::test_b",
         "tests/test_config.py::test_new",
     ]
-    known = {"tests/test_ansible.py": 300.0, "tests/test_config.py::test_b": 20.0, "tests/test_config.py::test_a": 0.5}
-    ordered = [item.nodeid for item in plan.longest_first([_Item(i) for i in ids], ROOT, known)]
+    known = {
+        "tests/test_ansible.py": plan.Cost(300.0, 200.0),
+        "tests/test_config.py::test_b": plan.Cost(20.0, 20.0),
+        "tests/test_config.py::test_a": plan.Cost(0.5, 0.5),
+    }
+    ordered = [item.nodeid for item in plan.order([_Item(i) for i in ids], ROOT, known)]
     assert ordered == [
         "tests/test_ansible.py::test_converge",
         "tests/test_ansible.py::test_second_run",
@@ -88,16 +93,50 @@ def test_the_longest_units_go_first_and_a_module_s_tests_keep_their_order() -> N
     ]
 
 
-def test_durations_keep_the_long_units_summed_per_module_and_drop_the_short(tmp_path: Path) -> None:
+def test_units_that_mostly_wait_are_handed_out_each_after_one_that_computes() -> None:
+    # Longest first, the three frozen deploys would go out together, and four workers wait with idle cores.
+    known = {
+        "tests/test_ansible.py": plan.Cost(500.0, 300.0),
+        "tests/test_soak.py::test_soak": plan.Cost(300.0, 50.0),
+        "tests/test_freeze.py::test_a": plan.Cost(80.0, 4.0),
+        "tests/test_freeze.py::test_b": plan.Cost(80.0, 4.0),
+        "tests/test_freeze.py::test_c": plan.Cost(80.0, 4.0),
+        "tests/test_package.py": plan.Cost(60.0, 30.0),
+        "tests/test_busy.py::test_x": plan.Cost(20.0, 10.0),
+    }
+    ids = sorted(f"{unit}::test_one" if "::" not in unit else unit for unit in known)
+    ordered = [item.nodeid for item in plan.order([_Item(i) for i in ids], ROOT, known)]
+    assert ordered == [
+        "tests/test_ansible.py::test_one",
+        "tests/test_soak.py::test_soak",
+        "tests/test_package.py::test_one",
+        "tests/test_freeze.py::test_a",
+        "tests/test_busy.py::test_x",
+        "tests/test_freeze.py::test_b",
+        "tests/test_freeze.py::test_c",  # no computing unit left to put before it
+    ]
+
+
+def test_durations_keep_the_long_units_summed_per_module_with_their_cpu_and_drop_the_short(tmp_path: Path) -> None:
     seconds = {
         "tests/test_ansible.py::test_converge": 60.0,
         "tests/test_ansible.py::test_second_run": 20.0,
         "tests/test_config.py::test_a": 0.2,
         "tests/test_config.py::test_slow": 12.34,
     }
+    cpu = {"tests/test_ansible.py::test_converge": 30.0, "tests/test_ansible.py::test_second_run": 10.0}
     path = tmp_path / "durations.json"
-    plan.write(seconds, ROOT, path)
-    assert plan.recorded(path) == {"tests/test_ansible.py": 80.0, "tests/test_config.py::test_slow": 12.3}
+    plan.write(seconds, cpu, ROOT, path)
+    assert plan.recorded(path) == {
+        "tests/test_ansible.py": plan.Cost(80.0, 40.0),
+        "tests/test_config.py::test_slow": plan.Cost(12.3, 12.3),  # no CPU time measured: taken as busy
+    }
+    assert json.loads(path.read_text())["tests/test_ansible.py"] == [80.0, 40.0]
+
+
+def test_a_durations_file_of_durations_alone_counts_every_unit_busy(tmp_path: Path) -> None:
+    (tmp_path / "old.json").write_text('{"tests/test_ansible.py": 80.0, "tests/test_x.py::test_y": "?"}')
+    assert plan.recorded(tmp_path / "old.json") == {"tests/test_ansible.py": plan.Cost(80.0, 80.0)}
 
 
 def test_a_missing_or_broken_durations_file_orders_by_collection(tmp_path: Path) -> None:
