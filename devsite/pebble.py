@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from devsite.ports import free_port
 from devsite.proc import Server
 from devsite.tlsca import TestCA
@@ -201,3 +203,17 @@ def pebble_server(
         yield pebble
     finally:
         server.stop()
+
+
+def finds_by_serial(cert_pem: str) -> bool:
+    """Whether Pebble finds the order of this certificate when a new order names it in ARI's `replaces`.
+
+    Pebble keeps an order under the hex of its serial's shortest bytes (Go's big.Int.Bytes), and
+    looks up a `replaces` under the hex of the bytes the client sent: the DER INTEGER's content, as
+    RFC 9773 4.1 asks, with a 0x00 in front when the top bit is set. So a serial whose length in bits
+    is a multiple of 8, about 1 in 256 of Pebble's 63-bit random serials, is never found: Pebble
+    refuses the order "could not find order resulting in the given certificate serial number", a
+    defect of the test CA (rgwtls then orders without `replaces`, as it should).
+    """
+    serial = x509.load_pem_x509_certificate(cert_pem.encode()).serial_number
+    return serial.bit_length() % 8 != 0
