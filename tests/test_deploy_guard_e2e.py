@@ -168,7 +168,7 @@ def test_deploy_frozen_past_its_slots_hold_does_not_restart_while_another_gatewa
     try:
         deploy.wait_for("waiting for a restart slot")
         # A frozen mon holds the deploy in its mon check, right after it took the slot.
-        os.kill(mon, signal.SIGSTOP)
+        waits.sigstop(mon)
         other.free()
         waits.wait_for(
             "the deploy holding the slot",

@@ -29,6 +29,7 @@ from devsite.ports import free_port
 from devsite.proc import Server
 from devsite.site import DEPLOY_CAPS, ISSUER_CAPS, POOL, Stack
 from devsite.wapi import WapiEmulator
+from tests import waits
 from tests.conftest import Result, _empty_pool, run_cli
 from tests.test_deploy_e2e import fingerprint_of_pool
 from tests.test_deploy_freeze_e2e import stop_deploy_at
@@ -73,8 +74,8 @@ def stalled(cluster: CephCluster, daemon: Server) -> Iterator[None]:
     Active, which is reads: writes in radosgw's control pool may stay blocked
     for minutes after (`control_writable`), and nothing here waits for them.
     """
-    os.kill(daemon.pid, signal.SIGSTOP)
     try:
+        waits.sigstop(daemon.pid)
         yield
     finally:
         os.kill(daemon.pid, signal.SIGCONT)

@@ -11,6 +11,8 @@ exits without making the event: that, not the clock, is the failure to show.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +51,36 @@ def wait_for(
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
     return time.monotonic() - started
+
+
+# A process stops thread by thread; on a machine with a load of 20 on 2 cores the last may wait
+# its turn for seconds. Nothing documents a bound: this is ample, and reached only by a wedged kernel.
+STOP_BOUND = 30.0
+
+
+def sigstop(pid: int) -> None:
+    """SIGSTOP `pid`, and return once every one of its threads has stopped.
+
+    The kernel starts a stop when one thread of the process next runs, and stops
+    the others as each of them next runs: until then they go on, and a server
+    "stalled" by a test answers what reaches it meanwhile. A test that stalls a
+    server and then asks it something (the write-probe test: the probe's write
+    was answered, a later operation timed out) must wait for the whole stop.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(f"every thread of process {pid} stopped", lambda: all_stopped(pid), STOP_BOUND, why="SIGSTOP")
+
+
+def all_stopped(pid: int) -> bool:
+    """Whether each thread of `pid` is in the stopped state (T), from /proc; a thread that exited counts as stopped."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if state != "T":
+            return False
+    return True
 
 
 def issue_run_bound(config: Path) -> float:
