@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 import pytest
@@ -124,6 +124,30 @@ def test_trickled_headers_end_at_the_requests_timeout_though_every_read_is_in_ti
     assert isinstance(err, requests.Timeout)  # callers retry it as any timeout
     assert str(err) == f"no complete answer from {server.url} within 1s"
     assert 0.9 < took < 2.0
+
+
+class _StarvedTimer:
+    """A deadline timer whose thread never gets the CPU in time: what a busy machine does to it."""
+
+    def __init__(self, interval: float, function: Callable[[], None]) -> None:
+        self.daemon, self.name = True, ""
+
+    def start(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_a_read_timeout_at_the_total_is_the_total_deadline_though_its_timer_has_not_run(
+    server: Trickler, session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(threading, "Timer", _StarvedTimer)
+    server.interval = 10.0  # not one byte within the timeout: the socket's own read times out at 1 s
+    took, err = timed(session, server.url, 1)
+    assert isinstance(err, http.TotalTimeout), err
+    assert str(err) == f"no complete answer from {server.url} within 1s"
+    assert took >= 1.0
 
 
 def test_a_trickled_body_ends_at_the_requests_timeout_too(server: Trickler, session: requests.Session) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -211,6 +212,7 @@ class Adapter(HTTPAdapter):
         timer.daemon = True
         timer.name = "http-deadline"
         _current.watch = watch
+        started = time.monotonic()
         timer.start()
         try:
             resp: requests.Response = super().send(
@@ -219,8 +221,10 @@ class Adapter(HTTPAdapter):
             if not stream:
                 resp.content  # noqa: B018 - the body, read under the deadline
         except requests.RequestException as e:
-            # A per-read timeout at the wind-down's cap is the same: no complete answer in time.
-            if watch.fired or (isinstance(e, requests.Timeout) and deadline.stopping()):
+            # A per-read timeout at the wind-down's cap is the same: no complete answer in time. So is
+            # one at the total itself, which on a busy machine may come before the timer's thread runs.
+            late = time.monotonic() - started >= total or deadline.stopping()
+            if watch.fired or (isinstance(e, requests.Timeout) and late):
                 raise TotalTimeout(self._late(where, total), request=request) from None
             raise
         finally:
