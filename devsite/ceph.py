@@ -41,7 +41,7 @@ from typing import Any
 import rados
 
 from devsite.ports import free_port
-from devsite.proc import START_BOUND, Server, run
+from devsite.proc import START_BOUND, Server, run, state_of
 
 RGWSUP = Path(__file__).with_name("rgwsup.py")
 
@@ -367,7 +367,7 @@ def processes_using(conf: Path) -> list[int]:
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            state = state_of(int(entry.name))
         except OSError:
             continue
         if str(conf).encode() in argv and state != "Z":

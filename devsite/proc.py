@@ -94,6 +94,16 @@ class Server:
             time.sleep(0.05)
 
 
+def state_of(pid: int, task: int | None = None) -> str:
+    """The state letter of a process, or of one of its threads, from /proc: R, S, T (stopped), Z (zombie)...
+
+    It follows the command's name, which is in parentheses and may hold spaces and ")" itself.
+    FileNotFoundError once the process (or the thread) is gone.
+    """
+    stat = Path(f"/proc/{pid}/stat") if task is None else Path(f"/proc/{pid}/task/{task}/stat")
+    return stat.read_text().rsplit(")", 1)[1].split()[0]
+
+
 def run(argv: Sequence[str | os.PathLike[str]], timeout: float = 60.0, **kw: object) -> str:
     """Run a set-up command; fail with its output."""
     res = subprocess.run(

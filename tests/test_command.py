@@ -13,6 +13,7 @@ from types import FrameType
 
 import pytest
 
+from devsite.proc import state_of
 from rgwtls import command
 from rgwtls.command import CommandFailed, run
 from rgwtls.errors import Interrupted
@@ -28,10 +29,9 @@ def script(tmp_path: Path, body: str, name: str = "hook") -> str:
 def alive(pid: int) -> bool:
     """Whether the process runs; a zombie waiting for init to reap it is dead."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return state_of(pid) != "Z"
     except FileNotFoundError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def gone_soon(pid: int, within: float = 5.0) -> bool:

@@ -20,6 +20,7 @@ import pytest
 
 from devsite.certmaker import pem_file
 from devsite.gateway import Gateway
+from devsite.proc import state_of
 from tests.conftest import Result, Stack, run_cli
 from tests.test_deploy_e2e import fingerprint_of_pool
 from tests.test_deploy_guard_e2e import OtherGateway, other, renewed
@@ -45,11 +46,6 @@ def wrong_first_restart(gateway: Gateway, tmp_path: Path) -> None:
     )
     script.chmod(0o755)
     gateway.settings["deploy"]["restart_command"] = str(script)
-
-
-def state_of(pid: int) -> str:
-    """The process's state letter (T: stopped), from /proc."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def stop_deploy_at(config: Path, point: str, *args: str) -> subprocess.Popen[str]:

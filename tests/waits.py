@@ -19,6 +19,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
+from devsite.proc import state_of
 from rgwtls.config import load
 from rgwtls.run import issue_bound
 
@@ -75,11 +76,10 @@ def all_stopped(pid: int) -> bool:
     """Whether each thread of `pid` is in the stopped state (T), from /proc; a thread that exited counts as stopped."""
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state_of(pid, int(task.name)) != "T":
+                return False
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if state != "T":
-            return False
     return True
 
 
