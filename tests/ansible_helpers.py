@@ -325,10 +325,13 @@ def build_wheelhouse(dest: Path) -> Path:
 # much of the CLI as Ansible's systemd_service module asks (show, is-enabled, is-active, enable,
 # disable, start, stop, restart, daemon-reload), and refuses anything else.
 _FAKE_SYSTEMCTL = """#!{python}
-import json, os, sys
+import fcntl, json, os, sys
 from pathlib import Path
 
 state_file = Path(os.environ["FAKE_SYSTEMD_STATE"])
+# The hosts of one play call it at once (both reload systemd): one call at a time reads and writes the state.
+lock = open(str(state_file) + ".lock", "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
 unit_dirs = [Path(d) for d in os.environ["FAKE_SYSTEMD_UNIT_DIRS"].split(os.pathsep)]
 args = [a for a in sys.argv[1:] if not a.startswith("-")]
 state = json.loads(state_file.read_text()) if state_file.exists() else {{"calls": [], "units": {{}}}}
@@ -365,7 +368,8 @@ for unit in units or [""]:
     else:
         print("fake systemctl: no " + verb, file=sys.stderr)
         code = 1
-state_file.write_text(json.dumps(state))
+state_file.with_suffix(".new").write_text(json.dumps(state))
+os.replace(state_file.with_suffix(".new"), state_file)
 sys.exit(code)
 """
 
