@@ -28,6 +28,7 @@ import pytest
 from devsite.ceph import CephCluster, ceph_cluster
 from devsite.netns import Netns, netns
 from devsite.site import DEPLOY_CAPS, to_toml
+from tests import waits
 
 OUTAGES = 20
 # The watcher's ceph.timeout: every librados wait, its watch's timeout (5 s at least) and a failed close.
@@ -185,7 +186,7 @@ def test_a_watcher_stays_flat_over_20_cluster_outages_and_20_link_cuts_and_stops
     def stall() -> None:
         # The mon stopped (SIGSTOP: nothing answers, nothing refuses): the watch breaks within its timeout.
         before = w.lost()
-        freeze, thaw = (lambda: os.kill(mon, signal.SIGSTOP)), (lambda: os.kill(mon, signal.SIGCONT))
+        freeze, thaw = (lambda: waits.sigstop(mon)), (lambda: os.kill(mon, signal.SIGCONT))
         replaced(w, freeze, thaw, lambda: w.lost() > before)
 
     def cut() -> None:
@@ -208,9 +209,9 @@ def test_a_watcher_stays_flat_over_20_cluster_outages_and_20_link_cuts_and_stops
     assert end.within(start, 0.10), f"{start} -> {end}"
     # Last, a stop in the middle of a whole-cluster outage: no OSD answers the unwatch, and the
     # watcher still ends at once after its timeout, its connection shut down.
-    for pid in (osd, mon):
-        os.kill(pid, signal.SIGSTOP)
     try:
+        for pid in (osd, mon):
+            waits.sigstop(pid)
         began = time.monotonic()
         code = w.stop()
         stopping = time.monotonic() - began
@@ -257,8 +258,9 @@ def test_a_watch_whose_close_failed_goes_with_its_connection_and_prints_no_trace
         watcher.ensure()
         assert watcher.up
         assert ceph.osd.proc is not None
-        os.kill(ceph.osd.proc.pid, signal.SIGSTOP)
+        # Every thread of it stopped: one still running would answer the unwatch (seen under load).
         try:
+            waits.sigstop(ceph.osd.proc.pid)
             watcher.close()
         finally:
             os.kill(ceph.osd.proc.pid, signal.SIGCONT)
