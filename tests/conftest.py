@@ -219,10 +219,12 @@ def cli() -> Callable[..., Result]:
 # operation's own bound (tests/waits.py: the machine is busy). It assumes no
 # other test ran before it: session fixtures are per worker, and only a module
 # that declares a module-scoped fixture is kept together, on one worker.
-# Two workers a core: a test that waits (a restart, a lease that must lapse)
-# leaves its core to the other worker. Each worker starts a whole stack: past
-# a few, memory goes before time does.
-WORKERS_PER_CORE, MAX_WORKERS = 2, 4
+# Three workers a core: a test that waits (a restart, a lease that must lapse)
+# leaves its core to the others. With two, the units that wait ran together
+# at the end of a CI run and the cores were half idle for two and a half
+# minutes (measured: 38-59% busy). Each worker starts a whole stack, under
+# 0.5 GB: six fit in a few GB.
+WORKERS_PER_CORE, MAX_WORKERS = 3, 6
 _SPREAD = pytest.StashKey[bool]()
 
 

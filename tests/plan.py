@@ -10,7 +10,7 @@ whole run measured and recorded in tests/durations.json. A unit it does not
 know counts one second a test: a new test, or a renamed one, is at worst
 scheduled late, never lost.
 
-Two workers share a core, so a unit that mostly waits (a deploy frozen until
+Workers share a core (three to one), so a unit that mostly waits (a deploy frozen until
 its slot's lease lapses, the watcher's soak) leaves its core to one that
 computes, but only while one does: longest-first put the frozen deploys next
 to each other, and for a minute and more all four workers waited at once with
