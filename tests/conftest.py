@@ -224,7 +224,8 @@ def cli() -> Callable[..., Result]:
 # at the end of a CI run and the cores were half idle for two and a half
 # minutes (measured: 38-59% busy). Each worker starts a whole stack, under
 # 0.5 GB: six fit in a few GB.
-WORKERS_PER_CORE, MAX_WORKERS = 3, 6
+# RGWTLS_TEST_WORKERS_PER_CORE: fewer beside another run (scripts/tentacle).
+WORKERS_PER_CORE, MAX_WORKERS = int(os.environ.get("RGWTLS_TEST_WORKERS_PER_CORE", "3")), 6
 _SPREAD = pytest.StashKey[bool]()
 
 
