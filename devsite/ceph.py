@@ -31,6 +31,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -50,6 +51,9 @@ OSD_ID = 0
 # Osd data is saved to disk by memstore on a clean shutdown: give it time.
 OSD_STOP_TIMEOUT = 30.0
 _PROBE_OBJECT = "stack-probe.nonexistent"
+# Stats that did not end in time, with their handle and I/O context: kept, never closed nor freed, for as
+# long as the process lives (librados calls back into a completion when its operation ends).
+_IN_FLIGHT: list[tuple[Any, Any, Any]] = []
 
 
 def cephx_key() -> str:
@@ -217,7 +221,8 @@ class CephCluster:
 
     def _close_admin(self) -> None:
         handle, self._admin = self._admin, None
-        if handle is not None:
+        # Not under a stat still in flight (wait_pools_active): it would call back into freed memory.
+        if handle is not None and not any(h is handle for h, _, _ in _IN_FLIGHT):
             handle.shutdown()
 
     def mon_command(self, cmd: Mapping[str, Any], inbuf: bytes = b"") -> str:
@@ -270,21 +275,33 @@ class CephCluster:
         raise RuntimeError(f"osd.{OSD_ID} is not in the osdmap")
 
     def wait_pools_active(self, timeout: float = START_BOUND) -> None:
-        """Wait until a read in each pool is answered (its PG is active)."""
+        """Wait until a read in each pool is answered (its PG is active).
+
+        A stat's completion is freed only once its callback has run, and never
+        while the stat is in flight: freed as librados' finisher thread was
+        about to call back into it, it crashed the worker (a segfault in
+        `fn_anonymous`, seen in CI runs under load).
+        """
         deadline = time.monotonic() + timeout
         handle = self.admin()
         for pool in self.pools:
-            with contextlib.closing(handle.open_ioctx(pool)) as ioctx:
-                comp = ioctx.aio_stat(_PROBE_OBJECT, lambda *_: None)
-                while not comp.is_complete():
-                    if not self.osd.running():
-                        raise RuntimeError(f"ceph-osd exited:\n{self.osd.log_tail()}")
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"pool {pool} not active after {timeout}s:\n{self.osd.log_tail()}")
-                    time.sleep(0.02)
-                ret = comp.get_return_value()
-                if ret not in (0, -errno.ENOENT):
-                    raise RuntimeError(f"probe read in pool {pool} failed: {os.strerror(-ret)}")
+            ioctx = handle.open_ioctx(pool)
+            answered = threading.Event()
+            comp = ioctx.aio_stat(_PROBE_OBJECT, lambda *_, answered=answered: answered.set())
+            while not answered.wait(0.02):
+                why = ""
+                if not self.osd.running():
+                    why = f"ceph-osd exited:\n{self.osd.log_tail()}"
+                elif time.monotonic() > deadline:
+                    why = f"pool {pool} not active after {timeout}s:\n{self.osd.log_tail()}"
+                if why:
+                    _IN_FLIGHT.append((handle, ioctx, comp))
+                    raise RuntimeError(why)
+            comp.wait_for_complete_and_cb()
+            ret = comp.get_return_value()
+            ioctx.close()
+            if ret not in (0, -errno.ENOENT):
+                raise RuntimeError(f"probe read in pool {pool} failed: {os.strerror(-ret)}")
 
     # -- daemons -------------------------------------------------------------
 

@@ -281,21 +281,22 @@ class ControlStats:
 
     def __init__(self, cluster: CephCluster, pool: str) -> None:
         self._ioctx = cluster.admin().open_ioctx(pool)
-        self._pending: list[threading.Event] = []
+        self._pending: list[tuple[threading.Event, rados.Completion]] = []
 
     def answered(self, within: float) -> bool:
         """Whether a stat of each of `notify.0` to `notify.7` is answered within `within` seconds."""
         asked = [threading.Event() for _ in range(8)]
         for i, done in enumerate(asked):
-            self._ioctx.aio_stat(f"notify.{i}", lambda *_, done=done: done.set())
-        self._pending += asked
+            comp = self._ioctx.aio_stat(f"notify.{i}", lambda *_, done=done: done.set())
+            self._pending.append((done, comp))
         deadline = time.monotonic() + within
         return all(done.wait(max(0.0, deadline - time.monotonic())) for done in asked)
 
     def close(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        for done in self._pending:
+        for done, comp in self._pending:
             assert done.wait(max(0.0, deadline - time.monotonic())), "a stat never ended"
+            comp.wait_for_complete_and_cb()  # its callback returned: librados is done with it
         self._ioctx.close()
 
 
