@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,6 +14,15 @@ from pathlib import Path
 # one only ends a start that hangs: one that dies fails its wait at once, with its log. It holds
 # on a machine under scripts/cpu-hog while both xdist workers start their stacks.
 START_BOUND = 60.0
+
+# A server dies with the process that started it: an xdist worker that crashes (a segfault runs no
+# teardown) left its named, Pebble and OSD running after the run. setpriv (util-linux, essential)
+# sets the parent-death signal and execs the server, whose PID is then the one we hold. The signal
+# follows the thread that started the server (the worker's, which lives as long as its stack), and
+# the kernel clears it for a server that drops to another user itself (radosgw --setuser): that one
+# still stops by its fixture, or with its supervisor (rgwsup.py), which has the signal. A worker
+# that dies in the millisecond before setpriv has run escapes it.
+_DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
 
 
 class Server:
@@ -40,7 +50,7 @@ class Server:
         # Append: a restarted server keeps its earlier output for the post-mortem.
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv,
+                [*_DIE_WITH_PARENT, *self.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
