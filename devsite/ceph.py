@@ -171,6 +171,25 @@ keyring = {w}/$name.keyring
 """
 
 
+class Stat:
+    """One `aio_stat`, its completion held until librados has called back.
+
+    Freed while librados' finisher thread was about to call back into it, a
+    completion crashed the process (a segfault in `fn_anonymous`, seen in CI
+    runs under load); so is the I/O context closed under it. Whoever gives up
+    waiting keeps the stat, and the context, for as long as it may still end.
+    """
+
+    def __init__(self, ioctx: Any, obj: str) -> None:
+        self.answered = threading.Event()
+        self._comp = ioctx.aio_stat(obj, lambda *_: self.answered.set())
+
+    def result(self) -> int:
+        """Once `answered`: the stat's return value, librados done with it."""
+        self._comp.wait_for_complete_and_cb()
+        return int(self._comp.get_return_value())
+
+
 @dataclass
 class CephCluster:
     workdir: Path
@@ -277,28 +296,24 @@ class CephCluster:
     def wait_pools_active(self, timeout: float = START_BOUND) -> None:
         """Wait until a read in each pool is answered (its PG is active).
 
-        A stat's completion is freed only once its callback has run, and never
-        while the stat is in flight: freed as librados' finisher thread was
-        about to call back into it, it crashed the worker (a segfault in
-        `fn_anonymous`, seen in CI runs under load).
+        A stat that never ends keeps its I/O context and handle for the
+        process's life (see `Stat`).
         """
         deadline = time.monotonic() + timeout
         handle = self.admin()
         for pool in self.pools:
             ioctx = handle.open_ioctx(pool)
-            answered = threading.Event()
-            comp = ioctx.aio_stat(_PROBE_OBJECT, lambda *_, answered=answered: answered.set())
-            while not answered.wait(0.02):
+            stat = Stat(ioctx, _PROBE_OBJECT)
+            while not stat.answered.wait(0.02):
                 why = ""
                 if not self.osd.running():
                     why = f"ceph-osd exited:\n{self.osd.log_tail()}"
                 elif time.monotonic() > deadline:
                     why = f"pool {pool} not active after {timeout}s:\n{self.osd.log_tail()}"
                 if why:
-                    _IN_FLIGHT.append((handle, ioctx, comp))
+                    _IN_FLIGHT.append((handle, ioctx, stat))
                     raise RuntimeError(why)
-            comp.wait_for_complete_and_cb()
-            ret = comp.get_return_value()
+            ret = stat.result()
             ioctx.close()
             if ret not in (0, -errno.ENOENT):
                 raise RuntimeError(f"probe read in pool {pool} failed: {os.strerror(-ret)}")

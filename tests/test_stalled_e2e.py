@@ -22,7 +22,7 @@ import pytest
 import rados
 
 from devsite.bind import Bind
-from devsite.ceph import CephCluster, ceph_cluster
+from devsite.ceph import CephCluster, Stat, ceph_cluster
 from devsite.gateway import Gateway
 from devsite.pebble import Pebble
 from devsite.ports import free_port
@@ -275,28 +275,25 @@ class ControlStats:
     """Stats of radosgw's control objects through the admin handle, in flight as long as they need.
 
     A stat of an inactive PG waits until it is active again: its I/O context
-    is closed only once every stat made through it has ended (closing it
-    under a pending completion crashes the process).
+    is closed only once every stat made through it has ended (`Stat`).
     """
 
     def __init__(self, cluster: CephCluster, pool: str) -> None:
         self._ioctx = cluster.admin().open_ioctx(pool)
-        self._pending: list[tuple[threading.Event, rados.Completion]] = []
+        self._pending: list[Stat] = []
 
     def answered(self, within: float) -> bool:
         """Whether a stat of each of `notify.0` to `notify.7` is answered within `within` seconds."""
-        asked = [threading.Event() for _ in range(8)]
-        for i, done in enumerate(asked):
-            comp = self._ioctx.aio_stat(f"notify.{i}", lambda *_, done=done: done.set())
-            self._pending.append((done, comp))
+        asked = [Stat(self._ioctx, f"notify.{i}") for i in range(8)]
+        self._pending += asked
         deadline = time.monotonic() + within
-        return all(done.wait(max(0.0, deadline - time.monotonic())) for done in asked)
+        return all(stat.answered.wait(max(0.0, deadline - time.monotonic())) for stat in asked)
 
     def close(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        for done, comp in self._pending:
-            assert done.wait(max(0.0, deadline - time.monotonic())), "a stat never ended"
-            comp.wait_for_complete_and_cb()  # its callback returned: librados is done with it
+        for stat in self._pending:
+            assert stat.answered.wait(max(0.0, deadline - time.monotonic())), "a stat never ended"
+            stat.result()
         self._ioctx.close()
 
 
