@@ -41,14 +41,6 @@ TRACEBACKS = ("Traceback", "Exception ignored")
 CERT = "soak.example.org"
 
 
-def wait_for(what: str, ready: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not ready():
-        assert time.monotonic() - started < timeout, f"{what} did not happen within {timeout}s"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 @dataclass
 class Usage:
     threads: int
@@ -108,6 +100,10 @@ class Watcher:
     def count(self, line: str) -> int:
         return self.text().count(line)
 
+    def wait_for(self, what: str, ready: Callable[[], bool]) -> None:
+        """Until `ready()`, within NOTICED; at once, with the watcher's log, if the watcher ends first."""
+        waits.wait_for(what, ready, NOTICED, proc=self.proc, output=self.text)
+
     def watching(self) -> int:
         return self.count("deploy --watch: watching pool")
 
@@ -151,13 +147,12 @@ def replaced(w: Watcher, outage: Callable[[], None], mend: Callable[[], None], b
     lost, watching = w.lost(), w.watching()
     outage()
     try:
-        wait_for("the outage to break the watch", lambda: broken() or w.proc.poll() is not None, NOTICED)
+        w.wait_for("the outage to break the watch", broken)
     finally:
         mend()
-    wait_for("the watcher noticing", lambda: w.lost() > lost or w.proc.poll() is not None, NOTICED)
-    wait_for("a new watch", lambda: w.watching() > watching or w.proc.poll() is not None, NOTICED)
-    wait_for("the run after it", lambda: idle(w) or w.proc.poll() is not None, NOTICED)
-    assert w.proc.poll() is None, w.text()
+    w.wait_for("the watcher noticing", lambda: w.lost() > lost)
+    w.wait_for("a new watch", lambda: w.watching() > watching)
+    w.wait_for("the run after it", lambda: idle(w))
 
 
 def watchers(ceph: CephCluster) -> str:
@@ -194,7 +189,7 @@ def test_a_watcher_stays_flat_over_20_cluster_outages_and_20_link_cuts_and_stops
         # dropped the watch (past its timeout); the watcher then learns that the watch is gone.
         replaced(w, ns.cut, ns.mend, lambda: watchers(ceph) == "")
 
-    wait_for("the first watch and its run", lambda: w.watching() >= 1 and idle(w), NOTICED)
+    w.wait_for("the first watch and its run", lambda: w.watching() >= 1 and idle(w))
     stall()  # warm-up: the first replacements load what every later one uses
     cut()
     start = Usage.of(w.proc.pid)
