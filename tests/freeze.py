@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-# Where the deploy freezes: a function of the product, and which of its calls (1: the first).
+# Where the command freezes: a function of the product, and which of its calls (1: the first).
 POINTS: dict[str, tuple[str, str, int]] = {
     # After the slot's fence, before the restart command runs.
     "before the restart": ("rgwtls.restart", "run", 1),
@@ -25,6 +25,8 @@ POINTS: dict[str, tuple[str, str, int]] = {
     "before the rollback": ("rgwtls.restart", "roll_back", 1),
     # Before the probe's first write in radosgw's control pool, its stats all answered (rgwtls.health).
     "before the write probe": ("rgwtls.store.connection", "Connection.probe_write", 1),
+    # An issue's records published, before the wait until every authoritative server answers them.
+    "before the propagation wait": ("rgwtls.propagation", "wait_for_values", 1),
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from devsite.ports import free_port
+from devsite.proc import state_of
 from devsite.proxy import Tinyproxy
 from devsite.site import to_toml
 from devsite.tlsca import TestCA
@@ -84,9 +85,10 @@ def asked(server: socket.socket) -> bool:
         return False
 
 
-def start_issue(path: Path) -> subprocess.Popen[str]:
+def start_issue(path: Path, freeze: str = "") -> subprocess.Popen[str]:
+    """`rgwtls issue`; with `freeze`, one that stops itself there (tests/freeze.py)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "rgwtls", "issue"],
+        [sys.executable, "-m", *(("tests.freeze", freeze) if freeze else ("rgwtls",)), "issue"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "RGWTLS_CONFIG": str(path)},
@@ -188,13 +190,13 @@ def test_an_issuer_frozen_past_its_bound_stops_when_it_wakes_and_removes_its_rec
     stuck = stack.write_config(settings, "stuck.toml")
     bound = bound_of(stuck)
     assert bound == 4 * 1 + 3 + 4 + 2 * 1 + 3 * 2 * 1
-    started = time.monotonic()
-    proc = start_issue(stuck)
+    # Frozen, as a VM pause or a swap storm would, past the run's bound: where its records are
+    # published and it is about to wait for them, so that no other of its limits runs out first.
+    proc = start_issue(stuck, freeze="before the propagation wait")
     try:
-        wait_for("both values in BIND", lambda: len(stack.bind.txt(RECORD)) == 2, bound, proc, why="its bound")
-        # Frozen, as a VM pause or a swap storm would, past the run's bound.
-        os.kill(proc.pid, signal.SIGSTOP)
-        time.sleep(max(0.0, started + bound + 1 - time.monotonic()))
+        wait_for("the issuer's freeze", lambda: state_of(proc.pid) == "T", bound, proc, why="its bound")
+        assert len(stack.bind.txt(RECORD)) == 2
+        time.sleep(bound + 1)  # its bound's timer, armed before the freeze, has run out by then
         os.kill(proc.pid, signal.SIGCONT)
         woke = time.monotonic()
         res = finish(proc, timeout=60)
