@@ -53,7 +53,7 @@ OSD_STOP_TIMEOUT = 30.0
 _PROBE_OBJECT = "stack-probe.nonexistent"
 # Stats that did not end in time, with their handle and I/O context: kept, never closed nor freed, for as
 # long as the process lives (librados calls back into a completion when its operation ends).
-_IN_FLIGHT: list[tuple[Any, Any, Any]] = []
+_IN_FLIGHT: list[tuple[Any, Any, Stat]] = []
 
 
 def cephx_key() -> str:

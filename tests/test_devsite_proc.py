@@ -10,20 +10,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-from devsite.proc import Server, state_of
+from devsite.proc import Server
+from tests.test_command import alive
 from tests.waits import STOP_BOUND, wait_for
 
 
 def exec_done(pid: int) -> bool:
     """setpriv has set the signal and become the server: before that a parent's death goes unseen."""
     return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0")
-
-
-def gone(pid: int) -> bool:
-    try:
-        return state_of(pid) == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_the_pid_held_is_the_servers_own(tmp_path: Path) -> None:
@@ -33,7 +27,7 @@ def test_the_pid_held_is_the_servers_own(tmp_path: Path) -> None:
         wait_for("sleep's exec", lambda: exec_done(pid), STOP_BOUND)
     finally:
         server.stop()
-    assert gone(pid)
+    assert not alive(pid)
 
 
 def test_a_server_dies_with_the_worker_that_started_it(tmp_path: Path) -> None:
@@ -60,12 +54,12 @@ def test_a_server_dies_with_the_worker_that_started_it(tmp_path: Path) -> None:
         wait_for("sleep's exec", lambda: exec_done(pid), STOP_BOUND)
         worker.kill()
         worker.wait(10)
-        wait_for("the server's end after its worker's", lambda: gone(pid), STOP_BOUND)
+        wait_for("the server's end after its worker's", lambda: not alive(pid), STOP_BOUND)
     finally:
         worker.kill()
         worker.wait(10)
         worker.stdout.close()
         # Only our own sleep: by now its PID may be another process's.
         with contextlib.suppress(OSError):
-            if not gone(pid) and exec_done(pid):
+            if alive(pid) and exec_done(pid):
                 os.kill(pid, signal.SIGKILL)
